@@ -1,0 +1,644 @@
+//! The log of one partition: segments, the single writer, group commit, readers, retention.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::batch;
+use crate::config::{Durability, LogConfig};
+use crate::error::{LogError, Result};
+use crate::index::{SegmentIndex, sync_dir, write_atomic};
+use crate::segment::{self, Budget, Segment};
+
+const LOCK_FILE: &str = ".lock";
+const CLEAN_FILE: &str = "clean-shutdown";
+
+/// One stored record as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Its offset in the log.
+    pub offset: u64,
+    /// Append time in milliseconds since the Unix epoch (shared by its batch).
+    pub timestamp_ms: i64,
+    /// The payload, exactly as appended.
+    pub data: Bytes,
+}
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Offset after the last record (`base_offset + count`).
+    pub next_offset: u64,
+    /// Timestamp stored with the batch (never below an earlier batch's).
+    pub timestamp_ms: i64,
+}
+
+/// What [`Log::open`] found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// The log was closed cleanly: the active segment was not scanned.
+    pub clean: bool,
+    /// Bytes cut from the tail of the active segment (a torn or garbage tail).
+    pub truncated_bytes: u64,
+    /// Damaged batches found inside the active segment and kept (reads of them fail).
+    pub corrupt_batches: usize,
+}
+
+/// What [`Log::enforce_retention`] deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Segments deleted.
+    pub segments: usize,
+    /// Bytes freed.
+    pub bytes: u64,
+    /// Earliest offset after deletion.
+    pub earliest_offset: u64,
+}
+
+struct Writer {
+    active: Arc<Segment>,
+    position: u64,
+    next_offset: u64,
+    last_timestamp_ms: i64,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Every offset below this is on stable storage.
+    durable: u64,
+    /// A thread is inside fsync; others wait for it rather than issue their own.
+    syncing: bool,
+}
+
+struct Inner {
+    dir: PathBuf,
+    config: LogConfig,
+    _lock: File,
+    /// Readers clone this snapshot and never hold the lock across I/O.
+    segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    writer: Mutex<Writer>,
+    /// Offsets below it may be read: written, and durable when the policy is `always`.
+    high_watermark: AtomicU64,
+    sync: Mutex<SyncState>,
+    synced: Condvar,
+    fence: OnceLock<String>,
+    closed: AtomicBool,
+    stop_flusher: Mutex<bool>,
+    flusher_wake: Condvar,
+}
+
+/// The durable log of one partition. `Send + Sync`: share it behind an `Arc`; one writer at a time
+/// is serialised inside, readers run concurrently and never block the writer on I/O.
+///
+/// See the crate documentation for an example and `docs/durability.md` for the contract.
+pub struct Log {
+    inner: Arc<Inner>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, recovering from a crash if needed. Recovery reads only
+    /// the active segment, and not even that after a clean close.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
+        Self::open_with_report(dir, config).map(|(log, _)| log)
+    }
+
+    /// Like [`Log::open`], also telling what recovery did.
+    pub fn open_with_report(dir: impl AsRef<Path>, config: LogConfig) -> Result<(Log, Recovery)> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(LogError::io(&dir, "creating the log directory"))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(LogError::io(&lock_path, "opening the lock file"))?;
+        lock.try_lock().map_err(|_| LogError::Locked { path: dir.clone() })?;
+
+        let interval = u64::from(config.index_interval_bytes);
+        let mut bases = Vec::new();
+        let entries = fs::read_dir(&dir).map_err(LogError::io(&dir, "listing the log directory"))?;
+        for entry in entries {
+            let entry = entry.map_err(LogError::io(&dir, "listing the log directory"))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(base) = segment::parse_base(&name, "log") {
+                bases.push(base);
+            } else if name.ends_with(".tmp") {
+                // A temp file is an interrupted index write: never trusted, safe to drop.
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        bases.sort_unstable();
+        remove_orphan_indexes(&dir, &bases)?;
+
+        // Consume the clean-shutdown marker before anything else: once we may append, a crash
+        // must lead to a scan.
+        let clean_path = dir.join(CLEAN_FILE);
+        let marker = fs::read_to_string(&clean_path).ok();
+        if marker.is_some() {
+            fs::remove_file(&clean_path).map_err(LogError::io(&clean_path, "removing the clean-shutdown marker"))?;
+            sync_dir(&dir)?;
+        }
+
+        let mut report = Recovery::default();
+        let mut segments = Vec::with_capacity(bases.len() + 1);
+        if bases.is_empty() {
+            bases.push(0);
+            let path = dir.join(segment::file_name(0, "log"));
+            OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(&path)
+                .map_err(LogError::io(&path, "creating the first segment"))?;
+            sync_dir(&dir)?;
+        }
+        let active_base = *bases.last().expect("at least one segment");
+        for &base in &bases[..bases.len() - 1] {
+            let path = dir.join(segment::file_name(base, "log"));
+            let file = File::open(&path).map_err(LogError::io(&path, "opening a sealed segment"))?;
+            let len = file.metadata().map_err(LogError::io(&path, "reading segment metadata"))?.len();
+            segments.push(Arc::new(Segment::new(base, path, file, len, None, interval)));
+        }
+        for w in segments.windows(2) {
+            w[0].set_next_base(w[1].base_offset);
+        }
+        if let Some(last) = segments.last() {
+            last.set_next_base(active_base);
+        }
+
+        let path = dir.join(segment::file_name(active_base, "log"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(LogError::io(&path, "opening the active segment"))?;
+        let len = file.metadata().map_err(LogError::io(&path, "reading segment metadata"))?.len();
+        let active = Segment::new(active_base, path.clone(), file, len, None, interval);
+        let (op, tp) = active.index_paths();
+        let clean_index = marker
+            .filter(|m| *m == clean_marker(active_base, len))
+            .and_then(|_| SegmentIndex::load_files(&op, &tp, active_base, len));
+        let index = match clean_index {
+            Some(index) => {
+                report.clean = true;
+                index
+            }
+            None => {
+                let scan = active.scan(len)?;
+                for (position, offset, why) in &scan.corrupt {
+                    tracing::error!(segment = %path.display(), position, offset, reason = %why,
+                        "damaged batch inside the active segment: kept, reads of it will fail");
+                }
+                report.corrupt_batches = scan.corrupt.len();
+                if scan.valid_bytes < len {
+                    let cut = len - scan.valid_bytes;
+                    tracing::warn!(segment = %path.display(), cut_bytes = cut, valid_bytes = scan.valid_bytes,
+                        reason = scan.stopped.as_deref().unwrap_or(""), "recovery cut a torn or damaged tail");
+                    active.file.set_len(scan.valid_bytes).map_err(LogError::io(&path, "truncating a torn tail"))?;
+                    report.truncated_bytes = cut;
+                }
+                // What survived the crash is in the page cache; make it durable before it counts.
+                active.file.sync_all().map_err(LogError::io(&path, "fsyncing the recovered segment"))?;
+                active.written_bytes.store(scan.valid_bytes, Ordering::Release);
+                scan.index
+            }
+        };
+        let next_offset = index.next_offset;
+        let position = index.segment_bytes;
+        let last_timestamp_ms = index.max_timestamp_ms.unwrap_or(i64::MIN);
+        active.set_index(index);
+        let active = Arc::new(active);
+        segments.push(active.clone());
+
+        let inner = Arc::new(Inner {
+            dir,
+            _lock: lock,
+            segments: RwLock::new(Arc::new(segments)),
+            writer: Mutex::new(Writer { active, position, next_offset, last_timestamp_ms, closed: false }),
+            high_watermark: AtomicU64::new(next_offset),
+            sync: Mutex::new(SyncState { durable: next_offset, syncing: false }),
+            synced: Condvar::new(),
+            fence: OnceLock::new(),
+            closed: AtomicBool::new(false),
+            stop_flusher: Mutex::new(false),
+            flusher_wake: Condvar::new(),
+            config,
+        });
+        let flusher = inner.config.fsync_interval().map(|every| {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("herald-log-fsync".into())
+                .spawn(move || inner.flush_every(every))
+                .expect("spawning the fsync thread")
+        });
+        Ok((Log { inner, flusher: Mutex::new(flusher) }, report))
+    }
+
+    /// Appends a batch stamped with the current time. Returns once it is durable per the policy.
+    pub fn append<R: AsRef<[u8]>>(&self, records: &[R]) -> Result<Appended> {
+        self.append_at(records, now_ms())
+    }
+
+    /// Appends a batch stamped `timestamp_ms` (raised to the previous batch's timestamp if lower,
+    /// so that timestamps never decrease). Returns once it is durable per the policy.
+    pub fn append_at<R: AsRef<[u8]>>(&self, records: &[R], timestamp_ms: i64) -> Result<Appended> {
+        let inner = &*self.inner;
+        let cfg = &inner.config;
+        if records.is_empty() {
+            return Err(LogError::EmptyBatch);
+        }
+        if records.len() > cfg.batch_records_max as usize {
+            return Err(LogError::TooManyRecords { count: records.len(), limit: cfg.batch_records_max });
+        }
+        let mut payload = 0u64;
+        for (index, r) in records.iter().enumerate() {
+            let bytes = r.as_ref().len() as u64;
+            if bytes > u64::from(cfg.record_bytes_max) {
+                return Err(LogError::RecordTooLarge { index, bytes, limit: cfg.record_bytes_max });
+            }
+            payload += bytes;
+        }
+        let batch_len = batch::batch_len_for(records.len() as u64, payload);
+        if batch_len > u64::from(cfg.batch_bytes_max) {
+            return Err(LogError::BatchTooLarge { bytes: batch_len, limit: cfg.batch_bytes_max });
+        }
+        // Encoding happens outside the writer lock so that concurrent appenders overlap.
+        let mut buf = Vec::with_capacity(batch_len as usize);
+        batch::encode(records, &mut buf);
+
+        let appended = {
+            let mut w = inner.writer.lock().expect("writer lock poisoned");
+            inner.check_writable(&w)?;
+            let age_ms = w.active.with_index(|i| i.first_timestamp_ms)?.map_or(0, |first| timestamp_ms.saturating_sub(first));
+            let full = w.position + batch_len > cfg.segment_bytes_max;
+            let old = age_ms >= cfg.segment_age_ms_max as i64;
+            if w.position > 0 && (full || old) {
+                inner.roll(&mut w)?;
+            }
+            let base = w.next_offset;
+            let ts = timestamp_ms.max(w.last_timestamp_ms);
+            batch::seal(&mut buf, base, ts);
+            let pos = w.position;
+            if let Err(e) = w.active.file.write_all_at(&buf, pos) {
+                let err = LogError::Io { path: w.active.path.clone(), action: "appending a batch", source: e };
+                return Err(inner.fence_with(err));
+            }
+            let next = base + records.len() as u64;
+            w.active.update_index(|i| i.on_batch(base, next, pos, batch_len, ts, cfg.index_interval_bytes.into()));
+            w.position = pos + batch_len;
+            w.next_offset = next;
+            w.last_timestamp_ms = ts;
+            w.active.written_bytes.store(w.position, Ordering::Release);
+            if cfg.durability != Durability::Always {
+                inner.high_watermark.store(next, Ordering::Release);
+            }
+            Appended { base_offset: base, next_offset: next, timestamp_ms: ts }
+        };
+        if cfg.durability == Durability::Always {
+            inner.wait_durable(appended.next_offset)?;
+        }
+        Ok(appended)
+    }
+
+    /// Reads records from `offset` on: at most `max_records` and about `max_bytes` of payload
+    /// (at least one record whenever one exists at `offset`, however large). An empty result
+    /// means `offset` is the latest offset. Stops before a damaged batch if it has records to
+    /// return; the next read from there returns the [`LogError::Corrupt`] error.
+    pub fn read(&self, offset: u64, max_bytes: usize, max_records: usize) -> Result<Vec<Record>> {
+        let inner = &*self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed { path: inner.dir.clone() });
+        }
+        // The high watermark first: every segment holding an offset below it is in the snapshot
+        // taken after.
+        let hw = inner.high_watermark.load(Ordering::Acquire);
+        let segments = inner.snapshot();
+        let earliest = segments[0].base_offset;
+        if offset < earliest {
+            return Err(LogError::OffsetBelowEarliest { offset, earliest });
+        }
+        if offset > hw {
+            return Err(LogError::OffsetBeyondLatest { offset, latest: hw });
+        }
+        let mut out = Vec::new();
+        let mut budget = Budget { bytes: max_bytes, records: max_records.max(1) };
+        let first = segments.partition_point(|s| s.base_offset <= offset) - 1;
+        let mut from = offset;
+        for seg in &segments[first..] {
+            match seg.read(from.max(seg.base_offset), hw, &mut budget, &mut out) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) if out.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+            if let Some(last) = out.last() {
+                from = last.offset + 1;
+            }
+            if budget.records == 0 || budget.bytes == 0 || from >= hw {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first offset whose timestamp is at or after `timestamp_ms`, or `None` when every
+    /// stored record is older (a consumer starting there begins at [`Log::latest_offset`]).
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
+        let hw = self.inner.high_watermark.load(Ordering::Acquire);
+        for seg in self.inner.snapshot().iter() {
+            if let Some(offset) = seg.find_time(timestamp_ms)? {
+                return Ok((offset < hw).then_some(offset));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The earliest offset still stored (retention moves it forward).
+    pub fn earliest_offset(&self) -> u64 {
+        self.inner.snapshot()[0].base_offset
+    }
+
+    /// The offset the next append will get: one past the last readable record. Lag of a reader
+    /// at position `p` is `latest_offset() - p`.
+    pub fn latest_offset(&self) -> u64 {
+        self.inner.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Bytes of all segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.snapshot().iter().map(|s| s.written_bytes.load(Ordering::Acquire)).sum()
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.inner.snapshot().len()
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The configuration the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
+    /// Forces everything appended so far to stable storage, whatever the policy.
+    pub fn flush(&self) -> Result<()> {
+        let next = self.inner.writer.lock().expect("writer lock poisoned").next_offset;
+        self.inner.wait_durable(next)
+    }
+
+    /// Deletes sealed segments past the retention limits, as of `now_ms`. The active segment is
+    /// never deleted. Readers already inside a deleted segment finish their read.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {
+        let inner = &*self.inner;
+        let retention = inner.config.retention;
+        let segments = inner.snapshot();
+        let sealed = &segments[..segments.len() - 1];
+        let mut total: u64 = segments.iter().map(|s| s.written_bytes.load(Ordering::Acquire)).sum();
+        let mut victims = 0;
+        for seg in sealed {
+            let size = seg.written_bytes.load(Ordering::Acquire);
+            let expired = match retention.age_ms {
+                Some(age) => seg.with_index(|i| i.max_timestamp_ms)?.is_none_or(|m| now_ms.saturating_sub(m) > age as i64),
+                None => false,
+            };
+            let oversize = retention.bytes.is_some_and(|limit| total - size >= limit);
+            if !(expired || oversize) {
+                break;
+            }
+            total -= size;
+            victims += 1;
+        }
+        if victims == 0 {
+            return Ok(RetentionReport { earliest_offset: segments[0].base_offset, ..Default::default() });
+        }
+        // The writer lock serialises changes of the segment list (roll pushes, retention pops).
+        let removed: Vec<Arc<Segment>> = {
+            let _w = inner.writer.lock().expect("writer lock poisoned");
+            let mut list = inner.segments.write().expect("segments lock poisoned");
+            let mut next = (**list).clone();
+            let removed = next.drain(..victims).collect();
+            *list = Arc::new(next);
+            removed
+        };
+        let mut report = RetentionReport { segments: victims, bytes: 0, earliest_offset: self.earliest_offset() };
+        for seg in &removed {
+            report.bytes += seg.written_bytes.load(Ordering::Acquire);
+            let (op, tp) = seg.index_paths();
+            for p in [&seg.path, &op, &tp] {
+                match fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(LogError::Io { path: p.clone(), action: "deleting a segment", source: e }),
+                }
+            }
+            tracing::info!(segment = %seg.path.display(), "retention deleted a segment");
+        }
+        sync_dir(&inner.dir)?;
+        Ok(report)
+    }
+
+    /// Closes the log cleanly: fsync, write the active segment's indexes and the clean-shutdown
+    /// marker so that the next open skips recovery. Later calls on this log fail with
+    /// [`LogError::Closed`]. Closing twice is harmless.
+    pub fn close(&self) -> Result<()> {
+        self.stop_flusher();
+        let inner = &*self.inner;
+        let mut w = inner.writer.lock().expect("writer lock poisoned");
+        if w.closed {
+            return Ok(());
+        }
+        w.closed = true;
+        inner.closed.store(true, Ordering::Release);
+        if inner.fence.get().is_some() {
+            // Nothing written after the failure can be trusted to be complete: the next open scans.
+            return Ok(());
+        }
+        let path = &w.active.path;
+        w.active.file.sync_all().map_err(LogError::io(path, "fsyncing the active segment"))?;
+        let (op, tp) = w.active.index_paths();
+        w.active.with_index(|i| i.write_files(&op, &tp))??;
+        sync_dir(&inner.dir)?;
+        write_atomic(&inner.dir.join(CLEAN_FILE), clean_marker(w.active.base_offset, w.position).as_bytes())?;
+        sync_dir(&inner.dir)
+    }
+
+    /// Closes without the clean-shutdown marker, as a crash would leave things (after the
+    /// kernel has every write): the next open scans the active segment. For tests.
+    #[doc(hidden)]
+    pub fn close_as_if_crashed(&self) {
+        self.stop_flusher();
+        let mut w = self.inner.writer.lock().expect("writer lock poisoned");
+        w.closed = true;
+        self.inner.closed.store(true, Ordering::Release);
+    }
+
+    fn stop_flusher(&self) {
+        *self.inner.stop_flusher.lock().expect("flusher lock poisoned") = true;
+        self.inner.flusher_wake.notify_all();
+        if let Some(handle) = self.flusher.lock().expect("flusher lock poisoned").take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::error!(dir = %self.inner.dir.display(), error = %e, "closing the log failed; the next open will recover");
+        }
+    }
+}
+
+impl Inner {
+    fn snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
+        self.segments.read().expect("segments lock poisoned").clone()
+    }
+
+    fn check_writable(&self, w: &Writer) -> Result<()> {
+        if w.closed {
+            return Err(LogError::Closed { path: self.dir.clone() });
+        }
+        if let Some(cause) = self.fence.get() {
+            return Err(LogError::Fenced { path: self.dir.clone(), cause: cause.clone() });
+        }
+        Ok(())
+    }
+
+    /// Records the first I/O failure; from now on every append fails. Returns the error.
+    fn fence_with(&self, err: LogError) -> LogError {
+        tracing::error!(dir = %self.dir.display(), error = %err, "log fenced: no more appends until it is reopened");
+        let _ = self.fence.set(err.to_string());
+        err
+    }
+
+    /// Seals the active segment and starts a new one at the writer's next offset.
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        let old = w.active.clone();
+        // Everything in a sealed segment is durable, so durability tracking only ever concerns
+        // the active segment.
+        old.file
+            .sync_data()
+            .map_err(|e| self.fence_with(LogError::Io { path: old.path.clone(), action: "fsyncing a segment before sealing it", source: e }))?;
+        let (op, tp) = old.index_paths();
+        old.with_index(|i| i.write_files(&op, &tp))??;
+        let base = w.next_offset;
+        let path = self.dir.join(segment::file_name(base, "log"));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(LogError::io(&path, "creating a segment"))?;
+        sync_dir(&self.dir).map_err(|e| self.fence_with(e))?;
+        let interval = self.config.index_interval_bytes.into();
+        let seg = Arc::new(Segment::new(base, path, file, 0, Some(SegmentIndex::new(base)), interval));
+        old.set_next_base(base);
+        {
+            let mut list = self.segments.write().expect("segments lock poisoned");
+            let mut next = (**list).clone();
+            next.push(seg.clone());
+            *list = Arc::new(next);
+        }
+        w.active = seg;
+        w.position = 0;
+        Ok(())
+    }
+
+    /// Blocks until every offset below `target` is durable. Group commit: one thread fsyncs on
+    /// behalf of all that wait; whoever arrives while it runs waits for the next round.
+    fn wait_durable(&self, target: u64) -> Result<()> {
+        let mut s = self.sync.lock().expect("sync lock poisoned");
+        loop {
+            if let Some(cause) = self.fence.get() {
+                return Err(LogError::Fenced { path: self.dir.clone(), cause: cause.clone() });
+            }
+            if s.durable >= target {
+                return Ok(());
+            }
+            if s.syncing {
+                s = self.synced.wait(s).expect("sync lock poisoned");
+                continue;
+            }
+            s.syncing = true;
+            drop(s);
+            let result = self.sync_once();
+            s = self.sync.lock().expect("sync lock poisoned");
+            s.syncing = false;
+            if let Ok(durable) = result {
+                s.durable = s.durable.max(durable);
+                self.high_watermark.fetch_max(s.durable, Ordering::AcqRel);
+            }
+            self.synced.notify_all();
+            result?;
+        }
+    }
+
+    /// One fsync of the active segment; returns the offset below which everything is durable.
+    fn sync_once(&self) -> Result<u64> {
+        let (segment, next) = {
+            let w = self.writer.lock().expect("writer lock poisoned");
+            (w.active.clone(), w.next_offset)
+        };
+        match segment.file.sync_data() {
+            Ok(()) => Ok(next),
+            Err(e) => Err(self.fence_with(LogError::Io { path: segment.path.clone(), action: "fsyncing appended data", source: e })),
+        }
+    }
+
+    fn flush_every(&self, every: Duration) {
+        let mut stop = self.stop_flusher.lock().expect("flusher lock poisoned");
+        while !*stop {
+            stop = self.flusher_wake.wait_timeout(stop, every).expect("flusher lock poisoned").0;
+            if *stop || self.fence.get().is_some() {
+                break;
+            }
+            let next = self.writer.lock().expect("writer lock poisoned").next_offset;
+            if let Err(e) = self.wait_durable(next) {
+                tracing::error!(error = %e, "periodic fsync failed");
+                break;
+            }
+        }
+    }
+}
+
+fn clean_marker(base: u64, bytes: u64) -> String {
+    format!("herald-log clean-shutdown v1\nactive_base_offset={base}\nactive_segment_bytes={bytes}\n")
+}
+
+/// Index files whose segment is gone (retention interrupted by a crash) are removed.
+fn remove_orphan_indexes(dir: &Path, bases: &[u64]) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(LogError::io(dir, "listing the log directory"))?;
+    for entry in entries {
+        let entry = entry.map_err(LogError::io(dir, "listing the log directory"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let base = segment::parse_base(&name, "index").or_else(|| segment::parse_base(&name, "timeindex"));
+        if base.is_some_and(|b| bases.binary_search(&b).is_err()) {
+            fs::remove_file(entry.path()).map_err(LogError::io(entry.path(), "removing an orphan index file"))?;
+        }
+    }
+    Ok(())
+}
