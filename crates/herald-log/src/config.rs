@@ -114,7 +114,13 @@ impl Default for LogConfig {
 
 fn range(name: &'static str, value: u64, min: u64, max: u64, unit: &'static str) -> Result<(), ConfigError> {
     if value < min || value > max {
-        return Err(ConfigError::OutOfRange { name, value, min, max, unit });
+        return Err(ConfigError::OutOfRange {
+            name,
+            value,
+            min,
+            max,
+            unit,
+        });
     }
     Ok(())
 }
@@ -122,14 +128,38 @@ fn range(name: &'static str, value: u64, min: u64, max: u64, unit: &'static str)
 impl LogConfig {
     /// Checks every limit against its hard range and against the others.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        range("segment_bytes_max", self.segment_bytes_max, SEGMENT_BYTES_MAX_MIN, SEGMENT_BYTES_MAX_MAX, "bytes")?;
+        range(
+            "segment_bytes_max",
+            self.segment_bytes_max,
+            SEGMENT_BYTES_MAX_MIN,
+            SEGMENT_BYTES_MAX_MAX,
+            "bytes",
+        )?;
         range("segment_age_ms_max", self.segment_age_ms_max, 1, u64::MAX / 2, "ms")?;
-        range("record_bytes_max", self.record_bytes_max.into(), 1, RECORD_BYTES_MAX_MAX.into(), "bytes")?;
+        range(
+            "record_bytes_max",
+            self.record_bytes_max.into(),
+            1,
+            RECORD_BYTES_MAX_MAX.into(),
+            "bytes",
+        )?;
         // A batch must hold at least one maximal record, and fit in a segment.
         let batch_min = crate::batch::batch_len_for(1, u64::from(self.record_bytes_max));
         let batch_max = u64::from(BATCH_BYTES_MAX_MAX).min(self.segment_bytes_max);
-        range("batch_bytes_max", self.batch_bytes_max.into(), batch_min, batch_max, "bytes")?;
-        range("batch_records_max", self.batch_records_max.into(), 1, BATCH_RECORDS_MAX_MAX.into(), "records")?;
+        range(
+            "batch_bytes_max",
+            self.batch_bytes_max.into(),
+            batch_min,
+            batch_max,
+            "bytes",
+        )?;
+        range(
+            "batch_records_max",
+            self.batch_records_max.into(),
+            1,
+            BATCH_RECORDS_MAX_MAX.into(),
+            "records",
+        )?;
         range(
             "index_interval_bytes",
             self.index_interval_bytes.into(),

@@ -106,7 +106,9 @@ pub struct Log {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Log {
@@ -176,7 +178,10 @@ impl Log {
         for &base in &bases[..bases.len() - 1] {
             let path = dir.join(segment::file_name(base, "log"));
             let file = File::open(&path).map_err(LogError::io(&path, "opening a sealed segment"))?;
-            let len = file.metadata().map_err(LogError::io(&path, "reading segment metadata"))?.len();
+            let len = file
+                .metadata()
+                .map_err(LogError::io(&path, "reading segment metadata"))?
+                .len();
             segments.push(Arc::new(Segment::new(base, path, file, len, None, interval)));
         }
         for w in segments.windows(2) {
@@ -192,7 +197,10 @@ impl Log {
             .write(true)
             .open(&path)
             .map_err(LogError::io(&path, "opening the active segment"))?;
-        let len = file.metadata().map_err(LogError::io(&path, "reading segment metadata"))?.len();
+        let len = file
+            .metadata()
+            .map_err(LogError::io(&path, "reading segment metadata"))?
+            .len();
         let active = Segment::new(active_base, path.clone(), file, len, None, interval);
         let (op, tp) = active.index_paths();
         let clean_index = marker
@@ -214,11 +222,17 @@ impl Log {
                     let cut = len - scan.valid_bytes;
                     tracing::warn!(segment = %path.display(), cut_bytes = cut, valid_bytes = scan.valid_bytes,
                         reason = scan.stopped.as_deref().unwrap_or(""), "recovery cut a torn or damaged tail");
-                    active.file.set_len(scan.valid_bytes).map_err(LogError::io(&path, "truncating a torn tail"))?;
+                    active
+                        .file
+                        .set_len(scan.valid_bytes)
+                        .map_err(LogError::io(&path, "truncating a torn tail"))?;
                     report.truncated_bytes = cut;
                 }
                 // What survived the crash is in the page cache; make it durable before it counts.
-                active.file.sync_all().map_err(LogError::io(&path, "fsyncing the recovered segment"))?;
+                active
+                    .file
+                    .sync_all()
+                    .map_err(LogError::io(&path, "fsyncing the recovered segment"))?;
                 active.written_bytes.store(scan.valid_bytes, Ordering::Release);
                 scan.index
             }
@@ -234,9 +248,18 @@ impl Log {
             dir,
             _lock: lock,
             segments: RwLock::new(Arc::new(segments)),
-            writer: Mutex::new(Writer { active, position, next_offset, last_timestamp_ms, closed: false }),
+            writer: Mutex::new(Writer {
+                active,
+                position,
+                next_offset,
+                last_timestamp_ms,
+                closed: false,
+            }),
             high_watermark: AtomicU64::new(next_offset),
-            sync: Mutex::new(SyncState { durable: next_offset, syncing: false }),
+            sync: Mutex::new(SyncState {
+                durable: next_offset,
+                syncing: false,
+            }),
             synced: Condvar::new(),
             fence: OnceLock::new(),
             closed: AtomicBool::new(false),
@@ -251,7 +274,13 @@ impl Log {
                 .spawn(move || inner.flush_every(every))
                 .expect("spawning the fsync thread")
         });
-        Ok((Log { inner, flusher: Mutex::new(flusher) }, report))
+        Ok((
+            Log {
+                inner,
+                flusher: Mutex::new(flusher),
+            },
+            report,
+        ))
     }
 
     /// Appends a batch stamped with the current time. Returns once it is durable per the policy.
@@ -268,19 +297,29 @@ impl Log {
             return Err(LogError::EmptyBatch);
         }
         if records.len() > cfg.batch_records_max as usize {
-            return Err(LogError::TooManyRecords { count: records.len(), limit: cfg.batch_records_max });
+            return Err(LogError::TooManyRecords {
+                count: records.len(),
+                limit: cfg.batch_records_max,
+            });
         }
         let mut payload = 0u64;
         for (index, r) in records.iter().enumerate() {
             let bytes = r.as_ref().len() as u64;
             if bytes > u64::from(cfg.record_bytes_max) {
-                return Err(LogError::RecordTooLarge { index, bytes, limit: cfg.record_bytes_max });
+                return Err(LogError::RecordTooLarge {
+                    index,
+                    bytes,
+                    limit: cfg.record_bytes_max,
+                });
             }
             payload += bytes;
         }
         let batch_len = batch::batch_len_for(records.len() as u64, payload);
         if batch_len > u64::from(cfg.batch_bytes_max) {
-            return Err(LogError::BatchTooLarge { bytes: batch_len, limit: cfg.batch_bytes_max });
+            return Err(LogError::BatchTooLarge {
+                bytes: batch_len,
+                limit: cfg.batch_bytes_max,
+            });
         }
         // Encoding happens outside the writer lock so that concurrent appenders overlap.
         let mut buf = Vec::with_capacity(batch_len as usize);
@@ -289,7 +328,10 @@ impl Log {
         let appended = {
             let mut w = inner.writer.lock().expect("writer lock poisoned");
             inner.check_writable(&w)?;
-            let age_ms = w.active.with_index(|i| i.first_timestamp_ms)?.map_or(0, |first| timestamp_ms.saturating_sub(first));
+            let age_ms = w
+                .active
+                .with_index(|i| i.first_timestamp_ms)?
+                .map_or(0, |first| timestamp_ms.saturating_sub(first));
             let full = w.position + batch_len > cfg.segment_bytes_max;
             let old = age_ms >= cfg.segment_age_ms_max as i64;
             if w.position > 0 && (full || old) {
@@ -300,11 +342,16 @@ impl Log {
             batch::seal(&mut buf, base, ts);
             let pos = w.position;
             if let Err(e) = w.active.file.write_all_at(&buf, pos) {
-                let err = LogError::Io { path: w.active.path.clone(), action: "appending a batch", source: e };
+                let err = LogError::Io {
+                    path: w.active.path.clone(),
+                    action: "appending a batch",
+                    source: e,
+                };
                 return Err(inner.fence_with(err));
             }
             let next = base + records.len() as u64;
-            w.active.update_index(|i| i.on_batch(base, next, pos, batch_len, ts, cfg.index_interval_bytes.into()));
+            w.active
+                .update_index(|i| i.on_batch(base, next, pos, batch_len, ts, cfg.index_interval_bytes.into()));
             w.position = pos + batch_len;
             w.next_offset = next;
             w.last_timestamp_ms = ts;
@@ -312,7 +359,11 @@ impl Log {
             if cfg.durability != Durability::Always {
                 inner.high_watermark.store(next, Ordering::Release);
             }
-            Appended { base_offset: base, next_offset: next, timestamp_ms: ts }
+            Appended {
+                base_offset: base,
+                next_offset: next,
+                timestamp_ms: ts,
+            }
         };
         if cfg.durability == Durability::Always {
             inner.wait_durable(appended.next_offset)?;
@@ -327,7 +378,9 @@ impl Log {
     pub fn read(&self, offset: u64, max_bytes: usize, max_records: usize) -> Result<Vec<Record>> {
         let inner = &*self.inner;
         if inner.closed.load(Ordering::Acquire) {
-            return Err(LogError::Closed { path: inner.dir.clone() });
+            return Err(LogError::Closed {
+                path: inner.dir.clone(),
+            });
         }
         // The high watermark first: every segment holding an offset below it is in the snapshot
         // taken after.
@@ -341,7 +394,10 @@ impl Log {
             return Err(LogError::OffsetBeyondLatest { offset, latest: hw });
         }
         let mut out = Vec::new();
-        let mut budget = Budget { bytes: max_bytes, records: max_records.max(1) };
+        let mut budget = Budget {
+            bytes: max_bytes,
+            records: max_records.max(1),
+        };
         let first = segments.partition_point(|s| s.base_offset <= offset) - 1;
         let mut from = offset;
         for seg in &segments[first..] {
@@ -386,7 +442,11 @@ impl Log {
 
     /// Bytes of all segment files.
     pub fn size_bytes(&self) -> u64 {
-        self.inner.snapshot().iter().map(|s| s.written_bytes.load(Ordering::Acquire)).sum()
+        self.inner
+            .snapshot()
+            .iter()
+            .map(|s| s.written_bytes.load(Ordering::Acquire))
+            .sum()
     }
 
     /// Number of segment files.
@@ -422,7 +482,9 @@ impl Log {
         for seg in sealed {
             let size = seg.written_bytes.load(Ordering::Acquire);
             let expired = match retention.age_ms {
-                Some(age) => seg.with_index(|i| i.max_timestamp_ms)?.is_none_or(|m| now_ms.saturating_sub(m) > age as i64),
+                Some(age) => seg
+                    .with_index(|i| i.max_timestamp_ms)?
+                    .is_none_or(|m| now_ms.saturating_sub(m) > age as i64),
                 None => false,
             };
             let oversize = retention.bytes.is_some_and(|limit| total - size >= limit);
@@ -433,7 +495,10 @@ impl Log {
             victims += 1;
         }
         if victims == 0 {
-            return Ok(RetentionReport { earliest_offset: segments[0].base_offset, ..Default::default() });
+            return Ok(RetentionReport {
+                earliest_offset: segments[0].base_offset,
+                ..Default::default()
+            });
         }
         // The writer lock serialises changes of the segment list (roll pushes, retention pops).
         let removed: Vec<Arc<Segment>> = {
@@ -444,7 +509,11 @@ impl Log {
             *list = Arc::new(next);
             removed
         };
-        let mut report = RetentionReport { segments: victims, bytes: 0, earliest_offset: self.earliest_offset() };
+        let mut report = RetentionReport {
+            segments: victims,
+            bytes: 0,
+            earliest_offset: self.earliest_offset(),
+        };
         for seg in &removed {
             report.bytes += seg.written_bytes.load(Ordering::Acquire);
             let (op, tp) = seg.index_paths();
@@ -452,7 +521,13 @@ impl Log {
                 match fs::remove_file(p) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(LogError::Io { path: p.clone(), action: "deleting a segment", source: e }),
+                    Err(e) => {
+                        return Err(LogError::Io {
+                            path: p.clone(),
+                            action: "deleting a segment",
+                            source: e,
+                        });
+                    }
                 }
             }
             tracing::info!(segment = %seg.path.display(), "retention deleted a segment");
@@ -478,11 +553,17 @@ impl Log {
             return Ok(());
         }
         let path = &w.active.path;
-        w.active.file.sync_all().map_err(LogError::io(path, "fsyncing the active segment"))?;
+        w.active
+            .file
+            .sync_all()
+            .map_err(LogError::io(path, "fsyncing the active segment"))?;
         let (op, tp) = w.active.index_paths();
         w.active.with_index(|i| i.write_files(&op, &tp))??;
         sync_dir(&inner.dir)?;
-        write_atomic(&inner.dir.join(CLEAN_FILE), clean_marker(w.active.base_offset, w.position).as_bytes())?;
+        write_atomic(
+            &inner.dir.join(CLEAN_FILE),
+            clean_marker(w.active.base_offset, w.position).as_bytes(),
+        )?;
         sync_dir(&inner.dir)
     }
 
@@ -523,7 +604,10 @@ impl Inner {
             return Err(LogError::Closed { path: self.dir.clone() });
         }
         if let Some(cause) = self.fence.get() {
-            return Err(LogError::Fenced { path: self.dir.clone(), cause: cause.clone() });
+            return Err(LogError::Fenced {
+                path: self.dir.clone(),
+                cause: cause.clone(),
+            });
         }
         Ok(())
     }
@@ -540,9 +624,13 @@ impl Inner {
         let old = w.active.clone();
         // Everything in a sealed segment is durable, so durability tracking only ever concerns
         // the active segment.
-        old.file
-            .sync_data()
-            .map_err(|e| self.fence_with(LogError::Io { path: old.path.clone(), action: "fsyncing a segment before sealing it", source: e }))?;
+        old.file.sync_data().map_err(|e| {
+            self.fence_with(LogError::Io {
+                path: old.path.clone(),
+                action: "fsyncing a segment before sealing it",
+                source: e,
+            })
+        })?;
         let (op, tp) = old.index_paths();
         old.with_index(|i| i.write_files(&op, &tp))??;
         let base = w.next_offset;
@@ -555,7 +643,14 @@ impl Inner {
             .map_err(LogError::io(&path, "creating a segment"))?;
         sync_dir(&self.dir).map_err(|e| self.fence_with(e))?;
         let interval = self.config.index_interval_bytes.into();
-        let seg = Arc::new(Segment::new(base, path, file, 0, Some(SegmentIndex::new(base)), interval));
+        let seg = Arc::new(Segment::new(
+            base,
+            path,
+            file,
+            0,
+            Some(SegmentIndex::new(base)),
+            interval,
+        ));
         old.set_next_base(base);
         {
             let mut list = self.segments.write().expect("segments lock poisoned");
@@ -574,7 +669,10 @@ impl Inner {
         let mut s = self.sync.lock().expect("sync lock poisoned");
         loop {
             if let Some(cause) = self.fence.get() {
-                return Err(LogError::Fenced { path: self.dir.clone(), cause: cause.clone() });
+                return Err(LogError::Fenced {
+                    path: self.dir.clone(),
+                    cause: cause.clone(),
+                });
             }
             if s.durable >= target {
                 return Ok(());
@@ -605,14 +703,22 @@ impl Inner {
         };
         match segment.file.sync_data() {
             Ok(()) => Ok(next),
-            Err(e) => Err(self.fence_with(LogError::Io { path: segment.path.clone(), action: "fsyncing appended data", source: e })),
+            Err(e) => Err(self.fence_with(LogError::Io {
+                path: segment.path.clone(),
+                action: "fsyncing appended data",
+                source: e,
+            })),
         }
     }
 
     fn flush_every(&self, every: Duration) {
         let mut stop = self.stop_flusher.lock().expect("flusher lock poisoned");
         while !*stop {
-            stop = self.flusher_wake.wait_timeout(stop, every).expect("flusher lock poisoned").0;
+            stop = self
+                .flusher_wake
+                .wait_timeout(stop, every)
+                .expect("flusher lock poisoned")
+                .0;
             if *stop || self.fence.get().is_some() {
                 break;
             }

@@ -3,8 +3,8 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 
@@ -153,24 +153,51 @@ impl Segment {
                 }
                 corrupt.push((pos, expected, why));
             }
-            index.on_batch(expected, header.next_offset(), pos, header.batch_len.into(), header.timestamp_ms, interval);
+            index.on_batch(
+                expected,
+                header.next_offset(),
+                pos,
+                header.batch_len.into(),
+                header.timestamp_ms,
+                interval,
+            );
             expected = header.next_offset();
             pos += u64::from(header.batch_len);
         };
         if let Some(e) = reader.io_error {
-            return Err(LogError::Io { path: self.path.clone(), action: "scanning a segment", source: e });
+            return Err(LogError::Io {
+                path: self.path.clone(),
+                action: "scanning a segment",
+                source: e,
+            });
         }
-        Ok(Scan { index, valid_bytes: pos, corrupt, stopped })
+        Ok(Scan {
+            index,
+            valid_bytes: pos,
+            corrupt,
+            stopped,
+        })
     }
 
     pub fn corrupt(&self, position: u64, offset: u64, reason: impl Into<String>) -> LogError {
-        LogError::Corrupt { path: self.path.clone(), position, offset, reason: reason.into() }
+        LogError::Corrupt {
+            path: self.path.clone(),
+            position,
+            offset,
+            reason: reason.into(),
+        }
     }
 
     /// Reads records from `offset` (inside this segment) that are below `high_watermark`,
     /// appending them to `out` until `budget` runs out. Returns `true` when the segment has no
     /// more records to give (the caller moves to the next segment).
-    pub fn read(&self, offset: u64, high_watermark: u64, budget: &mut Budget, out: &mut Vec<crate::Record>) -> Result<bool> {
+    pub fn read(
+        &self,
+        offset: u64,
+        high_watermark: u64,
+        budget: &mut Budget,
+        out: &mut Vec<crate::Record>,
+    ) -> Result<bool> {
         let (mut pos, mut expected) = self.with_index(|i| i.lookup_offset(offset))?;
         let limit = self.written_bytes.load(Ordering::Acquire);
         let next_base = self.next_base.load(Ordering::Acquire);
@@ -184,11 +211,17 @@ impl Segment {
                 // A sealed segment must end exactly where the next begins; a gap means lost data
                 // and is reported, never skipped.
                 if next_base != u64::MAX && expected < next_base {
-                    return Err(self.corrupt(pos, expected, format!("segment ends at offset {expected} but the next segment starts at {next_base}")));
+                    return Err(self.corrupt(
+                        pos,
+                        expected,
+                        format!("segment ends at offset {expected} but the next segment starts at {next_base}"),
+                    ));
                 }
                 return Ok(true);
             }
-            let (header, body) = reader.batch_at(pos, expected).map_err(|why| self.corrupt(pos, expected, why))?;
+            let (header, body) = reader
+                .batch_at(pos, expected)
+                .map_err(|why| self.corrupt(pos, expected, why))?;
             if header.next_offset() <= offset {
                 pos += u64::from(header.batch_len);
                 expected = header.next_offset();
@@ -199,11 +232,19 @@ impl Segment {
                 if o < offset {
                     continue;
                 }
-                if o >= high_watermark || budget.exhausted(out.is_empty()) {
-                    return Ok(o >= high_watermark);
+                if o >= high_watermark {
+                    return Ok(true);
+                }
+                if budget.exhausted(out.is_empty(), data.len()) {
+                    budget.records = 0;
+                    return Ok(false);
                 }
                 budget.take(data.len());
-                out.push(crate::Record { offset: o, timestamp_ms: header.timestamp_ms, data });
+                out.push(crate::Record {
+                    offset: o,
+                    timestamp_ms: header.timestamp_ms,
+                    data,
+                });
             }
             pos += u64::from(header.batch_len);
             expected = header.next_offset();
@@ -221,7 +262,9 @@ impl Segment {
         };
         let mut reader = ChunkReader::new(&self.file, &self.path, limit);
         while pos < limit {
-            let (header, body) = reader.batch_at(pos, expected).map_err(|why| self.corrupt(pos, expected, why))?;
+            let (header, body) = reader
+                .batch_at(pos, expected)
+                .map_err(|why| self.corrupt(pos, expected, why))?;
             if header.timestamp_ms >= timestamp_ms {
                 // Never answer from an unverified timestamp.
                 batch::verify(&header, &body).map_err(|why| self.corrupt(pos, expected, why))?;
@@ -241,9 +284,10 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// A read always returns at least one record when one exists, whatever the budget.
-    fn exhausted(&self, first: bool) -> bool {
-        !first && (self.records == 0 || self.bytes == 0)
+    /// Whether a record of `bytes` no longer fits. A read always returns at least one record
+    /// when one exists, whatever the budget.
+    fn exhausted(&self, first: bool, bytes: usize) -> bool {
+        !first && (self.records == 0 || bytes > self.bytes)
     }
     fn take(&mut self, bytes: usize) {
         self.records = self.records.saturating_sub(1);
@@ -267,14 +311,25 @@ pub struct ChunkReader<'a> {
 
 impl<'a> ChunkReader<'a> {
     pub fn new(file: &'a File, path: &'a Path, limit: u64) -> Self {
-        ChunkReader { file, path, limit, buf: Bytes::new(), buf_start: 0, chunk: CHUNK_BYTES, io_error: None }
+        ChunkReader {
+            file,
+            path,
+            limit,
+            buf: Bytes::new(),
+            buf_start: 0,
+            chunk: CHUNK_BYTES,
+            io_error: None,
+        }
     }
 
     /// `len` bytes at `pos`, or an error string if they are not all there.
     fn get(&mut self, pos: u64, len: usize) -> std::result::Result<Bytes, String> {
         let end = pos + len as u64;
         if end > self.limit {
-            return Err(format!("{len} bytes at {pos} run past the end of the data ({} bytes)", self.limit));
+            return Err(format!(
+                "{len} bytes at {pos} run past the end of the data ({} bytes)",
+                self.limit
+            ));
         }
         let buf_end = self.buf_start + self.buf.len() as u64;
         if pos < self.buf_start || end > buf_end {
@@ -301,7 +356,10 @@ impl<'a> ChunkReader<'a> {
         let header = BatchHeader::parse(&self.get(pos, BATCH_HEADER_BYTES)?);
         header.check_frame(self.limit - pos)?;
         if header.base_offset != expected {
-            return Err(format!("batch claims base offset {}, expected {expected}", header.base_offset));
+            return Err(format!(
+                "batch claims base offset {}, expected {expected}",
+                header.base_offset
+            ));
         }
         let body = self.get(pos, header.batch_len as usize)?;
         Ok((header, body))
