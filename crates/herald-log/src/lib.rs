@@ -40,6 +40,7 @@
 pub mod batch;
 mod config;
 mod error;
+pub mod failpoints;
 mod index;
 mod log;
 mod segment;

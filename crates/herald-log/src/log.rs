@@ -239,7 +239,13 @@ impl Log {
         };
         let next_offset = index.next_offset;
         let position = index.segment_bytes;
-        let last_timestamp_ms = index.max_timestamp_ms.unwrap_or(i64::MIN);
+        // An empty active segment (a crash right after a roll) takes the previous segment's
+        // newest timestamp, so that timestamps never go backwards across segments.
+        let last_timestamp_ms = match (index.max_timestamp_ms, segments.last()) {
+            (Some(ts), _) => ts,
+            (None, Some(prev)) => prev.with_index(|i| i.max_timestamp_ms)?.unwrap_or(i64::MIN),
+            (None, None) => i64::MIN,
+        };
         active.set_index(index);
         let active = Arc::new(active);
         segments.push(active.clone());
@@ -624,7 +630,7 @@ impl Inner {
         let old = w.active.clone();
         // Everything in a sealed segment is durable, so durability tracking only ever concerns
         // the active segment.
-        old.file.sync_data().map_err(|e| {
+        crate::failpoints::fsync(&old.file, &old.path).map_err(|e| {
             self.fence_with(LogError::Io {
                 path: old.path.clone(),
                 action: "fsyncing a segment before sealing it",
@@ -701,7 +707,7 @@ impl Inner {
             let w = self.writer.lock().expect("writer lock poisoned");
             (w.active.clone(), w.next_offset)
         };
-        match segment.file.sync_data() {
+        match crate::failpoints::fsync(&segment.file, &segment.path) {
             Ok(()) => Ok(next),
             Err(e) => Err(self.fence_with(LogError::Io {
                 path: segment.path.clone(),

@@ -89,3 +89,26 @@ fn readers_see_a_consistent_prefix_while_the_writer_appends() {
         assert_eq!(r.join().unwrap(), 3000);
     }
 }
+
+/// An fsync failure fences the log: the waiting append fails, later appends fail with a clear
+/// error, nothing unsynced becomes readable, and a reopen recovers.
+#[cfg(feature = "failpoints")]
+#[test]
+fn an_fsync_failure_fences_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    log.append(&[b"durable".as_slice()]).unwrap();
+    herald_log::failpoints::fail_next_fsyncs(dir.path(), 1);
+    let err = log.append(&[b"lost?".as_slice()]).unwrap_err();
+    assert!(err.to_string().contains("injected fsync failure"), "{err}");
+    assert_eq!(log.latest_offset(), 1, "an append whose fsync failed is never readable");
+    let err = log.append(&[b"later".as_slice()]).unwrap_err();
+    assert!(matches!(err, herald_log::LogError::Fenced { .. }), "{err}");
+    assert!(err.to_string().contains("reopen the log"), "{err}");
+    // It is not retried as if all were well: even a successful fsync later does not unfence.
+    assert!(log.flush().is_err());
+    drop(log);
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(log.read(0, 100, 10).unwrap()[0].data.as_ref(), b"durable");
+    log.append(&[b"after reopen".as_slice()]).unwrap();
+}
