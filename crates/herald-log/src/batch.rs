@@ -130,10 +130,7 @@ pub fn verify(header: &BatchHeader, batch: &[u8]) -> Result<(), String> {
     debug_assert_eq!(batch.len(), header.batch_len as usize);
     let crc = checksum(batch);
     if crc != header.crc {
-        return Err(format!(
-            "CRC32C mismatch: stored {:#010x}, computed {crc:#010x}",
-            header.crc
-        ));
+        return Err(format!("CRC32C mismatch: stored {:#010x}, computed {crc:#010x}", header.crc));
     }
     // A valid CRC over a frame that does not parse means a writer bug, not bit rot; still never
     // trust it.

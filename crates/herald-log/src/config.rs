@@ -78,7 +78,8 @@ pub struct Retention {
 /// [`crate::Log::open`] validates it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
-    /// Roll to a new segment before a segment file would exceed this many bytes.
+    /// Roll to a new segment before a segment file would exceed this many bytes. A batch larger
+    /// than this gets a segment of its own.
     pub segment_bytes_max: u64,
     /// Roll to a new segment on the next append once the active one's first record is older
     /// than this many milliseconds.
@@ -114,13 +115,7 @@ impl Default for LogConfig {
 
 fn range(name: &'static str, value: u64, min: u64, max: u64, unit: &'static str) -> Result<(), ConfigError> {
     if value < min || value > max {
-        return Err(ConfigError::OutOfRange {
-            name,
-            value,
-            min,
-            max,
-            unit,
-        });
+        return Err(ConfigError::OutOfRange { name, value, min, max, unit });
     }
     Ok(())
 }
@@ -128,38 +123,13 @@ fn range(name: &'static str, value: u64, min: u64, max: u64, unit: &'static str)
 impl LogConfig {
     /// Checks every limit against its hard range and against the others.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        range(
-            "segment_bytes_max",
-            self.segment_bytes_max,
-            SEGMENT_BYTES_MAX_MIN,
-            SEGMENT_BYTES_MAX_MAX,
-            "bytes",
-        )?;
+        range("segment_bytes_max", self.segment_bytes_max, SEGMENT_BYTES_MAX_MIN, SEGMENT_BYTES_MAX_MAX, "bytes")?;
         range("segment_age_ms_max", self.segment_age_ms_max, 1, u64::MAX / 2, "ms")?;
-        range(
-            "record_bytes_max",
-            self.record_bytes_max.into(),
-            1,
-            RECORD_BYTES_MAX_MAX.into(),
-            "bytes",
-        )?;
-        // A batch must hold at least one maximal record, and fit in a segment.
+        range("record_bytes_max", self.record_bytes_max.into(), 1, RECORD_BYTES_MAX_MAX.into(), "bytes")?;
+        // A batch must hold at least one maximal record.
         let batch_min = crate::batch::batch_len_for(1, u64::from(self.record_bytes_max));
-        let batch_max = u64::from(BATCH_BYTES_MAX_MAX).min(self.segment_bytes_max);
-        range(
-            "batch_bytes_max",
-            self.batch_bytes_max.into(),
-            batch_min,
-            batch_max,
-            "bytes",
-        )?;
-        range(
-            "batch_records_max",
-            self.batch_records_max.into(),
-            1,
-            BATCH_RECORDS_MAX_MAX.into(),
-            "records",
-        )?;
+        range("batch_bytes_max", self.batch_bytes_max.into(), batch_min, BATCH_BYTES_MAX_MAX.into(), "bytes")?;
+        range("batch_records_max", self.batch_records_max.into(), 1, BATCH_RECORDS_MAX_MAX.into(), "records")?;
         range(
             "index_interval_bytes",
             self.index_interval_bytes.into(),

@@ -84,19 +84,12 @@ impl SegmentIndex {
         let relative_offset = (base - self.base_offset) as u32;
         // Position 0 is the implicit first entry of both indexes.
         if position > 0 && position - self.last_offset_entry_position >= interval {
-            self.offsets.push(OffsetEntry {
-                relative_offset,
-                position: position as u32,
-            });
+            self.offsets.push(OffsetEntry { relative_offset, position: position as u32 });
             self.last_offset_entry_position = position;
         }
         let newer = self.times.last().is_none_or(|t| timestamp_ms > t.timestamp_ms);
         if position > 0 && newer && position - self.last_time_entry_position >= interval {
-            self.times.push(TimeEntry {
-                timestamp_ms,
-                relative_offset,
-                position: position as u32,
-            });
+            self.times.push(TimeEntry { timestamp_ms, relative_offset, position: position as u32 });
             self.last_time_entry_position = position;
         }
         self.first_timestamp_ms.get_or_insert(timestamp_ms);
@@ -177,14 +170,8 @@ impl SegmentIndex {
         // An index holds at most one entry per 64 bytes of segment; anything larger is damage,
         // and is never read into memory.
         let entries_max = segment_bytes / 64 + 1;
-        let obuf = read_bounded(
-            offset_path,
-            OFFSET_HEADER_BYTES as u64 + entries_max * OFFSET_ENTRY_BYTES as u64,
-        )?;
-        let tbuf = read_bounded(
-            time_path,
-            TIME_HEADER_BYTES as u64 + entries_max * TIME_ENTRY_BYTES as u64,
-        )?;
+        let obuf = read_bounded(offset_path, OFFSET_HEADER_BYTES as u64 + entries_max * OFFSET_ENTRY_BYTES as u64)?;
+        let tbuf = read_bounded(time_path, TIME_HEADER_BYTES as u64 + entries_max * TIME_ENTRY_BYTES as u64)?;
         if !check_file(&obuf, OFFSET_MAGIC, OFFSET_HEADER_BYTES, OFFSET_ENTRY_BYTES, 24)
             || !check_file(&tbuf, TIME_MAGIC, TIME_HEADER_BYTES, TIME_ENTRY_BYTES, 32)
         {
@@ -204,10 +191,7 @@ impl SegmentIndex {
         let span = next_offset - base_offset;
         let offsets: Vec<OffsetEntry> = obuf[OFFSET_HEADER_BYTES..]
             .chunks_exact(OFFSET_ENTRY_BYTES)
-            .map(|c| OffsetEntry {
-                relative_offset: u32_at(c, 0),
-                position: u32_at(c, 4),
-            })
+            .map(|c| OffsetEntry { relative_offset: u32_at(c, 0), position: u32_at(c, 4) })
             .collect();
         let times: Vec<TimeEntry> = tbuf[TIME_HEADER_BYTES..]
             .chunks_exact(TIME_ENTRY_BYTES)
@@ -218,15 +202,12 @@ impl SegmentIndex {
             })
             .collect();
         // Entries must be strictly increasing and inside the segment.
-        let offsets_ok = offsets
-            .windows(2)
-            .all(|w| w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position)
-            && offsets.iter().all(|e| {
-                u64::from(e.relative_offset) < span && u64::from(e.position) < segment_bytes && e.position > 0
-            });
-        let times_ok = times
-            .windows(2)
-            .all(|w| w[0].timestamp_ms < w[1].timestamp_ms && w[0].position < w[1].position)
+        let offsets_ok =
+            offsets.windows(2).all(|w| w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position)
+                && offsets.iter().all(|e| {
+                    u64::from(e.relative_offset) < span && u64::from(e.position) < segment_bytes && e.position > 0
+                });
+        let times_ok = times.windows(2).all(|w| w[0].timestamp_ms < w[1].timestamp_ms && w[0].position < w[1].position)
             && times.iter().all(|e| {
                 u64::from(e.relative_offset) < span
                     && u64::from(e.position) < segment_bytes
@@ -288,19 +269,15 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         .truncate(true)
         .open(&tmp)
         .map_err(LogError::io(&tmp, "creating a temporary index file"))?;
-    f.write_all(data)
-        .map_err(LogError::io(&tmp, "writing a temporary index file"))?;
-    f.sync_all()
-        .map_err(LogError::io(&tmp, "fsyncing a temporary index file"))?;
+    f.write_all(data).map_err(LogError::io(&tmp, "writing a temporary index file"))?;
+    f.sync_all().map_err(LogError::io(&tmp, "fsyncing a temporary index file"))?;
     drop(f);
     fs::rename(&tmp, path).map_err(LogError::io(path, "renaming an index file into place"))
 }
 
 /// Fsyncs a directory so that creations, renames and deletions inside it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(LogError::io(dir, "fsyncing the log directory"))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(LogError::io(dir, "fsyncing the log directory"))
 }
 
 #[cfg(test)]
@@ -339,10 +316,7 @@ mod tests {
         let (o, t) = (dir.path().join("a.index"), dir.path().join("a.timeindex"));
         let idx = sample();
         idx.write_files(&o, &t).unwrap();
-        assert_eq!(
-            SegmentIndex::load_files(&o, &t, 100, idx.segment_bytes),
-            Some(idx.clone())
-        );
+        assert_eq!(SegmentIndex::load_files(&o, &t, 100, idx.segment_bytes), Some(idx.clone()));
         // A different segment length means the files are stale.
         assert_eq!(SegmentIndex::load_files(&o, &t, 100, idx.segment_bytes + 1), None);
         // Any flipped byte is caught.
@@ -351,11 +325,7 @@ mod tests {
             let mut bad = good.clone();
             bad[i] ^= 0x10;
             fs::write(&o, &bad).unwrap();
-            assert_eq!(
-                SegmentIndex::load_files(&o, &t, 100, idx.segment_bytes),
-                None,
-                "byte {i}"
-            );
+            assert_eq!(SegmentIndex::load_files(&o, &t, 100, idx.segment_bytes), None, "byte {i}");
         }
         fs::remove_file(&o).unwrap();
         assert_eq!(SegmentIndex::load_files(&o, &t, 100, idx.segment_bytes), None);

@@ -18,6 +18,12 @@ use crate::segment::{self, Budget, Segment};
 
 const LOCK_FILE: &str = ".lock";
 const CLEAN_FILE: &str = "clean-shutdown";
+/// Per-thread encode buffers above this capacity are freed after use.
+const SCRATCH_BYTES_MAX: usize = 4 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// One stored record as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,9 +112,7 @@ pub struct Log {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Log {
@@ -178,10 +182,7 @@ impl Log {
         for &base in &bases[..bases.len() - 1] {
             let path = dir.join(segment::file_name(base, "log"));
             let file = File::open(&path).map_err(LogError::io(&path, "opening a sealed segment"))?;
-            let len = file
-                .metadata()
-                .map_err(LogError::io(&path, "reading segment metadata"))?
-                .len();
+            let len = file.metadata().map_err(LogError::io(&path, "reading segment metadata"))?.len();
             segments.push(Arc::new(Segment::new(base, path, file, len, None, interval)));
         }
         for w in segments.windows(2) {
@@ -197,10 +198,7 @@ impl Log {
             .write(true)
             .open(&path)
             .map_err(LogError::io(&path, "opening the active segment"))?;
-        let len = file
-            .metadata()
-            .map_err(LogError::io(&path, "reading segment metadata"))?
-            .len();
+        let len = file.metadata().map_err(LogError::io(&path, "reading segment metadata"))?.len();
         let active = Segment::new(active_base, path.clone(), file, len, None, interval);
         let (op, tp) = active.index_paths();
         let clean_index = marker
@@ -222,17 +220,11 @@ impl Log {
                     let cut = len - scan.valid_bytes;
                     tracing::warn!(segment = %path.display(), cut_bytes = cut, valid_bytes = scan.valid_bytes,
                         reason = scan.stopped.as_deref().unwrap_or(""), "recovery cut a torn or damaged tail");
-                    active
-                        .file
-                        .set_len(scan.valid_bytes)
-                        .map_err(LogError::io(&path, "truncating a torn tail"))?;
+                    active.file.set_len(scan.valid_bytes).map_err(LogError::io(&path, "truncating a torn tail"))?;
                     report.truncated_bytes = cut;
                 }
                 // What survived the crash is in the page cache; make it durable before it counts.
-                active
-                    .file
-                    .sync_all()
-                    .map_err(LogError::io(&path, "fsyncing the recovered segment"))?;
+                active.file.sync_all().map_err(LogError::io(&path, "fsyncing the recovered segment"))?;
                 active.written_bytes.store(scan.valid_bytes, Ordering::Release);
                 scan.index
             }
@@ -254,18 +246,9 @@ impl Log {
             dir,
             _lock: lock,
             segments: RwLock::new(Arc::new(segments)),
-            writer: Mutex::new(Writer {
-                active,
-                position,
-                next_offset,
-                last_timestamp_ms,
-                closed: false,
-            }),
+            writer: Mutex::new(Writer { active, position, next_offset, last_timestamp_ms, closed: false }),
             high_watermark: AtomicU64::new(next_offset),
-            sync: Mutex::new(SyncState {
-                durable: next_offset,
-                syncing: false,
-            }),
+            sync: Mutex::new(SyncState { durable: next_offset, syncing: false }),
             synced: Condvar::new(),
             fence: OnceLock::new(),
             closed: AtomicBool::new(false),
@@ -280,13 +263,7 @@ impl Log {
                 .spawn(move || inner.flush_every(every))
                 .expect("spawning the fsync thread")
         });
-        Ok((
-            Log {
-                inner,
-                flusher: Mutex::new(flusher),
-            },
-            report,
-        ))
+        Ok((Log { inner, flusher: Mutex::new(flusher) }, report))
     }
 
     /// Appends a batch stamped with the current time. Returns once it is durable per the policy.
@@ -303,74 +280,30 @@ impl Log {
             return Err(LogError::EmptyBatch);
         }
         if records.len() > cfg.batch_records_max as usize {
-            return Err(LogError::TooManyRecords {
-                count: records.len(),
-                limit: cfg.batch_records_max,
-            });
+            return Err(LogError::TooManyRecords { count: records.len(), limit: cfg.batch_records_max });
         }
         let mut payload = 0u64;
         for (index, r) in records.iter().enumerate() {
             let bytes = r.as_ref().len() as u64;
             if bytes > u64::from(cfg.record_bytes_max) {
-                return Err(LogError::RecordTooLarge {
-                    index,
-                    bytes,
-                    limit: cfg.record_bytes_max,
-                });
+                return Err(LogError::RecordTooLarge { index, bytes, limit: cfg.record_bytes_max });
             }
             payload += bytes;
         }
         let batch_len = batch::batch_len_for(records.len() as u64, payload);
         if batch_len > u64::from(cfg.batch_bytes_max) {
-            return Err(LogError::BatchTooLarge {
-                bytes: batch_len,
-                limit: cfg.batch_bytes_max,
-            });
+            return Err(LogError::BatchTooLarge { bytes: batch_len, limit: cfg.batch_bytes_max });
         }
-        // Encoding happens outside the writer lock so that concurrent appenders overlap.
-        let mut buf = Vec::with_capacity(batch_len as usize);
-        batch::encode(records, &mut buf);
-
-        let appended = {
-            let mut w = inner.writer.lock().expect("writer lock poisoned");
-            inner.check_writable(&w)?;
-            let age_ms = w
-                .active
-                .with_index(|i| i.first_timestamp_ms)?
-                .map_or(0, |first| timestamp_ms.saturating_sub(first));
-            let full = w.position + batch_len > cfg.segment_bytes_max;
-            let old = age_ms >= cfg.segment_age_ms_max as i64;
-            if w.position > 0 && (full || old) {
-                inner.roll(&mut w)?;
+        // Encoding happens outside the writer lock so that concurrent appenders overlap; the
+        // buffer is reused per thread so that large batches do not fault in fresh pages.
+        let appended = SCRATCH.with_borrow_mut(|buf| {
+            batch::encode(records, buf);
+            let appended = inner.write_batch(buf, records.len() as u64, batch_len, timestamp_ms);
+            if buf.capacity() > SCRATCH_BYTES_MAX {
+                *buf = Vec::new();
             }
-            let base = w.next_offset;
-            let ts = timestamp_ms.max(w.last_timestamp_ms);
-            batch::seal(&mut buf, base, ts);
-            let pos = w.position;
-            if let Err(e) = w.active.file.write_all_at(&buf, pos) {
-                let err = LogError::Io {
-                    path: w.active.path.clone(),
-                    action: "appending a batch",
-                    source: e,
-                };
-                return Err(inner.fence_with(err));
-            }
-            let next = base + records.len() as u64;
-            w.active
-                .update_index(|i| i.on_batch(base, next, pos, batch_len, ts, cfg.index_interval_bytes.into()));
-            w.position = pos + batch_len;
-            w.next_offset = next;
-            w.last_timestamp_ms = ts;
-            w.active.written_bytes.store(w.position, Ordering::Release);
-            if cfg.durability != Durability::Always {
-                inner.high_watermark.store(next, Ordering::Release);
-            }
-            Appended {
-                base_offset: base,
-                next_offset: next,
-                timestamp_ms: ts,
-            }
-        };
+            appended
+        })?;
         if cfg.durability == Durability::Always {
             inner.wait_durable(appended.next_offset)?;
         }
@@ -384,9 +317,7 @@ impl Log {
     pub fn read(&self, offset: u64, max_bytes: usize, max_records: usize) -> Result<Vec<Record>> {
         let inner = &*self.inner;
         if inner.closed.load(Ordering::Acquire) {
-            return Err(LogError::Closed {
-                path: inner.dir.clone(),
-            });
+            return Err(LogError::Closed { path: inner.dir.clone() });
         }
         // The high watermark first: every segment holding an offset below it is in the snapshot
         // taken after.
@@ -400,10 +331,7 @@ impl Log {
             return Err(LogError::OffsetBeyondLatest { offset, latest: hw });
         }
         let mut out = Vec::new();
-        let mut budget = Budget {
-            bytes: max_bytes,
-            records: max_records.max(1),
-        };
+        let mut budget = Budget { bytes: max_bytes, records: max_records.max(1) };
         let first = segments.partition_point(|s| s.base_offset <= offset) - 1;
         let mut from = offset;
         for seg in &segments[first..] {
@@ -448,11 +376,12 @@ impl Log {
 
     /// Bytes of all segment files.
     pub fn size_bytes(&self) -> u64 {
-        self.inner
-            .snapshot()
-            .iter()
-            .map(|s| s.written_bytes.load(Ordering::Acquire))
-            .sum()
+        self.inner.snapshot().iter().map(|s| s.written_bytes.load(Ordering::Acquire)).sum()
+    }
+
+    /// Bytes of the active segment (what a recovery after a crash would scan).
+    pub fn active_segment_bytes(&self) -> u64 {
+        self.inner.snapshot().last().expect("a log always has a segment").written_bytes.load(Ordering::Acquire)
     }
 
     /// Number of segment files.
@@ -488,9 +417,9 @@ impl Log {
         for seg in sealed {
             let size = seg.written_bytes.load(Ordering::Acquire);
             let expired = match retention.age_ms {
-                Some(age) => seg
-                    .with_index(|i| i.max_timestamp_ms)?
-                    .is_none_or(|m| now_ms.saturating_sub(m) > age as i64),
+                Some(age) => {
+                    seg.with_index(|i| i.max_timestamp_ms)?.is_none_or(|m| now_ms.saturating_sub(m) > age as i64)
+                }
                 None => false,
             };
             let oversize = retention.bytes.is_some_and(|limit| total - size >= limit);
@@ -501,10 +430,7 @@ impl Log {
             victims += 1;
         }
         if victims == 0 {
-            return Ok(RetentionReport {
-                earliest_offset: segments[0].base_offset,
-                ..Default::default()
-            });
+            return Ok(RetentionReport { earliest_offset: segments[0].base_offset, ..Default::default() });
         }
         // The writer lock serialises changes of the segment list (roll pushes, retention pops).
         let removed: Vec<Arc<Segment>> = {
@@ -515,11 +441,7 @@ impl Log {
             *list = Arc::new(next);
             removed
         };
-        let mut report = RetentionReport {
-            segments: victims,
-            bytes: 0,
-            earliest_offset: self.earliest_offset(),
-        };
+        let mut report = RetentionReport { segments: victims, bytes: 0, earliest_offset: self.earliest_offset() };
         for seg in &removed {
             report.bytes += seg.written_bytes.load(Ordering::Acquire);
             let (op, tp) = seg.index_paths();
@@ -528,11 +450,7 @@ impl Log {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
-                        return Err(LogError::Io {
-                            path: p.clone(),
-                            action: "deleting a segment",
-                            source: e,
-                        });
+                        return Err(LogError::Io { path: p.clone(), action: "deleting a segment", source: e });
                     }
                 }
             }
@@ -559,17 +477,11 @@ impl Log {
             return Ok(());
         }
         let path = &w.active.path;
-        w.active
-            .file
-            .sync_all()
-            .map_err(LogError::io(path, "fsyncing the active segment"))?;
+        w.active.file.sync_all().map_err(LogError::io(path, "fsyncing the active segment"))?;
         let (op, tp) = w.active.index_paths();
         w.active.with_index(|i| i.write_files(&op, &tp))??;
         sync_dir(&inner.dir)?;
-        write_atomic(
-            &inner.dir.join(CLEAN_FILE),
-            clean_marker(w.active.base_offset, w.position).as_bytes(),
-        )?;
+        write_atomic(&inner.dir.join(CLEAN_FILE), clean_marker(w.active.base_offset, w.position).as_bytes())?;
         sync_dir(&inner.dir)
     }
 
@@ -601,6 +513,37 @@ impl Drop for Log {
 }
 
 impl Inner {
+    /// Under the writer lock: rolls if needed, assigns offsets, writes the encoded batch.
+    fn write_batch(&self, buf: &mut [u8], count: u64, batch_len: u64, timestamp_ms: i64) -> Result<Appended> {
+        let cfg = &self.config;
+        let mut w = self.writer.lock().expect("writer lock poisoned");
+        self.check_writable(&w)?;
+        let age_ms =
+            w.active.with_index(|i| i.first_timestamp_ms)?.map_or(0, |first| timestamp_ms.saturating_sub(first));
+        let full = w.position + batch_len > cfg.segment_bytes_max;
+        let old = age_ms >= cfg.segment_age_ms_max as i64;
+        if w.position > 0 && (full || old) {
+            self.roll(&mut w)?;
+        }
+        let base = w.next_offset;
+        let ts = timestamp_ms.max(w.last_timestamp_ms);
+        batch::seal(buf, base, ts);
+        let pos = w.position;
+        if let Err(e) = w.active.file.write_all_at(buf, pos) {
+            let err = LogError::Io { path: w.active.path.clone(), action: "appending a batch", source: e };
+            return Err(self.fence_with(err));
+        }
+        let next = base + count;
+        w.active.update_index(|i| i.on_batch(base, next, pos, batch_len, ts, cfg.index_interval_bytes.into()));
+        w.position = pos + batch_len;
+        w.next_offset = next;
+        w.last_timestamp_ms = ts;
+        w.active.written_bytes.store(w.position, Ordering::Release);
+        if cfg.durability != Durability::Always {
+            self.high_watermark.store(next, Ordering::Release);
+        }
+        Ok(Appended { base_offset: base, next_offset: next, timestamp_ms: ts })
+    }
     fn snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
         self.segments.read().expect("segments lock poisoned").clone()
     }
@@ -610,10 +553,7 @@ impl Inner {
             return Err(LogError::Closed { path: self.dir.clone() });
         }
         if let Some(cause) = self.fence.get() {
-            return Err(LogError::Fenced {
-                path: self.dir.clone(),
-                cause: cause.clone(),
-            });
+            return Err(LogError::Fenced { path: self.dir.clone(), cause: cause.clone() });
         }
         Ok(())
     }
@@ -649,14 +589,7 @@ impl Inner {
             .map_err(LogError::io(&path, "creating a segment"))?;
         sync_dir(&self.dir).map_err(|e| self.fence_with(e))?;
         let interval = self.config.index_interval_bytes.into();
-        let seg = Arc::new(Segment::new(
-            base,
-            path,
-            file,
-            0,
-            Some(SegmentIndex::new(base)),
-            interval,
-        ));
+        let seg = Arc::new(Segment::new(base, path, file, 0, Some(SegmentIndex::new(base)), interval));
         old.set_next_base(base);
         {
             let mut list = self.segments.write().expect("segments lock poisoned");
@@ -675,10 +608,7 @@ impl Inner {
         let mut s = self.sync.lock().expect("sync lock poisoned");
         loop {
             if let Some(cause) = self.fence.get() {
-                return Err(LogError::Fenced {
-                    path: self.dir.clone(),
-                    cause: cause.clone(),
-                });
+                return Err(LogError::Fenced { path: self.dir.clone(), cause: cause.clone() });
             }
             if s.durable >= target {
                 return Ok(());
@@ -720,11 +650,7 @@ impl Inner {
     fn flush_every(&self, every: Duration) {
         let mut stop = self.stop_flusher.lock().expect("flusher lock poisoned");
         while !*stop {
-            stop = self
-                .flusher_wake
-                .wait_timeout(stop, every)
-                .expect("flusher lock poisoned")
-                .0;
+            stop = self.flusher_wake.wait_timeout(stop, every).expect("flusher lock poisoned").0;
             if *stop || self.fence.get().is_some() {
                 break;
             }

@@ -145,47 +145,24 @@ impl Segment {
                 // Mid-file damage or a torn tail? Only a good batch right after tells them apart.
                 let next = pos + u64::from(header.batch_len);
                 let followed = next < len
-                    && reader
-                        .batch_at(next, header.next_offset())
-                        .is_ok_and(|(h, b)| batch::verify(&h, &b).is_ok());
+                    && reader.batch_at(next, header.next_offset()).is_ok_and(|(h, b)| batch::verify(&h, &b).is_ok());
                 if !followed {
                     break Some(why);
                 }
                 corrupt.push((pos, expected, why));
             }
-            index.on_batch(
-                expected,
-                header.next_offset(),
-                pos,
-                header.batch_len.into(),
-                header.timestamp_ms,
-                interval,
-            );
+            index.on_batch(expected, header.next_offset(), pos, header.batch_len.into(), header.timestamp_ms, interval);
             expected = header.next_offset();
             pos += u64::from(header.batch_len);
         };
         if let Some(e) = reader.io_error {
-            return Err(LogError::Io {
-                path: self.path.clone(),
-                action: "scanning a segment",
-                source: e,
-            });
+            return Err(LogError::Io { path: self.path.clone(), action: "scanning a segment", source: e });
         }
-        Ok(Scan {
-            index,
-            valid_bytes: pos,
-            corrupt,
-            stopped,
-        })
+        Ok(Scan { index, valid_bytes: pos, corrupt, stopped })
     }
 
     pub fn corrupt(&self, position: u64, offset: u64, reason: impl Into<String>) -> LogError {
-        LogError::Corrupt {
-            path: self.path.clone(),
-            position,
-            offset,
-            reason: reason.into(),
-        }
+        LogError::Corrupt { path: self.path.clone(), position, offset, reason: reason.into() }
     }
 
     /// Reads records from `offset` (inside this segment) that are below `high_watermark`,
@@ -219,9 +196,7 @@ impl Segment {
                 }
                 return Ok(true);
             }
-            let (header, body) = reader
-                .batch_at(pos, expected)
-                .map_err(|why| self.corrupt(pos, expected, why))?;
+            let (header, body) = reader.batch_at(pos, expected).map_err(|why| self.corrupt(pos, expected, why))?;
             if header.next_offset() <= offset {
                 pos += u64::from(header.batch_len);
                 expected = header.next_offset();
@@ -240,11 +215,7 @@ impl Segment {
                     return Ok(false);
                 }
                 budget.take(data.len());
-                out.push(crate::Record {
-                    offset: o,
-                    timestamp_ms: header.timestamp_ms,
-                    data,
-                });
+                out.push(crate::Record { offset: o, timestamp_ms: header.timestamp_ms, data });
             }
             pos += u64::from(header.batch_len);
             expected = header.next_offset();
@@ -262,9 +233,7 @@ impl Segment {
         };
         let mut reader = ChunkReader::new(&self.file, &self.path, limit);
         while pos < limit {
-            let (header, body) = reader
-                .batch_at(pos, expected)
-                .map_err(|why| self.corrupt(pos, expected, why))?;
+            let (header, body) = reader.batch_at(pos, expected).map_err(|why| self.corrupt(pos, expected, why))?;
             if header.timestamp_ms >= timestamp_ms {
                 // Never answer from an unverified timestamp.
                 batch::verify(&header, &body).map_err(|why| self.corrupt(pos, expected, why))?;
@@ -311,25 +280,14 @@ pub struct ChunkReader<'a> {
 
 impl<'a> ChunkReader<'a> {
     pub fn new(file: &'a File, path: &'a Path, limit: u64) -> Self {
-        ChunkReader {
-            file,
-            path,
-            limit,
-            buf: Bytes::new(),
-            buf_start: 0,
-            chunk: CHUNK_BYTES,
-            io_error: None,
-        }
+        ChunkReader { file, path, limit, buf: Bytes::new(), buf_start: 0, chunk: CHUNK_BYTES, io_error: None }
     }
 
     /// `len` bytes at `pos`, or an error string if they are not all there.
     fn get(&mut self, pos: u64, len: usize) -> std::result::Result<Bytes, String> {
         let end = pos + len as u64;
         if end > self.limit {
-            return Err(format!(
-                "{len} bytes at {pos} run past the end of the data ({} bytes)",
-                self.limit
-            ));
+            return Err(format!("{len} bytes at {pos} run past the end of the data ({} bytes)", self.limit));
         }
         let buf_end = self.buf_start + self.buf.len() as u64;
         if pos < self.buf_start || end > buf_end {
@@ -356,10 +314,7 @@ impl<'a> ChunkReader<'a> {
         let header = BatchHeader::parse(&self.get(pos, BATCH_HEADER_BYTES)?);
         header.check_frame(self.limit - pos)?;
         if header.base_offset != expected {
-            return Err(format!(
-                "batch claims base offset {}, expected {expected}",
-                header.base_offset
-            ));
+            return Err(format!("batch claims base offset {}, expected {expected}", header.base_offset));
         }
         let body = self.get(pos, header.batch_len as usize)?;
         Ok((header, body))

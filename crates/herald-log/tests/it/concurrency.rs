@@ -36,17 +36,11 @@ fn concurrent_appenders_get_dense_unique_offsets_under_always() {
         .collect();
     let mut all: Vec<_> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
     all.sort();
-    assert_eq!(
-        all.iter().map(|a| a.0).collect::<Vec<_>>(),
-        (0..800).collect::<Vec<_>>()
-    );
+    assert_eq!(all.iter().map(|a| a.0).collect::<Vec<_>>(), (0..800).collect::<Vec<_>>());
     drop(log);
     let log = Log::open(dir.path(), config).unwrap();
     for (offset, t, i) in all {
-        assert_eq!(
-            log.read(offset, 100, 1).unwrap()[0].data.as_ref(),
-            format!("{t}:{i}").as_bytes()
-        );
+        assert_eq!(log.read(offset, 100, 1).unwrap()[0].data.as_ref(), format!("{t}:{i}").as_bytes());
     }
 }
 

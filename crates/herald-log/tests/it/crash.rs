@@ -83,10 +83,7 @@ fn kill_9_loses_no_acknowledged_append() {
     if std::env::var(DIR_VAR).is_ok() {
         return;
     }
-    let cycles: u64 = std::env::var("HERALD_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+    let cycles: u64 = std::env::var("HERALD_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rng();
@@ -144,28 +141,16 @@ fn kill_9_loses_no_acknowledged_append() {
         }
         for (&offset, &(c, t, s)) in &acked {
             let r = records.get(offset as usize).unwrap_or_else(|| {
-                panic!(
-                    "cycle {cycle}: acknowledged offset {offset} lost; log ends at {}",
-                    records.len()
-                )
+                panic!("cycle {cycle}: acknowledged offset {offset} lost; log ends at {}", records.len())
             });
-            assert_eq!(
-                r.data.as_ref(),
-                content(c, t, s).as_slice(),
-                "cycle {cycle}: offset {offset} differs"
-            );
+            assert_eq!(r.data.as_ref(), content(c, t, s).as_slice(), "cycle {cycle}: offset {offset} differs");
         }
         // Unacknowledged records may be there (written, not yet confirmed) but never garbage, and
         // each writer's records appear in the order it wrote them.
         let mut last: HashMap<(u64, u64), u64> = HashMap::new();
         for r in &records {
             let (c, t, s) = parse_content(&r.data).unwrap_or_else(|| panic!("garbage at offset {}", r.offset));
-            assert_eq!(
-                r.data.as_ref(),
-                content(c, t, s).as_slice(),
-                "offset {} damaged",
-                r.offset
-            );
+            assert_eq!(r.data.as_ref(), content(c, t, s).as_slice(), "offset {} damaged", r.offset);
             if let Some(prev) = last.insert((c, t), s) {
                 assert!(s > prev, "offset {}: writer ({c},{t}) out of order", r.offset);
             }
@@ -177,13 +162,6 @@ fn kill_9_loses_no_acknowledged_append() {
             log.close_as_if_crashed();
         }
     }
-    assert!(
-        cycles_with_acks >= cycles / 2,
-        "only {cycles_with_acks} of {cycles} cycles acknowledged anything"
-    );
-    assert!(
-        acked.len() > 100,
-        "only {} acknowledged records: the test proves little",
-        acked.len()
-    );
+    assert!(cycles_with_acks >= cycles / 2, "only {cycles_with_acks} of {cycles} cycles acknowledged anything");
+    assert!(acked.len() > 100, "only {} acknowledged records: the test proves little", acked.len());
 }

@@ -19,14 +19,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// A log of `batches` batches of 3 records in one segment, left as after a crash.
 fn one_segment_log(dir: &Path, batches: u64) -> Vec<u64> {
-    let log = Log::open(
-        dir,
-        LogConfig {
-            durability: Durability::Os,
-            ..LogConfig::default()
-        },
-    )
-    .unwrap();
+    let log = Log::open(dir, LogConfig { durability: Durability::Os, ..LogConfig::default() }).unwrap();
     let mut ends = Vec::new();
     for b in 0..batches {
         let recs: Vec<Vec<u8>> = (b * 3..b * 3 + 3).map(payload).collect();
@@ -50,11 +43,7 @@ fn torn_tail_at_every_byte_of_the_last_batch() {
         OpenOptions::new().write(true).open(&seg).unwrap().set_len(cut).unwrap();
         let (log, report) = Log::open_with_report(dir.path(), LogConfig::default()).unwrap();
         assert_eq!(report.truncated_bytes, cut - last_start, "cut at {cut}");
-        assert_eq!(
-            fs::metadata(&seg).unwrap().len(),
-            last_start,
-            "file cut back to the last whole batch"
-        );
+        assert_eq!(fs::metadata(&seg).unwrap().len(), last_start, "file cut back to the last whole batch");
         // Exactly the four complete batches survive, byte for byte.
         let recs = read_all(&log, 0, 5);
         assert_eq!(recs.len(), 12, "cut at {cut}");
@@ -81,20 +70,14 @@ fn garbage_tails_are_cut() {
     fake[18..22].copy_from_slice(&1u32.to_le_bytes());
     let tails: Vec<(&str, Vec<u8>)> = vec![
         ("zeros", vec![0; 4096]),
-        (
-            "random",
-            (0..3000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(),
-        ),
+        ("random", (0..3000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()),
         ("short", vec![0xff; BATCH_HEADER_BYTES - 1]),
         ("bad crc", fake),
     ];
     for (name, tail) in tails {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(src.path(), dir.path());
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(dir.path().join(&seg_name))
-            .unwrap();
+        let mut f = OpenOptions::new().append(true).open(dir.path().join(&seg_name)).unwrap();
         f.write_all(&tail).unwrap();
         drop(f);
         let (log, report) = Log::open_with_report(dir.path(), LogConfig::default()).unwrap();
@@ -135,9 +118,7 @@ fn bit_flip_in_a_sealed_segment_is_reported_not_served() {
     let damaged = victim_base + 2;
     let err = log.read(damaged, 1 << 20, 100).unwrap_err();
     match &err {
-        LogError::Corrupt {
-            path, offset, position, ..
-        } => {
+        LogError::Corrupt { path, offset, position, .. } => {
             assert_eq!(path, victim);
             assert_eq!(*offset, damaged);
             assert_eq!(*position, first_len as u64);
@@ -145,31 +126,18 @@ fn bit_flip_in_a_sealed_segment_is_reported_not_served() {
         e => panic!("expected a corruption error, got {e}"),
     }
     let msg = err.to_string();
-    assert!(
-        msg.contains(victim.file_name().unwrap().to_str().unwrap()) && msg.contains(&damaged.to_string()),
-        "{msg}"
-    );
+    assert!(msg.contains(victim.file_name().unwrap().to_str().unwrap()) && msg.contains(&damaged.to_string()), "{msg}");
     // Reading up to the damage returns what is before it and stops there: nothing skipped.
     let before = log.read(victim_base, 1 << 20, 100).unwrap();
-    assert_eq!(
-        before.iter().map(|r| r.offset).collect::<Vec<_>>(),
-        vec![victim_base, victim_base + 1]
-    );
-    assert!(
-        log.read(victim_base + 3, 1 << 20, 100).is_err(),
-        "the rest of the damaged batch is not served"
-    );
+    assert_eq!(before.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![victim_base, victim_base + 1]);
+    assert!(log.read(victim_base + 3, 1 << 20, 100).is_err(), "the rest of the damaged batch is not served");
     // Records after the damaged batch and the other segments still read.
     let after = log.read(damaged + 2, 1 << 20, 1000).unwrap();
     assert_eq!(after[0].offset, damaged + 2);
     assert_eq!(after[0].data.as_ref(), payload(damaged + 2).as_slice());
     let (first, err) = read_all_until_error(&log, 0);
     assert!(matches!(err, Some(LogError::Corrupt { .. })));
-    assert_eq!(
-        first.len() as u64,
-        victim_base + 2,
-        "reading from 0 stops right before the damage"
-    );
+    assert_eq!(first.len() as u64, victim_base + 2, "reading from 0 stops right before the damage");
     let rest = read_all(&log, next_base, 1000);
     assert_eq!(rest.len() as u64, 200 - next_base);
     for r in first.iter().chain(&rest) {
@@ -189,16 +157,10 @@ fn damage_inside_the_active_segment_is_kept_and_reported_not_truncated() {
     bytes[ends[1] as usize + BATCH_HEADER_BYTES + 8] ^= 0x80;
     fs::write(&seg, &bytes).unwrap();
     let (log, report) = Log::open_with_report(dir.path(), LogConfig::default()).unwrap();
-    assert_eq!(
-        report.truncated_bytes, 0,
-        "acknowledged batches after the damage must not be cut"
-    );
+    assert_eq!(report.truncated_bytes, 0, "acknowledged batches after the damage must not be cut");
     assert_eq!(report.corrupt_batches, 1);
     assert_eq!(log.latest_offset(), 18);
-    assert!(matches!(
-        log.read(6, 1 << 20, 10),
-        Err(LogError::Corrupt { offset: 6, .. })
-    ));
+    assert!(matches!(log.read(6, 1 << 20, 10), Err(LogError::Corrupt { offset: 6, .. })));
     assert_eq!(log.read(0, 1 << 20, 100).unwrap().len(), 6);
     let tail = read_all(&log, 9, 100);
     assert_eq!(tail.len(), 9);
@@ -212,10 +174,7 @@ fn missing_or_damaged_index_files_are_rebuilt() {
     let expected = {
         let log = Log::open(dir.path(), small_config()).unwrap();
         let all = read_all(&log, 0, 7);
-        let times: Vec<_> = (990..1310)
-            .step_by(7)
-            .map(|t| log.offset_for_timestamp(t).unwrap())
-            .collect();
+        let times: Vec<_> = (990..1310).step_by(7).map(|t| log.offset_for_timestamp(t).unwrap()).collect();
         (all, times)
     };
     let indexes = files(dir.path(), "index");
@@ -234,10 +193,7 @@ fn missing_or_damaged_index_files_are_rebuilt() {
     assert!(!report.clean);
     let all = read_all(&log, 0, 7);
     assert_eq!(all, expected.0);
-    let times: Vec<_> = (990..1310)
-        .step_by(7)
-        .map(|t| log.offset_for_timestamp(t).unwrap())
-        .collect();
+    let times: Vec<_> = (990..1310).step_by(7).map(|t| log.offset_for_timestamp(t).unwrap()).collect();
     assert_eq!(times, expected.1);
     // And they are right: the first offset stamped at or after t (offset i is stamped 1000 + i
     // rounded down to even).
@@ -257,12 +213,7 @@ fn truncated_sealed_segment_is_reported_as_a_gap() {
     multi_segment_log(dir.path(), 200);
     let segs = files(dir.path(), "log");
     let len = fs::metadata(&segs[1]).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(&segs[1])
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    OpenOptions::new().write(true).open(&segs[1]).unwrap().set_len(len / 2).unwrap();
     let log = Log::open(dir.path(), small_config()).unwrap();
     let base1: u64 = segs[1].file_stem().unwrap().to_str().unwrap().parse().unwrap();
     let base2: u64 = segs[2].file_stem().unwrap().to_str().unwrap().parse().unwrap();

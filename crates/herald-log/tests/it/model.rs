@@ -8,25 +8,11 @@ use crate::common::small_config;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append {
-        sizes: Vec<usize>,
-        seed: u8,
-        ts_step: i64,
-    },
-    Read {
-        pick: u64,
-        max_bytes: usize,
-        max_records: usize,
-    },
-    FindTime {
-        pick: i64,
-    },
-    Reopen {
-        crash: bool,
-    },
-    Retention {
-        age_slack_ms: i64,
-    },
+    Append { sizes: Vec<usize>, seed: u8, ts_step: i64 },
+    Read { pick: u64, max_bytes: usize, max_records: usize },
+    FindTime { pick: i64 },
+    Reopen { crash: bool },
+    Retention { age_slack_ms: i64 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -50,16 +36,9 @@ struct Model {
 
 fn run(ops: Vec<Op>, retention: Retention) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        retention,
-        ..small_config()
-    };
+    let config = LogConfig { retention, ..small_config() };
     let mut log = Log::open(dir.path(), config.clone()).unwrap();
-    let mut m = Model {
-        records: Vec::new(),
-        earliest: 0,
-        last_ts: 0,
-    };
+    let mut m = Model { records: Vec::new(), earliest: 0, last_ts: 0 };
     let mut clock = 1_000i64;
     for op in ops {
         match op {
@@ -81,11 +60,7 @@ fn run(ops: Vec<Op>, retention: Retention) -> Result<(), TestCaseError> {
                     m.records.push((next + i as u64, ts, data));
                 }
             }
-            Op::Read {
-                pick,
-                max_bytes,
-                max_records,
-            } => {
+            Op::Read { pick, max_bytes, max_records } => {
                 let latest = m.records.len() as u64;
                 let offset = pick % (latest + 4);
                 match log.read(offset, max_bytes, max_records) {
@@ -97,10 +72,7 @@ fn run(ops: Vec<Op>, retention: Retention) -> Result<(), TestCaseError> {
                         }
                         prop_assert!(got.len() <= max_records.max(1));
                         let bytes: usize = got.iter().map(|r| r.data.len()).sum();
-                        prop_assert!(
-                            got.len() <= 1 || bytes <= max_bytes,
-                            "{bytes} bytes over budget {max_bytes}"
-                        );
+                        prop_assert!(got.len() <= 1 || bytes <= max_bytes, "{bytes} bytes over budget {max_bytes}");
                         for (r, (o, ts, data)) in got.iter().zip(want) {
                             prop_assert_eq!(r.offset, *o);
                             prop_assert_eq!(r.timestamp_ms, *ts);
@@ -119,10 +91,7 @@ fn run(ops: Vec<Op>, retention: Retention) -> Result<(), TestCaseError> {
                 }
             }
             Op::FindTime { pick } => {
-                let want = m.records[m.earliest as usize..]
-                    .iter()
-                    .find(|r| r.1 >= pick)
-                    .map(|r| r.0);
+                let want = m.records[m.earliest as usize..].iter().find(|r| r.1 >= pick).map(|r| r.0);
                 prop_assert_eq!(log.offset_for_timestamp(pick).unwrap(), want, "timestamp {}", pick);
             }
             Op::Reopen { crash } => {
@@ -157,10 +126,7 @@ fn run(ops: Vec<Op>, retention: Retention) -> Result<(), TestCaseError> {
                 if let Some(limit) = retention.bytes
                     && retention.age_ms.is_none()
                 {
-                    prop_assert!(
-                        log.size_bytes() >= limit.min(before),
-                        "deleted below the byte retention"
-                    );
+                    prop_assert!(log.size_bytes() >= limit.min(before), "deleted below the byte retention");
                 }
                 m.earliest = earliest;
             }

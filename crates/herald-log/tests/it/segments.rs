@@ -14,46 +14,45 @@ fn segments_roll_by_size_and_by_age() {
     let by_size = log.segment_count();
     assert!(by_size > 3, "1 KiB segments must roll, got {by_size}");
     for seg in files(dir.path(), "log") {
-        assert!(
-            std::fs::metadata(&seg).unwrap().len() <= 1024,
-            "{} over segment_bytes_max",
-            seg.display()
-        );
+        assert!(std::fs::metadata(&seg).unwrap().len() <= 1024, "{} over segment_bytes_max", seg.display());
     }
     // Every sealed segment has its index files.
     assert_eq!(files(dir.path(), "index").len(), by_size - 1);
     assert_eq!(files(dir.path(), "timeindex").len(), by_size - 1);
     drop(log);
 
-    let config = LogConfig {
-        segment_age_ms_max: 500,
-        segment_bytes_max: 1 << 20,
-        ..small_config()
-    };
+    let config = LogConfig { segment_age_ms_max: 500, segment_bytes_max: 1 << 20, ..small_config() };
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), config).unwrap();
     log.append_at(&[b"a".as_slice()], 1000).unwrap();
     log.append_at(&[b"b".as_slice()], 1499).unwrap();
     assert_eq!(log.segment_count(), 1);
     log.append_at(&[b"c".as_slice()], 1500).unwrap();
-    assert_eq!(
-        log.segment_count(),
-        2,
-        "a segment whose first record is 500 ms old rolls"
-    );
+    assert_eq!(log.segment_count(), 2, "a segment whose first record is 500 ms old rolls");
     assert_eq!(read_all(&log, 0, 10).len(), 3);
+}
+
+#[test]
+fn a_batch_larger_than_a_segment_gets_a_segment_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { segment_bytes_max: 1024, batch_bytes_max: 64 * 1024, ..small_config() };
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    log.append(&[payload(0)]).unwrap();
+    let big: Vec<Vec<u8>> = (1..11).map(|i| vec![i as u8; 500]).collect();
+    assert_eq!(log.append(&big).unwrap().base_offset, 1);
+    log.append(&[payload(11)]).unwrap();
+    assert_eq!(log.segment_count(), 3);
+    drop(log);
+    let log = Log::open(dir.path(), config).unwrap();
+    let all = read_all(&log, 0, 100);
+    assert_eq!(all.len(), 12);
+    assert_eq!(all[5].data, vec![5u8; 500]);
 }
 
 #[test]
 fn retention_by_bytes_deletes_whole_oldest_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        retention: Retention {
-            bytes: Some(3000),
-            age_ms: None,
-        },
-        ..small_config()
-    };
+    let config = LogConfig { retention: Retention { bytes: Some(3000), age_ms: None }, ..small_config() };
     let log = Log::open(dir.path(), config).unwrap();
     for i in 0..200 {
         log.append_at(&[payload(i)], 1000 + i as i64).unwrap();
@@ -64,23 +63,13 @@ fn retention_by_bytes_deletes_whole_oldest_segments() {
     assert!(report.segments > 0 && report.segments < segments_before);
     assert_eq!(log.size_bytes(), before - report.bytes);
     // Keeps at least the retained bytes, and not a whole segment more.
-    assert!(
-        log.size_bytes() >= 3000 && log.size_bytes() < 3000 + 1024,
-        "{} bytes left",
-        log.size_bytes()
-    );
+    assert!(log.size_bytes() >= 3000 && log.size_bytes() < 3000 + 1024, "{} bytes left", log.size_bytes());
     let earliest = log.earliest_offset();
     assert_eq!(report.earliest_offset, earliest);
     assert!(earliest > 0);
     assert_eq!(files(dir.path(), "log").len(), segments_before - report.segments);
     let err = log.read(earliest - 1, 100, 1).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "offset {} is below the earliest retained offset {earliest}",
-            earliest - 1
-        )
-    );
+    assert_eq!(err.to_string(), format!("offset {} is below the earliest retained offset {earliest}", earliest - 1));
     let rest = read_all(&log, earliest, 50);
     assert_eq!(rest.len() as u64, 200 - earliest);
     assert!(rest.iter().all(|r| r.data == payload(r.offset)));
@@ -94,13 +83,7 @@ fn retention_by_bytes_deletes_whole_oldest_segments() {
 #[test]
 fn retention_by_age_never_deletes_the_active_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        retention: Retention {
-            age_ms: Some(1000),
-            bytes: None,
-        },
-        ..small_config()
-    };
+    let config = LogConfig { retention: Retention { age_ms: Some(1000), bytes: None }, ..small_config() };
     let log = Log::open(dir.path(), config).unwrap();
     for i in 0..100 {
         log.append_at(&[payload(i)], 10_000 + i as i64 * 100).unwrap();
@@ -167,19 +150,10 @@ fn reopen_keeps_everything_and_appends_continue() {
 #[test]
 fn reads_past_the_end_and_empty_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(
-        dir.path(),
-        LogConfig {
-            durability: Durability::Interval { ms: 5 },
-            ..LogConfig::default()
-        },
-    )
-    .unwrap();
+    let log = Log::open(dir.path(), LogConfig { durability: Durability::Interval { ms: 5 }, ..LogConfig::default() })
+        .unwrap();
     assert!(log.read(0, 100, 10).unwrap().is_empty());
-    assert!(matches!(
-        log.read(1, 100, 10),
-        Err(LogError::OffsetBeyondLatest { offset: 1, latest: 0 })
-    ));
+    assert!(matches!(log.read(1, 100, 10), Err(LogError::OffsetBeyondLatest { offset: 1, latest: 0 })));
     log.append(&[b"one".as_slice()]).unwrap();
     assert!(log.read(1, 100, 10).unwrap().is_empty());
     assert_eq!(
