@@ -18,6 +18,8 @@ use crate::segment::{self, Budget, Segment};
 
 const LOCK_FILE: &str = ".lock";
 const CLEAN_FILE: &str = "clean-shutdown";
+/// How long `open` waits for the directory lock before reporting it held.
+const LOCK_WAIT: Duration = Duration::from_millis(500);
 /// Per-thread encode buffers above this capacity are freed after use.
 const SCRATCH_BYTES_MAX: usize = 4 << 20;
 
@@ -139,7 +141,21 @@ impl Log {
             .write(true)
             .open(&lock_path)
             .map_err(LogError::io(&lock_path, "opening the lock file"))?;
-        lock.try_lock().map_err(|_| LogError::Locked { path: dir.clone() })?;
+        // A process that forks (to spawn a program) shares the lock's open file until the child
+        // execs, so a lock just released can look held for a moment: retry briefly.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(fs::TryLockError::WouldBlock) => return Err(LogError::Locked { path: dir.clone() }),
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(LogError::io(&lock_path, "locking the log directory")(e));
+                }
+            }
+        }
 
         let interval = u64::from(config.index_interval_bytes);
         let mut bases = Vec::new();

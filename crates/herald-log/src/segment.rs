@@ -260,6 +260,10 @@ impl Budget {
     }
     fn take(&mut self, bytes: usize) {
         self.records = self.records.saturating_sub(1);
+        if bytes > self.bytes {
+            // Only a first record can exceed the budget; nothing may follow it.
+            self.records = 0;
+        }
         self.bytes = self.bytes.saturating_sub(bytes);
     }
 }

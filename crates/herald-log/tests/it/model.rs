@@ -72,7 +72,11 @@ fn run(ops: Vec<Op>, retention: Retention) -> Result<(), TestCaseError> {
                         }
                         prop_assert!(got.len() <= max_records.max(1));
                         let bytes: usize = got.iter().map(|r| r.data.len()).sum();
-                        prop_assert!(got.len() <= 1 || bytes <= max_bytes, "{bytes} bytes over budget {max_bytes}");
+                        prop_assert!(
+                            got.len() <= 1 || bytes <= max_bytes,
+                            "{bytes} bytes over budget {max_bytes}: offset {offset} got {:?}",
+                            got.iter().map(|r| (r.offset, r.data.len())).collect::<Vec<_>>()
+                        );
                         for (r, (o, ts, data)) in got.iter().zip(want) {
                             prop_assert_eq!(r.offset, *o);
                             prop_assert_eq!(r.timestamp_ms, *ts);
