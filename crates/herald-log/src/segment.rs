@@ -112,7 +112,9 @@ impl Segment {
                 tracing::info!(segment = %self.path.display(), "index files missing or damaged: rebuilt from the segment");
                 if scan.stopped.is_none() {
                     // Best effort: a failure to persist only means rebuilding again next time.
-                    if let Err(e) = scan.index.write_files(&op, &tp) {
+                    let written = scan.index.write_files(&op, &tp);
+                    let synced = written.and_then(|()| self.path.parent().map_or(Ok(()), crate::index::sync_dir));
+                    if let Err(e) = synced {
                         tracing::warn!(error = %e, "could not write rebuilt index files");
                     }
                 }
