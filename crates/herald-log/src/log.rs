@@ -445,19 +445,36 @@ impl Log {
             total -= size;
             victims += 1;
         }
-        if victims == 0 {
-            return Ok(RetentionReport { earliest_offset: segments[0].base_offset, ..Default::default() });
-        }
+        // Segments before this base go; computed from the snapshot, applied to the live list.
+        self.delete_segments_before_base(segments[victims].base_offset)
+    }
+
+    /// Deletes every sealed segment that holds only offsets below `offset` (a compaction point:
+    /// the caller no longer needs them). The active segment is never deleted; the earliest offset
+    /// becomes the base of the first remaining segment, at or below `offset`.
+    pub fn delete_before(&self, offset: u64) -> Result<RetentionReport> {
+        let segments = self.inner.snapshot();
+        // The first segment to keep is the last one whose base is at or below `offset`.
+        let keep = segments.partition_point(|s| s.base_offset <= offset).max(1) - 1;
+        self.delete_segments_before_base(segments[keep].base_offset)
+    }
+
+    fn delete_segments_before_base(&self, keep_base: u64) -> Result<RetentionReport> {
+        let inner = &*self.inner;
         // The writer lock serialises changes of the segment list (roll pushes, retention pops).
         let removed: Vec<Arc<Segment>> = {
             let _w = inner.writer.lock().expect("writer lock poisoned");
             let mut list = inner.segments.write().expect("segments lock poisoned");
+            let victims = list[..list.len() - 1].iter().take_while(|s| s.base_offset < keep_base).count();
             let mut next = (**list).clone();
             let removed = next.drain(..victims).collect();
             *list = Arc::new(next);
             removed
         };
-        let mut report = RetentionReport { segments: victims, bytes: 0, earliest_offset: self.earliest_offset() };
+        let mut report = RetentionReport { segments: removed.len(), bytes: 0, earliest_offset: self.earliest_offset() };
+        if removed.is_empty() {
+            return Ok(report);
+        }
         for seg in &removed {
             report.bytes += seg.written_bytes.load(Ordering::Acquire);
             let (op, tp) = seg.index_paths();
@@ -470,7 +487,7 @@ impl Log {
                     }
                 }
             }
-            tracing::info!(segment = %seg.path.display(), "retention deleted a segment");
+            tracing::info!(segment = %seg.path.display(), "deleted a segment");
         }
         sync_dir(&inner.dir)?;
         Ok(report)

@@ -166,3 +166,23 @@ fn reads_past_the_end_and_empty_reads() {
     assert!(matches!(log.append(&[b"x".as_slice()]), Err(LogError::Closed { .. })));
     assert!(matches!(log.read(0, 1, 1), Err(LogError::Closed { .. })));
 }
+
+#[test]
+fn delete_before_drops_only_whole_segments_below_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for i in 0..200 {
+        log.append(&[payload(i)]).unwrap();
+    }
+    let segments = log.segment_count();
+    assert_eq!(log.delete_before(0).unwrap().segments, 0);
+    let report = log.delete_before(100).unwrap();
+    assert!(report.segments > 0 && report.segments < segments);
+    let earliest = log.earliest_offset();
+    assert!(earliest <= 100 && earliest > 0, "earliest {earliest}");
+    assert_eq!(log.read(100, 1 << 20, 1).unwrap()[0].data, payload(100));
+    // Never the active segment, even when asked for everything.
+    log.delete_before(u64::MAX).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.read(199, 100, 1).unwrap()[0].data, payload(199));
+}
