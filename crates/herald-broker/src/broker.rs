@@ -1,0 +1,304 @@
+//! The broker: the registry of topics and groups, publish, and reads.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use herald_core::Event;
+use herald_core::codec::binary;
+
+use crate::config::{BrokerConfig, TopicConfig, valid_name};
+use crate::error::{BrokerError, Result};
+use crate::group::{Group, GroupConfig, GroupInfo, Member, MemberConfig};
+use crate::partition::{Partition, Receipt, StoredEvent};
+use crate::topic::{Topic, TopicInfo, TopicMeta, sync_dir};
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+pub(crate) struct BrokerInner {
+    pub dir: PathBuf,
+    pub config: BrokerConfig,
+    pub topics: RwLock<HashMap<String, Arc<Topic>>>,
+    pub groups: RwLock<HashMap<String, Arc<Group>>>,
+}
+
+/// Herald's embedded broker. Cheap to clone (a handle); `Send + Sync`. Must be used inside a
+/// Tokio runtime (it runs one writer task per partition and one timer task per group).
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use herald_broker::{Broker, BrokerConfig, TopicConfig};
+/// use herald_core::Event;
+///
+/// let dir = tempfile::tempdir()?;
+/// let broker = Broker::open(dir.path(), BrokerConfig::default())?;
+/// broker.create_topic("orders", TopicConfig::with_partitions(4))?;
+/// let event = Event::builder("order.created").key("customer-7").build()?;
+/// let receipt = broker.publish("orders", event).await?;
+/// assert_eq!(receipt.offset, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Broker {
+    pub(crate) inner: Arc<BrokerInner>,
+}
+
+impl Broker {
+    /// Opens (or creates) the broker's data directory: every topic and group in it is loaded and
+    /// each partition log recovered.
+    pub fn open(dir: impl AsRef<Path>, config: BrokerConfig) -> Result<Broker> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let topics_dir = dir.join("topics");
+        let groups_dir = dir.join("groups");
+        for d in [&dir, &topics_dir, &groups_dir] {
+            fs::create_dir_all(d).map_err(BrokerError::io(d, "creating the data directory"))?;
+        }
+        let mut topics = HashMap::new();
+        for entry in fs::read_dir(&topics_dir).map_err(BrokerError::io(&topics_dir, "listing topics"))? {
+            let entry = entry.map_err(BrokerError::io(&topics_dir, "listing topics"))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".deleted-") {
+                // A delete interrupted by a crash: finish it.
+                fs::remove_dir_all(entry.path()).map_err(BrokerError::io(entry.path(), "removing a deleted topic"))?;
+                continue;
+            }
+            if !valid_name(&name) {
+                continue;
+            }
+            let topic = Topic::open(entry.path(), &config)?;
+            topics.insert(name, Arc::new(topic));
+        }
+        let broker = Broker {
+            inner: Arc::new(BrokerInner {
+                dir,
+                config,
+                topics: RwLock::new(topics),
+                groups: RwLock::new(HashMap::new()),
+            }),
+        };
+        crate::group::load_groups(&broker, &groups_dir)?;
+        Ok(broker)
+    }
+
+    /// The broker's limits.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.inner.config
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Creates a topic. Its metadata is durable before this returns.
+    pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
+        if !valid_name(name) {
+            return Err(BrokerError::InvalidTopicName { name: name.to_owned() });
+        }
+        config.validate(&self.inner.config)?;
+        let mut topics = self.inner.topics.write().expect("topics lock poisoned");
+        if topics.contains_key(name) {
+            return Err(BrokerError::TopicExists { topic: name.to_owned() });
+        }
+        let limit = self.inner.config.topics_max;
+        if topics.len() as u64 >= u64::from(limit) {
+            return Err(BrokerError::LimitExceeded {
+                name: "topics",
+                value: topics.len() as u64 + 1,
+                limit: limit.into(),
+                key: "topics_max",
+            });
+        }
+        let meta = TopicMeta { name: name.to_owned(), config, created_ms: now_ms() };
+        let topic = Arc::new(Topic::create(&self.inner.dir.join("topics"), meta, &self.inner.config)?);
+        let info = topic.info();
+        topics.insert(name.to_owned(), topic);
+        Ok(info)
+    }
+
+    /// Creates the topic unless it exists; returns its description either way.
+    pub fn ensure_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
+        match self.create_topic(name, config) {
+            Err(BrokerError::TopicExists { .. }) => self.describe_topic(name),
+            other => other,
+        }
+    }
+
+    /// Names of all topics, sorted.
+    pub fn list_topics(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.topics.read().expect("topics lock poisoned").keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// A topic's settings and per-partition offsets, bytes and segments.
+    pub fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
+        Ok(self.topic(name)?.info())
+    }
+
+    /// Deletes a topic and its data. Groups subscribed to it stop receiving from it.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let topic = {
+            let mut topics = self.inner.topics.write().expect("topics lock poisoned");
+            topics.remove(name).ok_or_else(|| BrokerError::TopicNotFound { topic: name.to_owned() })?
+        };
+        for group in self.inner.groups.read().expect("groups lock poisoned").values() {
+            group.forget_topic(name);
+        }
+        let topics_dir = self.inner.dir.join("topics");
+        let grave = topics_dir.join(format!(".deleted-{name}-{}", now_ms()));
+        fs::rename(&topic.dir, &grave).map_err(BrokerError::io(&topic.dir, "renaming a deleted topic"))?;
+        sync_dir(&topics_dir)?;
+        drop(topic);
+        fs::remove_dir_all(&grave).map_err(BrokerError::io(&grave, "removing a deleted topic"))?;
+        Ok(())
+    }
+
+    /// Grows a topic to `partitions` partitions. Keys may map to other partitions afterwards
+    /// (as in Kafka): order per key holds only within one partition count.
+    pub fn add_partitions(&self, name: &str, partitions: u32) -> Result<TopicInfo> {
+        let topic = self.topic(name)?;
+        topic.add_partitions(partitions, &self.inner.config)?;
+        for group in self.inner.groups.read().expect("groups lock poisoned").values() {
+            group.topology_changed();
+        }
+        Ok(topic.info())
+    }
+
+    pub(crate) fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        self.inner
+            .topics
+            .read()
+            .expect("topics lock poisoned")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::TopicNotFound { topic: name.to_owned() })
+    }
+
+    pub(crate) fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+        let parts = self.topic(topic)?.partitions();
+        parts.get(partition as usize).cloned().ok_or_else(|| BrokerError::PartitionNotFound {
+            topic: topic.to_owned(),
+            partition,
+            partitions: parts.len() as u32,
+        })
+    }
+
+    /// Publishes one event; returns once it is stored per the topic's durability.
+    pub async fn publish(&self, topic: &str, event: Event) -> Result<Receipt> {
+        let mut receipts = self.publish_batch(topic, vec![event]).await?;
+        Ok(receipts.pop().expect("one receipt per event"))
+    }
+
+    /// Publishes events; one receipt per event, in order. Events of one partition are stored in
+    /// one batch. On error some events may be stored: publishing the same events again is safe
+    /// (dedupe by `(source, id)` within the topic's window).
+    pub async fn publish_batch(&self, topic_name: &str, events: Vec<Event>) -> Result<Vec<Receipt>> {
+        let topic = self.topic(topic_name)?;
+        let config = topic.config();
+        let partitions = topic.partitions();
+        let n = partitions.len() as u32;
+        let mut per_partition: Vec<Vec<(usize, Event, Vec<u8>)>> = (0..n).map(|_| Vec::new()).collect();
+        let count = events.len();
+        for (i, event) in events.into_iter().enumerate() {
+            let encoded = binary::encode(&event);
+            if encoded.len() as u64 > config.max_event_bytes {
+                return Err(BrokerError::EventTooLarge {
+                    topic: topic_name.to_owned(),
+                    bytes: encoded.len() as u64,
+                    limit: config.max_event_bytes,
+                });
+            }
+            let p = topic.route(event.key(), event.source(), event.id(), n);
+            per_partition[p as usize].push((i, event, encoded));
+        }
+        let mut receipts: Vec<Option<Receipt>> = vec![None; count];
+        let mut pending = Vec::new();
+        for (p, batch) in per_partition.into_iter().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let part = partitions[p].clone();
+            let (indexes, items): (Vec<usize>, Vec<(Event, Vec<u8>)>) =
+                batch.into_iter().map(|(i, e, b)| (i, (e, b))).unzip();
+            pending.push((part.id, indexes, tokio::spawn(async move { part.append(items).await })));
+        }
+        let mut first_error = None;
+        for (p, indexes, task) in pending {
+            match task.await.map_err(|_| BrokerError::Closed).and_then(|r| r) {
+                Ok(offsets) => {
+                    for (i, (offset, duplicate)) in indexes.into_iter().zip(offsets) {
+                        receipts[i] = Some(Receipt { topic: topic.name.clone(), partition: p, offset, duplicate });
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        Ok(receipts.into_iter().map(|r| r.expect("every event got a receipt")).collect())
+    }
+
+    /// Reads stored events of one partition from `offset` (a browse: no group, no ack).
+    pub fn read(&self, topic: &str, partition: u32, offset: u64, max_events: usize) -> Result<Vec<StoredEvent>> {
+        self.partition(topic, partition)?.read(offset, 4 << 20, max_events)
+    }
+
+    /// Creates a consumer group, or updates its settings (subscriptions, retry policy, ordering)
+    /// if it exists. A new group starts at `config.start`.
+    pub fn create_group(&self, name: &str, config: GroupConfig) -> Result<GroupInfo> {
+        crate::group::create_group(self, name, config)
+    }
+
+    /// Joins `group` as a new member. Partitions are rebalanced across members.
+    pub fn join(&self, group: &str, member: MemberConfig) -> Result<Member> {
+        self.group(group)?.join(self, member)
+    }
+
+    /// A group's members, partitions, positions and lag.
+    pub fn describe_group(&self, name: &str) -> Result<GroupInfo> {
+        Ok(self.group(name)?.info(self))
+    }
+
+    /// Names of all groups, sorted.
+    pub fn list_groups(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.groups.read().expect("groups lock poisoned").keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    pub(crate) fn group(&self, name: &str) -> Result<Arc<Group>> {
+        self.inner
+            .groups
+            .read()
+            .expect("groups lock poisoned")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::GroupNotFound { group: name.to_owned() })
+    }
+
+    /// Flushes every group's positions and closes every log cleanly.
+    pub async fn close(&self) -> Result<()> {
+        let groups: Vec<Arc<Group>> =
+            self.inner.groups.read().expect("groups lock poisoned").values().cloned().collect();
+        for g in groups {
+            g.close()?;
+        }
+        let topics: Vec<Arc<Topic>> =
+            self.inner.topics.read().expect("topics lock poisoned").values().cloned().collect();
+        for t in topics {
+            for p in t.partitions().iter() {
+                p.log.close()?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! Broker errors. Each has a stable [`BrokerError::code`] for the wire and a message that names
+//! the value, the limit and what to do.
+
+use std::path::PathBuf;
+
+use herald_log::LogError;
+
+/// Everything the broker can refuse or fail at.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A topic name outside `[A-Za-z0-9._-]{1,200}` (or `.`/`..`).
+    #[error("invalid topic name {name:?}: use 1 to 200 characters from A-Z a-z 0-9 . _ - (not \".\" or \"..\")")]
+    InvalidTopicName {
+        /// The name given.
+        name: String,
+    },
+    /// A group name outside `[A-Za-z0-9._-]{1,200}`.
+    #[error("invalid group name {name:?}: use 1 to 200 characters from A-Z a-z 0-9 . _ - (not \".\" or \"..\")")]
+    InvalidGroupName {
+        /// The name given.
+        name: String,
+    },
+    /// No such topic.
+    #[error("topic {topic:?} does not exist: create it first")]
+    TopicNotFound {
+        /// The topic.
+        topic: String,
+    },
+    /// The topic already exists.
+    #[error("topic {topic:?} already exists")]
+    TopicExists {
+        /// The topic.
+        topic: String,
+    },
+    /// No such group.
+    #[error("consumer group {group:?} does not exist")]
+    GroupNotFound {
+        /// The group.
+        group: String,
+    },
+    /// A partition number outside the topic.
+    #[error("topic {topic:?} has {partitions} partitions; partition {partition} does not exist")]
+    PartitionNotFound {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many the topic has.
+        partitions: u32,
+    },
+    /// A configuration value or count over its limit.
+    #[error("{name} would be {value}; the limit is {limit} ({key})")]
+    LimitExceeded {
+        /// What is counted.
+        name: &'static str,
+        /// The value it would reach.
+        value: u64,
+        /// The limit.
+        limit: u64,
+        /// The configuration key that sets the limit.
+        key: &'static str,
+    },
+    /// A configuration value out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// An event larger than the topic allows.
+    #[error("event is {bytes} bytes encoded; topic {topic:?} accepts at most {limit} (max_event_bytes)")]
+    EventTooLarge {
+        /// The topic.
+        topic: String,
+        /// Encoded size.
+        bytes: u64,
+        /// The topic's limit.
+        limit: u64,
+    },
+    /// The partition's write queue is full: retry after a short backoff.
+    #[error(
+        "topic {topic:?} partition {partition} is busy: its write queue holds {queued} events (write_queue_events_max); retry with backoff"
+    )]
+    Busy {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// Events queued.
+        queued: usize,
+    },
+    /// An ack, nack, reject or commit from a member whose assignment is gone.
+    #[error(
+        "member {member:?} of group {group:?} acted with generation {generation}, but the group is at generation {current}: the partition was reassigned; drop the event, it will be redelivered to its new owner"
+    )]
+    StaleGeneration {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+        /// The generation it used.
+        generation: u64,
+        /// The group's current generation.
+        current: u64,
+    },
+    /// The member is not (or no longer) in the group.
+    #[error("member {member:?} is not in group {group:?} (it left or missed its session timeout): join again")]
+    UnknownMember {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+    },
+    /// An ack for an event that is not in flight for this member.
+    #[error(
+        "{topic}/{partition}@{offset} is not in flight for member {member:?} of group {group:?} (already acked, timed out, or never delivered)"
+    )]
+    NotInFlight {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+        /// Topic of the event.
+        topic: String,
+        /// Partition of the event.
+        partition: u32,
+        /// Offset of the event.
+        offset: u64,
+    },
+    /// Retention deleted events the group had not consumed yet.
+    #[error(
+        "group {group:?} was at {topic}/{partition}@{position}, but retention deleted everything below {earliest}: {lost} events were never delivered; the group continues at {earliest}"
+    )]
+    RetentionOvertook {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The group's position.
+        position: u64,
+        /// The earliest offset still stored.
+        earliest: u64,
+        /// Events lost.
+        lost: u64,
+    },
+    /// The broker is shutting down or closed.
+    #[error("the broker is closed")]
+    Closed,
+    /// Stored data could not be decoded.
+    #[error("stored event at {topic}/{partition}@{offset} cannot be decoded: {reason}")]
+    CorruptEvent {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offset.
+        offset: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The partition's log failed to store a batch (the log may be fenced).
+    #[error("storing to topic {topic:?} partition {partition} failed: {reason}")]
+    WriteFailed {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The log's error.
+        reason: String,
+    },
+    /// The event itself is invalid.
+    #[error(transparent)]
+    Event(#[from] herald_core::EventError),
+    /// The log refused or failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Metadata I/O failed.
+    #[error("I/O error on {path} while {action}: {source}")]
+    Io {
+        /// File or directory.
+        path: PathBuf,
+        /// What the broker was doing.
+        action: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BrokerError {
+    /// A stable, machine-readable code for the wire (`topic_not_found`, `busy`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            BrokerError::InvalidTopicName { .. } => "invalid_topic_name",
+            BrokerError::InvalidGroupName { .. } => "invalid_group_name",
+            BrokerError::TopicNotFound { .. } => "topic_not_found",
+            BrokerError::TopicExists { .. } => "topic_exists",
+            BrokerError::GroupNotFound { .. } => "group_not_found",
+            BrokerError::PartitionNotFound { .. } => "partition_not_found",
+            BrokerError::LimitExceeded { .. } => "limit_exceeded",
+            BrokerError::InvalidConfig(_) => "invalid_config",
+            BrokerError::EventTooLarge { .. } => "event_too_large",
+            BrokerError::Busy { .. } => "busy",
+            BrokerError::StaleGeneration { .. } => "stale_generation",
+            BrokerError::UnknownMember { .. } => "unknown_member",
+            BrokerError::NotInFlight { .. } => "not_in_flight",
+            BrokerError::RetentionOvertook { .. } => "retention_overtook",
+            BrokerError::Closed => "closed",
+            BrokerError::CorruptEvent { .. } => "corrupt_event",
+            BrokerError::Event(_) => "invalid_event",
+            BrokerError::WriteFailed { .. } => "storage",
+            BrokerError::Log(LogError::OffsetBelowEarliest { .. }) => "offset_below_earliest",
+            BrokerError::Log(LogError::OffsetBeyondLatest { .. }) => "offset_beyond_latest",
+            BrokerError::Log(LogError::Corrupt { .. }) => "corrupt",
+            BrokerError::Log(_) => "storage",
+            BrokerError::Io { .. } => "storage",
+        }
+    }
+
+    /// Whether the same request may succeed if retried later (the SDK retries these).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, BrokerError::Busy { .. })
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str) -> impl FnOnce(std::io::Error) -> BrokerError {
+        let path = path.into();
+        move |source| BrokerError::Io { path, action, source }
+    }
+}
+
+/// Result alias for the broker.
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

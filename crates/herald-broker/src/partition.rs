@@ -1,0 +1,344 @@
+//! One partition: its log, its writer task (broker-level group commit and dedupe), and the
+//! notification consumers wait on.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use herald_core::Event;
+use herald_core::codec::binary;
+use herald_log::{Log, LogConfig};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{BrokerError, Result};
+
+/// An event as stored: the event plus where and when the broker put it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The event, exactly as published.
+    pub event: Event,
+    /// Its topic.
+    pub topic: Arc<str>,
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset in the partition.
+    pub offset: u64,
+    /// When the broker appended it (ms since the Unix epoch).
+    pub append_time_ms: i64,
+}
+
+/// Where a published event is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The topic.
+    pub topic: Arc<str>,
+    /// The partition.
+    pub partition: u32,
+    /// The offset: for a duplicate, the offset of the first copy.
+    pub offset: u64,
+    /// The event `(source, id)` was already stored within the dedupe window; nothing was written.
+    pub duplicate: bool,
+}
+
+struct WriteRequest {
+    events: Vec<(Event, Vec<u8>)>,
+    reply: oneshot::Sender<Result<Vec<(u64, bool)>, String>>,
+}
+
+/// Remembers `(source, id)` → offset of recent appends.
+struct Dedupe {
+    window_ms: i64,
+    entries_max: usize,
+    map: HashMap<(String, String), (u64, i64)>,
+    order: VecDeque<((String, String), i64)>,
+}
+
+impl Dedupe {
+    fn new(window_ms: u64, entries_max: usize) -> Self {
+        Dedupe {
+            window_ms: window_ms.min(i64::MAX as u64) as i64,
+            entries_max,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn expire(&mut self, now_ms: i64) {
+        let horizon = now_ms.saturating_sub(self.window_ms);
+        while let Some((_, ts)) = self.order.front() {
+            if *ts >= horizon && self.order.len() <= self.entries_max {
+                break;
+            }
+            let (key, ts) = self.order.pop_front().expect("front exists");
+            if self.map.get(&key).is_some_and(|e| e.1 == ts) {
+                self.map.remove(&key);
+            }
+        }
+    }
+
+    fn get(&self, key: &(String, String)) -> Option<u64> {
+        self.map.get(key).map(|e| e.0)
+    }
+
+    fn insert(&mut self, key: (String, String), offset: u64, ts: i64) {
+        if self.window_ms == 0 {
+            return;
+        }
+        self.order.push_back((key.clone(), ts));
+        self.map.insert(key, (offset, ts));
+        if self.order.len() > self.entries_max {
+            tracing::warn!(entries_max = self.entries_max, "dedupe memory full: forgetting the oldest event ids early");
+            self.expire(i64::MIN);
+        }
+    }
+}
+
+pub(crate) struct Partition {
+    pub topic: Arc<str>,
+    pub id: u32,
+    pub log: Arc<Log>,
+    tx: mpsc::UnboundedSender<WriteRequest>,
+    queued: Arc<AtomicUsize>,
+    queue_max: usize,
+}
+
+/// Who to wake when a partition of a topic gets new events (one `Notify` per subscribed group).
+#[derive(Default)]
+pub(crate) struct Listeners(std::sync::Mutex<Vec<std::sync::Weak<tokio::sync::Notify>>>);
+
+impl Listeners {
+    pub fn add(&self, n: &Arc<tokio::sync::Notify>) {
+        let mut v = self.0.lock().expect("listeners lock poisoned");
+        v.retain(|w| w.strong_count() > 0);
+        if !v.iter().any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(n))) {
+            v.push(Arc::downgrade(n));
+        }
+    }
+
+    fn notify(&self) {
+        for w in self.0.lock().expect("listeners lock poisoned").iter() {
+            if let Some(n) = w.upgrade() {
+                n.notify_waiters();
+            }
+        }
+    }
+}
+
+pub(crate) struct PartitionSettings {
+    pub listeners: Arc<Listeners>,
+    pub log: LogConfig,
+    pub dedupe_window_ms: u64,
+    pub dedupe_entries_max: usize,
+    pub queue_max: usize,
+    pub batch_events_max: usize,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Partition {
+    /// Opens the partition's log, rebuilds the dedupe memory from the window's tail, and starts
+    /// the writer task. Must run inside a Tokio runtime.
+    pub fn open(topic: Arc<str>, id: u32, dir: &Path, s: PartitionSettings) -> Result<Arc<Partition>> {
+        let log = Arc::new(Log::open(dir, s.log.clone())?);
+        let mut dedupe = Dedupe::new(s.dedupe_window_ms, s.dedupe_entries_max);
+        if s.dedupe_window_ms > 0 {
+            // Republishing must be idempotent across a restart too: remember the ids stored
+            // within the window. Cost: one read of the window's tail.
+            let since = now_ms().saturating_sub(dedupe.window_ms);
+            if let Some(mut next) = log.offset_for_timestamp(since)? {
+                loop {
+                    let records = log.read(next, 4 << 20, 10_000)?;
+                    let Some(last) = records.last() else { break };
+                    next = last.offset + 1;
+                    for r in records {
+                        let event = binary::decode(&r.data).map_err(|e| BrokerError::CorruptEvent {
+                            topic: topic.to_string(),
+                            partition: id,
+                            offset: r.offset,
+                            reason: e.to_string(),
+                        })?;
+                        dedupe.insert((event.source().to_owned(), event.id().to_owned()), r.offset, r.timestamp_ms);
+                    }
+                }
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer = Writer {
+            log: log.clone(),
+            rx,
+            dedupe,
+            queued: queued.clone(),
+            listeners: s.listeners.clone(),
+            batch_events_max: s.batch_events_max,
+            batch_bytes_max: s.log.batch_bytes_max as usize,
+        };
+        tokio::spawn(writer.run());
+        Ok(Arc::new(Partition { topic, id, log, tx, queued, queue_max: s.queue_max }))
+    }
+
+    /// Appends events (already validated and encoded). Returns `(offset, duplicate)` per event.
+    pub async fn append(&self, events: Vec<(Event, Vec<u8>)>) -> Result<Vec<(u64, bool)>> {
+        let n = events.len();
+        let queued = self.queued.fetch_add(n, Ordering::AcqRel);
+        if queued + n > self.queue_max && queued > 0 {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err(BrokerError::Busy { topic: self.topic.to_string(), partition: self.id, queued });
+        }
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(WriteRequest { events, reply }).is_err() {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err(BrokerError::Closed);
+        }
+        match rx.await {
+            Ok(Ok(offsets)) => Ok(offsets),
+            Ok(Err(reason)) => {
+                Err(BrokerError::WriteFailed { topic: self.topic.to_string(), partition: self.id, reason })
+            }
+            Err(_) => Err(BrokerError::Closed),
+        }
+    }
+
+    /// Reads stored events from `offset`.
+    pub fn read(&self, offset: u64, max_bytes: usize, max_events: usize) -> Result<Vec<StoredEvent>> {
+        let records = self.log.read(offset, max_bytes, max_events)?;
+        records
+            .into_iter()
+            .map(|r| {
+                let event = binary::decode(&r.data).map_err(|e| BrokerError::CorruptEvent {
+                    topic: self.topic.to_string(),
+                    partition: self.id,
+                    offset: r.offset,
+                    reason: e.to_string(),
+                })?;
+                Ok(StoredEvent {
+                    event,
+                    topic: self.topic.clone(),
+                    partition: self.id,
+                    offset: r.offset,
+                    append_time_ms: r.timestamp_ms,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The single writer of a partition: drains every queued request into one log append (one
+/// fsync under `always`), so concurrent publishers share the cost of durability.
+struct Writer {
+    log: Arc<Log>,
+    rx: mpsc::UnboundedReceiver<WriteRequest>,
+    dedupe: Dedupe,
+    queued: Arc<AtomicUsize>,
+    listeners: Arc<Listeners>,
+    batch_events_max: usize,
+    batch_bytes_max: usize,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let mut carry: Option<WriteRequest> = None;
+        loop {
+            let first = match carry.take() {
+                Some(r) => r,
+                None => match self.rx.recv().await {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
+            let mut events = first.events.len();
+            let mut bytes: usize = first.events.iter().map(|e| e.1.len() + 8).sum();
+            let mut requests = vec![first];
+            while events < self.batch_events_max {
+                let Ok(r) = self.rx.try_recv() else { break };
+                let (n, b) = (r.events.len(), r.events.iter().map(|e| e.1.len() + 8).sum::<usize>());
+                if events + n > self.batch_events_max || bytes + b + 64 > self.batch_bytes_max {
+                    carry = Some(r);
+                    break;
+                }
+                events += n;
+                bytes += b;
+                requests.push(r);
+            }
+            self.write(requests, events).await;
+        }
+    }
+
+    async fn write(&mut self, requests: Vec<WriteRequest>, events: usize) {
+        let now = now_ms();
+        self.dedupe.expire(now);
+        // Decide per event: a duplicate of something stored (or earlier in this very batch),
+        // or a new record.
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        let mut fresh: HashMap<(String, String), usize> = HashMap::new();
+        let mut plan: Vec<Vec<Slot>> = Vec::with_capacity(requests.len());
+        let mut keys = Vec::new();
+        let mut replies = Vec::with_capacity(requests.len());
+        for req in requests {
+            let mut slots = Vec::with_capacity(req.events.len());
+            for (event, encoded) in req.events {
+                let key = (event.source().to_owned(), event.id().to_owned());
+                if let Some(offset) = self.dedupe.get(&key) {
+                    slots.push(Slot::Stored(offset));
+                } else if let Some(&i) = fresh.get(&key) {
+                    slots.push(Slot::New(i, true));
+                } else {
+                    fresh.insert(key.clone(), records.len());
+                    slots.push(Slot::New(records.len(), false));
+                    keys.push(key);
+                    records.push(encoded);
+                }
+            }
+            plan.push(slots);
+            replies.push(req.reply);
+        }
+        let result = if records.is_empty() {
+            Ok(None)
+        } else {
+            let log = self.log.clone();
+            match tokio::task::spawn_blocking(move || log.append_at(&records, now)).await {
+                Ok(Ok(a)) => Ok(Some(a)),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("the append task failed: {e}")),
+            }
+        };
+        self.queued.fetch_sub(events, Ordering::AcqRel);
+        match result {
+            Ok(appended) => {
+                if let Some(a) = appended {
+                    for (i, key) in keys.into_iter().enumerate() {
+                        self.dedupe.insert(key, a.base_offset + i as u64, a.timestamp_ms);
+                    }
+                    self.listeners.notify();
+                }
+                let base = appended.map_or(0, |a| a.base_offset);
+                for (slots, reply) in plan.into_iter().zip(replies) {
+                    let offsets = slots
+                        .into_iter()
+                        .map(|s| match s {
+                            Slot::Stored(o) => (o, true),
+                            Slot::New(i, dup) => (base + i as u64, dup),
+                        })
+                        .collect();
+                    let _ = reply.send(Ok(offsets));
+                }
+            }
+            Err(reason) => {
+                tracing::error!(%reason, "partition append failed");
+                for reply in replies {
+                    let _ = reply.send(Err(reason.clone()));
+                }
+            }
+        }
+    }
+}
+
+enum Slot {
+    /// Already in the log at this offset.
+    Stored(u64),
+    /// The i-th record of this append; `true` if an earlier event of the batch had the same id.
+    New(usize, bool),
+}

@@ -1,0 +1,36 @@
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use herald_broker::{Broker, BrokerConfig, Delivery, Member};
+use herald_core::Event;
+
+pub fn open(dir: &std::path::Path) -> Broker {
+    Broker::open(dir, BrokerConfig::default()).unwrap()
+}
+
+/// An event of type `t` with key `key` whose data is `n` as text.
+pub fn event(key: Option<&str>, n: u64) -> Event {
+    let mut b = Event::builder("test.event").data(n.to_string().into_bytes(), "text/plain");
+    if let Some(k) = key {
+        b = b.key(k);
+    }
+    b.build().unwrap()
+}
+
+pub fn number(d: &Delivery) -> u64 {
+    std::str::from_utf8(d.event().data()).unwrap().parse().unwrap()
+}
+
+/// Polls until `n` deliveries were acked or `timeout` passes; returns them.
+pub async fn drain(member: &Member, n: usize, timeout: Duration) -> Vec<Delivery> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut got = Vec::new();
+    while got.len() < n && std::time::Instant::now() < deadline {
+        for d in member.poll(256, Duration::from_millis(100)).await.unwrap() {
+            member.ack(&d).unwrap();
+            got.push(d);
+        }
+    }
+    got
+}

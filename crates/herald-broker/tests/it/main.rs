@@ -1,0 +1,7 @@
+//! Integration tests of the broker, one module per area.
+
+mod common;
+mod dlq;
+mod groups;
+mod publish;
+mod topics;
