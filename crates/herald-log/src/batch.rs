@@ -21,6 +21,8 @@ pub const BATCH_HEADER_BYTES: usize = 30;
 pub const RECORD_HEADER_BYTES: usize = 4;
 /// Current format version.
 pub const MAGIC: u8 = 1;
+/// Largest offset a log holds (2^62): offsets never come near overflowing.
+pub const OFFSET_MAX: u64 = 1 << 62;
 
 /// Encoded size of a batch of `count` records totalling `payload_bytes`.
 pub fn batch_len_for(count: u64, payload_bytes: u64) -> u64 {
@@ -86,6 +88,12 @@ impl BatchHeader {
                 "batch length {} is too small for {} records (at least {min_len})",
                 self.batch_len, self.record_count
             ));
+        }
+        if self.batch_len > crate::config::BATCH_BYTES_MAX_MAX {
+            return Err(format!("batch length {} is above the largest possible batch", self.batch_len));
+        }
+        if self.base_offset > OFFSET_MAX {
+            return Err(format!("base offset {} is above the largest offset {OFFSET_MAX}", self.base_offset));
         }
         if u64::from(self.batch_len) > available {
             return Err(format!(

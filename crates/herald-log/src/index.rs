@@ -98,6 +98,17 @@ impl SegmentIndex {
         self.next_offset = next;
     }
 
+    /// Skips damaged bytes: the next intact batch starts at `position` with offset `next_offset`.
+    /// An index entry is forced there, so reads of later offsets never parse the damage.
+    pub fn skip_to(&mut self, position: u64, next_offset: u64) {
+        debug_assert!(position > self.segment_bytes && next_offset > self.next_offset);
+        self.offsets
+            .push(OffsetEntry { relative_offset: (next_offset - self.base_offset) as u32, position: position as u32 });
+        self.last_offset_entry_position = position;
+        self.segment_bytes = position;
+        self.next_offset = next_offset;
+    }
+
     /// Position and base offset of the last indexed batch starting at or before `offset`.
     pub fn lookup_offset(&self, offset: u64) -> (u64, u64) {
         let rel = offset.saturating_sub(self.base_offset);

@@ -90,7 +90,8 @@ struct SyncState {
 struct Inner {
     dir: PathBuf,
     config: LogConfig,
-    _lock: File,
+    /// The directory lock, released when the log closes.
+    lock: Mutex<Option<File>>,
     /// Readers clone this snapshot and never hold the lock across I/O.
     segments: RwLock<Arc<Vec<Arc<Segment>>>>,
     writer: Mutex<Writer>,
@@ -171,6 +172,15 @@ impl Log {
             }
         }
         bases.sort_unstable();
+        if let Some(&bad) = bases.iter().find(|&&b| b > batch::OFFSET_MAX) {
+            let path = dir.join(segment::file_name(bad, "log"));
+            return Err(LogError::Corrupt {
+                path,
+                position: 0,
+                offset: bad,
+                reason: format!("segment base offset is above the largest offset {}", batch::OFFSET_MAX),
+            });
+        }
         remove_orphan_indexes(&dir, &bases)?;
 
         // Consume the clean-shutdown marker before anything else: once we may append, a crash
@@ -260,7 +270,7 @@ impl Log {
 
         let inner = Arc::new(Inner {
             dir,
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
             segments: RwLock::new(Arc::new(segments)),
             writer: Mutex::new(Writer { active, position, next_offset, last_timestamp_ms, closed: false }),
             high_watermark: AtomicU64::new(next_offset),
@@ -507,6 +517,7 @@ impl Log {
         inner.closed.store(true, Ordering::Release);
         if inner.fence.get().is_some() {
             // Nothing written after the failure can be trusted to be complete: the next open scans.
+            inner.release_lock();
             return Ok(());
         }
         let path = &w.active.path;
@@ -515,7 +526,9 @@ impl Log {
         w.active.with_index(|i| i.write_files(&op, &tp))??;
         sync_dir(&inner.dir)?;
         write_atomic(&inner.dir.join(CLEAN_FILE), clean_marker(w.active.base_offset, w.position).as_bytes())?;
-        sync_dir(&inner.dir)
+        sync_dir(&inner.dir)?;
+        inner.release_lock();
+        Ok(())
     }
 
     /// Closes without the clean-shutdown marker, as a crash would leave things (after the
@@ -526,6 +539,7 @@ impl Log {
         let mut w = self.inner.writer.lock().expect("writer lock poisoned");
         w.closed = true;
         self.inner.closed.store(true, Ordering::Release);
+        self.inner.release_lock();
     }
 
     fn stop_flusher(&self) {
@@ -546,6 +560,11 @@ impl Drop for Log {
 }
 
 impl Inner {
+    /// Lets another `Log::open` of the directory proceed; this log accepts nothing any more.
+    fn release_lock(&self) {
+        self.lock.lock().expect("lock slot poisoned").take();
+    }
+
     /// Under the writer lock: rolls if needed, assigns offsets, writes the encoded batch.
     fn write_batch(&self, buf: &mut [u8], count: u64, batch_len: u64, timestamp_ms: i64) -> Result<Appended> {
         let cfg = &self.config;
@@ -640,11 +659,13 @@ impl Inner {
     fn wait_durable(&self, target: u64) -> Result<()> {
         let mut s = self.sync.lock().expect("sync lock poisoned");
         loop {
-            if let Some(cause) = self.fence.get() {
-                return Err(LogError::Fenced { path: self.dir.clone(), cause: cause.clone() });
-            }
+            // Durable first: an append that an earlier fsync covered is acknowledged even if a
+            // later fsync failed (it is visible to readers already).
             if s.durable >= target {
                 return Ok(());
+            }
+            if let Some(cause) = self.fence.get() {
+                return Err(LogError::Fenced { path: self.dir.clone(), cause: cause.clone() });
             }
             if s.syncing {
                 s = self.synced.wait(s).expect("sync lock poisoned");

@@ -139,23 +139,33 @@ impl Segment {
             if pos == len {
                 break None;
             }
-            let (header, body) = match reader.batch_at(pos, expected) {
-                Ok(b) => b,
-                Err(why) => break Some(why),
+            let damage = match reader.batch_at(pos, expected) {
+                Ok((header, body)) => match batch::verify(&header, &body) {
+                    Ok(()) => {
+                        let (next, bytes) = (header.next_offset(), header.batch_len.into());
+                        index.on_batch(expected, next, pos, bytes, header.timestamp_ms, interval);
+                        expected = next;
+                        pos += bytes;
+                        continue;
+                    }
+                    Err(why) => why,
+                },
+                Err(why) => why,
             };
-            if let Err(why) = batch::verify(&header, &body) {
-                // Mid-file damage or a torn tail? Only a good batch right after tells them apart.
-                let next = pos + u64::from(header.batch_len);
-                let followed = next < len
-                    && reader.batch_at(next, header.next_offset()).is_ok_and(|(h, b)| batch::verify(&h, &b).is_ok());
-                if !followed {
-                    break Some(why);
-                }
-                corrupt.push((pos, expected, why));
+            if reader.io_error.is_some() {
+                break Some(damage);
             }
-            index.on_batch(expected, header.next_offset(), pos, header.batch_len.into(), header.timestamp_ms, interval);
-            expected = header.next_offset();
-            pos += u64::from(header.batch_len);
+            // Damage in the middle, or a torn tail? Only intact batches after it tell them apart:
+            // acknowledged batches after damage are kept, never cut.
+            match resync(&mut reader, pos, expected) {
+                Some((at, base)) => {
+                    corrupt.push((pos, expected, damage));
+                    index.skip_to(at, base);
+                    pos = at;
+                    expected = base;
+                }
+                None => break Some(damage),
+            }
         };
         if let Some(e) = reader.io_error {
             return Err(LogError::Io { path: self.path.clone(), action: "scanning a segment", source: e });
@@ -226,13 +236,22 @@ impl Segment {
 
     /// First offset of a batch in this segment with a timestamp at or after `timestamp_ms`.
     pub fn find_time(&self, timestamp_ms: i64) -> Result<Option<u64>> {
-        let found = self.with_index(|i| {
-            let newer = i.max_timestamp_ms.is_some_and(|m| m >= timestamp_ms);
-            newer.then(|| (i.lookup_time(timestamp_ms), i.segment_bytes))
-        })?;
-        let Some(((mut pos, mut expected), limit)) = found else {
+        let (max_ts, (mut pos, mut expected), next_offset, indexed_bytes) =
+            self.with_index(|i| (i.max_timestamp_ms, i.lookup_time(timestamp_ms), i.next_offset, i.segment_bytes))?;
+        let next_base = self.next_base.load(Ordering::Acquire);
+        if next_base != u64::MAX && next_offset < next_base {
+            // Records next_offset..next_base are lost or unreadable; their times are unknown, so
+            // an answer past them could skip over them.
+            return Err(self.corrupt(
+                indexed_bytes,
+                next_offset,
+                format!("segment is damaged or cut short: offsets {next_offset}..{next_base} cannot be read"),
+            ));
+        }
+        if max_ts.is_none_or(|m| m < timestamp_ms) {
             return Ok(None);
-        };
+        }
+        let limit = self.written_bytes.load(Ordering::Acquire);
         let mut reader = ChunkReader::new(&self.file, &self.path, limit);
         while pos < limit {
             let (header, body) = reader.batch_at(pos, expected).map_err(|why| self.corrupt(pos, expected, why))?;
@@ -246,6 +265,52 @@ impl Segment {
         }
         Ok(None)
     }
+}
+
+/// The first intact batch after damage at `from` (where offset `expected` should have started):
+/// a well-framed batch with a base offset above `expected` whose CRC verifies. When the damaged
+/// batch's own frame is intact, the position right after it is tried first.
+fn resync(reader: &mut ChunkReader<'_>, from: u64, expected: u64) -> Option<(u64, u64)> {
+    let header_bytes = BATCH_HEADER_BYTES as u64;
+    let limit = reader.limit;
+    let framed_end = (limit - from >= header_bytes)
+        .then(|| reader.get(from, BATCH_HEADER_BYTES).ok())
+        .flatten()
+        .map(|b| BatchHeader::parse(&b))
+        .filter(|h| h.check_frame(limit - from).is_ok())
+        .map(|h| from + u64::from(h.batch_len));
+    let intact = |reader: &mut ChunkReader<'_>, at: u64| -> Option<(u64, u64)> {
+        if limit - at < header_bytes {
+            return None;
+        }
+        let h = BatchHeader::parse(&reader.get(at, BATCH_HEADER_BYTES).ok()?);
+        if h.base_offset <= expected || h.check_frame(limit - at).is_err() {
+            return None;
+        }
+        let (h, body) = reader.batch_at(at, h.base_offset).ok()?;
+        batch::verify(&h, &body).is_ok().then_some((at, h.base_offset))
+    };
+    if let Some(found) = framed_end.and_then(|at| intact(reader, at)) {
+        return Some(found);
+    }
+    // Byte by byte would cost a header parse per byte of damage; a batch header has the format
+    // version then a zero flags byte at +16, so only positions showing those two are tried.
+    let mut at = from + 1;
+    while limit - at >= header_bytes && reader.io_error.is_none() {
+        let window = (limit - (at + 16)).min(CHUNK_BYTES as u64) as usize;
+        let Ok(bytes) = reader.get(at + 16, window) else { return None };
+        match bytes.windows(2).position(|w| w[0] == batch::MAGIC && w[1] == 0) {
+            Some(i) => {
+                let candidate = at + i as u64;
+                if let Some(found) = intact(reader, candidate) {
+                    return Some(found);
+                }
+                at = candidate + 1;
+            }
+            None => at += window.saturating_sub(1).max(1) as u64,
+        }
+    }
+    None
 }
 
 /// How much a read may still return.

@@ -80,3 +80,16 @@ fn a_second_open_of_the_same_directory_is_refused() {
     let err = Log::open(dir.path(), LogConfig::default()).err().expect("second open must fail");
     assert!(matches!(err, LogError::Locked { .. }), "{err}");
 }
+
+#[test]
+fn a_closed_log_releases_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    log.append(&[b"x".as_slice()]).unwrap();
+    log.close().unwrap();
+    // The handle still exists, but the directory is free for a new open.
+    let again = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(again.latest_offset(), 1);
+    drop(log);
+    assert_eq!(again.read(0, 10, 1).unwrap()[0].data.as_ref(), b"x");
+}

@@ -6,4 +6,5 @@ mod crash;
 mod damage;
 mod limits;
 mod model;
+mod regressions;
 mod segments;
