@@ -1,6 +1,7 @@
 //! Integration tests of the broker, one module per area.
 
 mod common;
+mod crash;
 mod dlq;
 mod groups;
 mod publish;
