@@ -18,6 +18,20 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+async fn retention_task(inner: std::sync::Weak<BrokerInner>) {
+    loop {
+        let every = match inner.upgrade() {
+            Some(i) => std::time::Duration::from_millis(i.config.retention_check_ms),
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(e) = (Broker { inner }).enforce_retention() {
+            tracing::error!(error = %e, "retention failed");
+        }
+    }
+}
+
 pub(crate) struct BrokerInner {
     pub dir: PathBuf,
     pub config: BrokerConfig,
@@ -82,7 +96,22 @@ impl Broker {
             }),
         };
         crate::group::load_groups(&broker, &groups_dir)?;
+        tokio::spawn(retention_task(Arc::downgrade(&broker.inner)));
         Ok(broker)
+    }
+
+    /// Applies every topic's retention now (it also runs every `retention_check_ms`). Returns the
+    /// number of segments deleted.
+    pub fn enforce_retention(&self) -> Result<usize> {
+        let topics: Vec<Arc<Topic>> =
+            self.inner.topics.read().expect("topics lock poisoned").values().cloned().collect();
+        let mut deleted = 0;
+        for t in topics {
+            for p in t.partitions().iter() {
+                deleted += p.log.enforce_retention(now_ms())?.segments;
+            }
+        }
+        Ok(deleted)
     }
 
     /// The broker's limits.

@@ -46,6 +46,8 @@ pub struct BrokerConfig {
     pub write_batch_events_max: usize,
     /// Most remembered event ids per partition for dedupe; beyond, the oldest are forgotten early.
     pub dedupe_entries_max: usize,
+    /// How often retention runs over every partition.
+    pub retention_check_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -59,6 +61,7 @@ impl Default for BrokerConfig {
             write_queue_events_max: WRITE_QUEUE_EVENTS_MAX_DEFAULT,
             write_batch_events_max: WRITE_BATCH_EVENTS_MAX_DEFAULT,
             dedupe_entries_max: DEDUPE_ENTRIES_MAX_DEFAULT,
+            retention_check_ms: 60_000,
         }
     }
 }
@@ -80,7 +83,8 @@ impl BrokerConfig {
         positive("in_flight_max", self.in_flight_max.into())?;
         positive("write_queue_events_max", self.write_queue_events_max as u64)?;
         positive("write_batch_events_max", self.write_batch_events_max as u64)?;
-        positive("dedupe_entries_max", self.dedupe_entries_max as u64)
+        positive("dedupe_entries_max", self.dedupe_entries_max as u64)?;
+        positive("retention_check_ms", self.retention_check_ms)
     }
 }
 
@@ -126,6 +130,8 @@ pub struct TopicConfig {
     pub dedupe_window_ms: u64,
     /// Largest event accepted, encoded.
     pub max_event_bytes: u64,
+    /// Segment size of each partition log (retention deletes whole segments).
+    pub segment_bytes_max: u64,
 }
 
 impl Default for TopicConfig {
@@ -137,6 +143,7 @@ impl Default for TopicConfig {
             durability: Durability::Always,
             dedupe_window_ms: DEDUPE_WINDOW_MS_DEFAULT,
             max_event_bytes: EVENT_BYTES_MAX_DEFAULT,
+            segment_bytes_max: herald_log::SEGMENT_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -174,6 +181,7 @@ impl TopicConfig {
             durability: self.durability.into(),
             retention: herald_log::Retention { age_ms: self.retention_ms, bytes: self.retention_bytes },
             record_bytes_max: record,
+            segment_bytes_max: self.segment_bytes_max,
             batch_bytes_max: defaults.batch_bytes_max.max(record.saturating_add(64)),
             ..defaults
         }

@@ -343,10 +343,26 @@ impl PartState {
         }
     }
 
+    /// Moves the position forward to `offset` (retention deleted what was before it).
+    fn skip_to(&mut self, offset: u64) {
+        self.committed = self.committed.max(offset);
+        self.fetched = self.fetched.max(offset);
+        self.buffer.retain(|e| e.offset >= offset);
+        self.done.retain(|o| *o >= offset);
+        self.attempts.retain(|o, _| *o >= offset);
+        self.failures.retain(|o, _| *o >= offset);
+        self.advance();
+    }
+
     fn mark_done(&mut self, offset: u64) {
         if offset >= self.committed {
             self.done.insert(offset);
         }
+        self.advance();
+    }
+
+    /// Moves the position over every done offset right at it.
+    fn advance(&mut self) {
         while self.done.remove(&self.committed) {
             self.attempts.remove(&self.committed);
             self.failures.remove(&self.committed);
@@ -688,12 +704,12 @@ impl Group {
                         tracing::error!(group = %self.name, topic = %tp.0, partition = tp.1, position = offset, earliest,
                             "retention deleted events this group had not consumed");
                         p.overtaken = Some((offset, earliest));
-                        p.fetched = earliest;
-                        while p.committed < earliest {
-                            p.done.insert(p.committed);
-                            p.mark_done(p.committed);
-                        }
-                        p.buffer.clear();
+                        p.skip_to(earliest);
+                        st.unflushed.push(StateRecord::Skip {
+                            topic: tp.0.to_string(),
+                            partition: tp.1,
+                            committed: earliest,
+                        });
                         continue;
                     }
                     Err(e) => return Err(e),

@@ -20,6 +20,8 @@ pub(crate) enum StateRecord {
     Delivered { topic: String, partition: u32, offsets: Vec<(u64, u32)> },
     /// Events acked or dead-lettered.
     Done { topic: String, partition: u32, offsets: Vec<u64> },
+    /// The position jumped forward (retention deleted events before `committed`).
+    Skip { topic: String, partition: u32, committed: u64 },
     /// A failed attempt (for the log; attempts are counted by `Delivered`).
     Failed { topic: String, partition: u32, offset: u64, reason: String, at_ms: i64 },
     /// The whole state at one moment; records before it no longer matter.
@@ -146,6 +148,16 @@ fn apply(parts: &mut BTreeMap<(String, u32), Part>, rec: StateRecord, records: &
                         p.done.insert(o);
                     }
                 }
+                p.advance();
+            }
+        }
+        StateRecord::Skip { topic, partition, committed } => {
+            if let Some(p) = parts.get_mut(&(topic, partition))
+                && committed > p.committed
+            {
+                p.committed = committed;
+                p.done.retain(|o| *o >= committed);
+                p.attempts.retain(|o, _| *o >= committed);
                 p.advance();
             }
         }

@@ -328,3 +328,36 @@ async fn in_flight_and_member_limits() {
     );
     assert_eq!(broker.create_group("g2", GroupConfig::for_topics(["nope"])).unwrap_err().code(), "topic_not_found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_overtaking_a_group_is_reported_not_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    let topic = TopicConfig {
+        segment_bytes_max: 1024,
+        retention_bytes: Some(2048),
+        durability: Durability::Os,
+        ..TopicConfig::default()
+    };
+    broker.create_topic("t", topic).unwrap();
+    broker.create_group("slow", GroupConfig::for_topics(["t"])).unwrap();
+    for i in 0..200u64 {
+        broker.publish("t", event(Some("k"), i)).await.unwrap();
+    }
+    assert!(broker.enforce_retention().unwrap() > 0);
+    let earliest = broker.describe_topic("t").unwrap().partitions[0].earliest_offset;
+    assert!(earliest > 0);
+    let m = broker.join("slow", MemberConfig::default()).unwrap();
+    let err = m.poll(10, Duration::from_secs(1)).await.unwrap_err();
+    assert_eq!(err.code(), "retention_overtook");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "group \"slow\" was at t/0@0, but retention deleted everything below {earliest}: {earliest} events were never delivered; the group continues at {earliest}"
+        )
+    );
+    // Then it goes on from the earliest retained event.
+    let got = drain(&m, (200 - earliest) as usize, Duration::from_secs(5)).await;
+    assert_eq!(number(&got[0]), earliest);
+    assert_eq!(got.len() as u64, 200 - earliest);
+}
