@@ -392,6 +392,8 @@ pub(crate) struct Group {
     pub config: GroupConfig,
     state: Mutex<State>,
     store: GroupStore,
+    /// Held from a state change to the end of its store append, so appends keep that order.
+    store_order: Mutex<()>,
     notify: Arc<Notify>,
     closed: AtomicBool,
 }
@@ -518,6 +520,7 @@ impl Group {
                 closed: false,
             }),
             store,
+            store_order: Mutex::new(()),
             notify: Arc::new(Notify::new()),
             closed: AtomicBool::new(false),
         });
@@ -747,11 +750,15 @@ impl Group {
             .map(|(tp, offsets)| StateRecord::Delivered { topic: tp.0.to_string(), partition: tp.1, offsets })
             .collect();
         st.records_since_checkpoint += records.len();
+        // Appends reach the store in the order their state changes were made (a checkpoint
+        // taken earlier must not land after a later delivery record).
+        let order = self.store_order.lock().expect("store order lock poisoned");
         drop(st);
         if !records.is_empty() {
             // Durable before the member sees them: a crash cannot reset the attempt count.
             self.store.append(&records)?;
         }
+        drop(order);
         Ok(out)
     }
 
@@ -982,22 +989,44 @@ impl Group {
 
     /// Writes acks and failures to the store, and a checkpoint now and then.
     fn flush(&self) -> Result<()> {
-        let (records, checkpoint) = {
-            let mut st = self.state.lock().expect("group lock poisoned");
-            let records = std::mem::take(&mut st.unflushed);
-            st.records_since_checkpoint += records.len();
-            let checkpoint = (st.records_since_checkpoint > 10_000).then(|| {
-                st.records_since_checkpoint = 0;
-                checkpoint_of(&st)
-            });
-            (records, checkpoint)
-        };
+        let mut st = self.state.lock().expect("group lock poisoned");
+        let unflushed = std::mem::take(&mut st.unflushed);
+        // Acks are many; what recovery needs is each partition's position plus the offsets
+        // acked above it (out of order). So per partition: one `Skip` to the position and one
+        // `Done` with the rest.
+        let mut done: BTreeMap<(String, u32), Vec<u64>> = BTreeMap::new();
+        let mut records = Vec::new();
+        for r in unflushed {
+            match r {
+                StateRecord::Done { topic, partition, offsets } => {
+                    done.entry((topic, partition)).or_default().extend(offsets)
+                }
+                other => records.push(other),
+            }
+        }
+        for ((topic, partition), offsets) in done {
+            let Some(p) = st.parts.get(&(topic.as_str().into(), partition)) else { continue };
+            let committed = p.committed;
+            let above: Vec<u64> = offsets.into_iter().filter(|o| *o >= committed).collect();
+            records.push(StateRecord::Skip { topic: topic.clone(), partition, committed });
+            if !above.is_empty() {
+                records.push(StateRecord::Done { topic, partition, offsets: above });
+            }
+        }
+        st.records_since_checkpoint += records.len();
+        let checkpoint = (st.records_since_checkpoint > 10_000).then(|| {
+            st.records_since_checkpoint = 0;
+            checkpoint_of(&st)
+        });
+        let order = self.store_order.lock().expect("store order lock poisoned");
+        drop(st);
         if !records.is_empty() {
             self.store.append(&records)?;
         }
         if let Some(parts) = checkpoint {
             self.store.checkpoint(parts)?;
         }
+        drop(order);
         Ok(())
     }
 
