@@ -198,7 +198,7 @@ async fn a_silent_member_loses_its_partitions_and_its_old_acks_are_refused() {
         handled.push(number(d));
     }
     let stale = held[5].clone();
-    b.vanish();
+    // From here on b is silent: no poll, no ack, no heartbeat.
     // a keeps going; after the session timeout it owns everything.
     let deadline = Instant::now() + Duration::from_secs(15);
     while handled.len() < n as usize && Instant::now() < deadline {
@@ -215,6 +215,10 @@ async fn a_silent_member_loses_its_partitions_and_its_old_acks_are_refused() {
     // The dead member's late ack is refused: its generation is gone.
     let group = broker.describe_group("g").unwrap();
     assert_eq!(group.members.len(), 1);
+    let err = b.ack(&stale).unwrap_err();
+    assert_eq!(err.code(), "unknown_member", "{err}");
+    assert!(err.to_string().contains("missed its session timeout"), "{err}");
+    // Nor can the new owner ack b's old delivery: it carries b's generation.
     let err = a.ack(&stale).unwrap_err();
     assert!(matches!(err.code(), "stale_generation" | "not_in_flight"), "{err}");
 }
