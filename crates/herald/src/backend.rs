@@ -1,0 +1,146 @@
+//! The backend traits: what the SDK needs from a broker. Designed for a remote, fallible broker
+//! (every call is async and may fail with a retryable error); the embedded broker implements them
+//! in-process, later backends over the network.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_core::Event;
+
+pub use herald_broker::{OrderingMode, RetryPolicy, StartFrom, TopicConfig};
+
+use crate::error::Result;
+
+/// What a backend can do, so that callers (and the conformance suite) adapt to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Survives a restart of the process (or of the server).
+    pub durable: bool,
+    /// Attempt counts survive restarts.
+    pub durable_attempts: bool,
+    /// Topics, groups and the DLQ can be administered through the client.
+    pub admin: bool,
+    /// Republishing an event id within the window stores it once.
+    pub dedupe: bool,
+    /// The broker itself delivers a key's events one at a time.
+    pub key_ordering: bool,
+}
+
+/// Where a published event was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: u32,
+    /// Offset (of the first copy, for a duplicate).
+    pub offset: u64,
+    /// The event id was already stored within the dedupe window.
+    pub duplicate: bool,
+}
+
+/// A delivered event with its metadata.
+#[derive(Clone)]
+pub struct Message {
+    /// The event.
+    pub event: Event,
+    /// Topic it came from.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// Delivery attempt, from 1.
+    pub attempt: u32,
+    /// When the broker appended it (ms since the Unix epoch).
+    pub append_time_ms: i64,
+    /// The backend's handle for settling it.
+    pub(crate) token: Arc<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("event", &self.event)
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+/// How a group subscribes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscribeOptions {
+    /// Topics.
+    pub topics: Vec<String>,
+    /// Where a new group starts.
+    pub start: StartFrom,
+    /// Order the broker keeps.
+    pub ordering: OrderingMode,
+    /// Redeliver when not settled within this.
+    pub ack_timeout: Duration,
+    /// Leave the group when silent this long.
+    pub session_timeout: Duration,
+    /// Attempts and backoff.
+    pub retry: RetryPolicy,
+    /// Most unsettled messages held.
+    pub max_in_flight: u32,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions {
+            topics: Vec::new(),
+            start: StartFrom::Earliest,
+            ordering: OrderingMode::Key,
+            ack_timeout: Duration::from_secs(30),
+            session_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            max_in_flight: 256,
+        }
+    }
+}
+
+/// A broker the SDK talks to.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// What it can do.
+    fn capabilities(&self) -> Capabilities;
+    /// Publishes events to a topic; one receipt per event, in order.
+    async fn publish(&self, topic: &str, events: Vec<Event>) -> Result<Vec<Receipt>>;
+    /// Joins `group` (creating it if needed) as a new member.
+    async fn subscribe(&self, group: &str, options: SubscribeOptions) -> Result<Box<dyn Subscription>>;
+    /// Creates a topic unless it exists.
+    async fn ensure_topic(&self, topic: &str, config: TopicConfig) -> Result<()>;
+    /// Deletes a topic.
+    async fn delete_topic(&self, topic: &str) -> Result<()>;
+    /// Topic names.
+    async fn list_topics(&self) -> Result<Vec<String>>;
+    /// Lag per partition of a group's topics: `(topic, partition, lag)`.
+    async fn group_lag(&self, group: &str) -> Result<Vec<(String, u32, u64)>>;
+    /// The group's dead letters, oldest first.
+    async fn dlq_list(&self, group: &str, max: usize) -> Result<Vec<Event>>;
+    /// Sends the group's dead letters back to it only; returns how many.
+    async fn dlq_replay(&self, group: &str) -> Result<usize>;
+    /// Flushes and closes.
+    async fn close(&self) -> Result<()>;
+}
+
+/// One member of a consumer group.
+#[async_trait]
+pub trait Subscription: Send + Sync {
+    /// Waits up to `wait` for messages; at most `max`.
+    async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Message>>;
+    /// Done with it.
+    async fn ack(&self, message: &Message) -> Result<()>;
+    /// Failed: redeliver after `delay`, or after the backoff.
+    async fn nack(&self, message: &Message, delay: Option<Duration>, reason: &str) -> Result<()>;
+    /// Failed for good: to the DLQ now.
+    async fn reject(&self, message: &Message, reason: &str) -> Result<()>;
+    /// Leaves the group.
+    async fn close(&self) -> Result<()>;
+}

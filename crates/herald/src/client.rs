@@ -1,0 +1,114 @@
+//! `connect(url)` and the client handle.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use herald_core::Event;
+
+use crate::backend::{Backend, Capabilities, TopicConfig};
+use crate::consumer::Consumer;
+use crate::embedded::Embedded;
+use crate::error::{Error, ErrorKind, Result};
+use crate::producer::{Producer, ProducerConfig};
+
+/// A connection to a backend. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    backend: Arc<dyn Backend>,
+}
+
+/// Connects to the backend named by `url`:
+/// - `mem://`: Herald's broker in this process, in a temporary directory (gone on close);
+/// - `file:///path/to/dir`: Herald's broker in this process, durable in that directory.
+///
+/// Must be called inside a Tokio runtime.
+pub async fn connect(url: &str) -> Result<Client> {
+    let invalid =
+        |why: &str| Error::new(ErrorKind::Invalid, "invalid_url", format!("cannot connect to {url:?}: {why}"));
+    let (scheme, rest) =
+        url.split_once("://").ok_or_else(|| invalid("expected scheme://…, e.g. mem:// or file:///var/lib/herald"))?;
+    let backend: Arc<dyn Backend> = match scheme {
+        "mem" => {
+            if !rest.is_empty() {
+                return Err(invalid("mem:// takes no path"));
+            }
+            Arc::new(Embedded::memory()?)
+        }
+        "file" => {
+            if !rest.starts_with('/') {
+                return Err(invalid("file:// needs an absolute path, e.g. file:///var/lib/herald"));
+            }
+            Arc::new(Embedded::open(&PathBuf::from(rest))?)
+        }
+        "herald" | "nats" => return Err(invalid("this backend is not built yet (see the roadmap in README.md)")),
+        other => return Err(invalid(&format!("unknown scheme {other:?}; use mem:// or file://"))),
+    };
+    Ok(Client { backend })
+}
+
+impl Client {
+    /// A client over any backend (for backends defined outside this crate).
+    pub fn from_backend(backend: Arc<dyn Backend>) -> Client {
+        Client { backend }
+    }
+
+    /// What the backend can do.
+    pub fn capabilities(&self) -> Capabilities {
+        self.backend.capabilities()
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// A producer with default settings.
+    pub fn producer(&self) -> Producer {
+        Producer::new(self.backend.clone(), ProducerConfig::default())
+    }
+
+    /// A producer with its own settings.
+    pub fn producer_with(&self, config: ProducerConfig) -> Producer {
+        Producer::new(self.backend.clone(), config)
+    }
+
+    /// A consumer in `group`; configure it, give it a handler, then `run` it.
+    pub fn consumer(&self, group: &str) -> Consumer {
+        Consumer::new(self.backend.clone(), group)
+    }
+
+    /// Creates a topic unless it exists.
+    pub async fn ensure_topic(&self, topic: &str, config: TopicConfig) -> Result<()> {
+        self.backend.ensure_topic(topic, config).await
+    }
+
+    /// Deletes a topic.
+    pub async fn delete_topic(&self, topic: &str) -> Result<()> {
+        self.backend.delete_topic(topic).await
+    }
+
+    /// Topic names.
+    pub async fn list_topics(&self) -> Result<Vec<String>> {
+        self.backend.list_topics().await
+    }
+
+    /// Total lag of a group over its partitions.
+    pub async fn lag(&self, group: &str) -> Result<u64> {
+        Ok(self.backend.group_lag(group).await?.iter().map(|(_, _, l)| l).sum())
+    }
+
+    /// The group's dead letters, oldest first.
+    pub async fn dlq_list(&self, group: &str, max: usize) -> Result<Vec<Event>> {
+        self.backend.dlq_list(group, max).await
+    }
+
+    /// Replays the group's dead letters to that group only.
+    pub async fn dlq_replay(&self, group: &str) -> Result<usize> {
+        self.backend.dlq_replay(group).await
+    }
+
+    /// Flushes and closes the backend.
+    pub async fn close(&self) -> Result<()> {
+        self.backend.close().await
+    }
+}

@@ -1,0 +1,345 @@
+//! The consumer runtime: fetch, run the handler with key-ordered concurrency, settle by the
+//! outcome (ack, retry, dead letter), log and count every event, shut down gracefully.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use herald_core::Event;
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, Message, OrderingMode, RetryPolicy, StartFrom, SubscribeOptions, Subscription};
+use crate::error::{Error, ErrorKind, HandlerError, Result};
+use crate::producer::HANDLING;
+
+type BoxFuture = Pin<Box<dyn Future<Output = std::result::Result<(), HandlerError>> + Send>>;
+type Handler = Arc<dyn Fn(Event) -> BoxFuture + Send + Sync>;
+
+/// What happened to one event, as logged and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handled and acked.
+    Ok,
+    /// Failed; will be redelivered.
+    Retry,
+    /// Sent to the dead-letter queue.
+    Dlq,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Retry => "retry",
+            Outcome::Dlq => "dlq",
+        }
+    }
+}
+
+/// Totals of one [`Consumer::run`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Events handled and acked.
+    pub ok: u64,
+    /// Failed attempts that will be retried.
+    pub retried: u64,
+    /// Events sent to the DLQ.
+    pub dead_lettered: u64,
+}
+
+/// Builds a consumer: `client.consumer("billing").subscribe(["orders"]).handler(...)`.
+pub struct Consumer {
+    backend: Arc<dyn Backend>,
+    group: String,
+    options: SubscribeOptions,
+    concurrency: usize,
+    handler_timeout: Duration,
+    shutdown_grace: Duration,
+    handler: Option<Handler>,
+}
+
+impl Consumer {
+    pub(crate) fn new(backend: Arc<dyn Backend>, group: &str) -> Consumer {
+        Consumer {
+            backend,
+            group: group.to_owned(),
+            options: SubscribeOptions::default(),
+            concurrency: 1,
+            handler_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            handler: None,
+        }
+    }
+
+    /// The topics to receive.
+    pub fn subscribe<S: Into<String>>(mut self, topics: impl IntoIterator<Item = S>) -> Self {
+        self.options.topics = topics.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Handlers running at once (default 1). Events of one key are still handled one at a time,
+    /// in order.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Attempts and backoff (blocking retries: a failing event holds its key until it succeeds
+    /// or is dead-lettered, so order per key is kept).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.options.retry = policy;
+        self
+    }
+
+    /// A handler running longer than this counts as a failed attempt (default 30 s).
+    pub fn handler_timeout(mut self, t: Duration) -> Self {
+        self.handler_timeout = t;
+        // The broker must not redeliver while the handler may still run.
+        self.options.ack_timeout = self.options.ack_timeout.max(t + Duration::from_secs(1));
+        self
+    }
+
+    /// Where a new group starts (default: the earliest event).
+    pub fn start(mut self, start: StartFrom) -> Self {
+        self.options.start = start;
+        self
+    }
+
+    /// Order kept by the broker (default: per key).
+    pub fn ordering(mut self, mode: OrderingMode) -> Self {
+        self.options.ordering = mode;
+        self
+    }
+
+    /// Most events held at once (fetched and not yet settled).
+    pub fn max_in_flight(mut self, n: u32) -> Self {
+        self.options.max_in_flight = n.max(1);
+        self
+    }
+
+    /// How long shutdown waits for running handlers.
+    pub fn shutdown_grace(mut self, t: Duration) -> Self {
+        self.shutdown_grace = t;
+        self
+    }
+
+    /// The handler, an async fn of the event.
+    pub fn handler<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+    {
+        self.handler = Some(Arc::new(move |e| Box::pin(f(e))));
+        self
+    }
+
+    /// A handler of a typed JSON payload. An event whose data does not decode as `T` is a
+    /// permanent failure (to the DLQ at once).
+    pub fn handler_json<T, F, Fut>(self, f: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(T, Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.handler(move |event: Event| {
+            let f = f.clone();
+            async move {
+                let payload: T = serde_json::from_slice(event.data())
+                    .map_err(|e| HandlerError::permanent(format!("data is not the expected JSON: {e}")))?;
+                f(payload, event).await
+            }
+        })
+    }
+
+    /// Runs until `shutdown` is cancelled: then stops fetching, lets running handlers finish
+    /// within the grace period, and leaves the group (whatever is unsettled is redelivered).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<RunReport> {
+        let handler = self
+            .handler
+            .clone()
+            .ok_or_else(|| Error::new(ErrorKind::Invalid, "invalid_config", "a consumer needs a handler"))?;
+        if self.options.topics.is_empty() {
+            return Err(Error::new(ErrorKind::Invalid, "invalid_config", "a consumer needs at least one topic"));
+        }
+        let sub: Arc<dyn Subscription> = Arc::from(self.backend.subscribe(&self.group, self.options.clone()).await?);
+        let rt = Arc::new(Runtime {
+            sub: sub.clone(),
+            group: self.group.clone(),
+            handler,
+            retry: self.options.retry,
+            timeout: self.handler_timeout,
+            keys: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(self.concurrency)),
+            held: Arc::new(Semaphore::new(self.options.max_in_flight as usize)),
+            report: Mutex::new(RunReport::default()),
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            // Fetch only what we can hold: the in-flight budget is the backpressure.
+            let free = rt.held.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    p = rt.held.clone().acquire_owned() => drop(p),
+                }
+                continue;
+            }
+            let fetched = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = sub.fetch(free, Duration::from_millis(200)) => r,
+            };
+            let messages = match fetched {
+                Ok(m) => m,
+                Err(e) if e.kind() == ErrorKind::Closed => break,
+                Err(e) => {
+                    tracing::warn!(group = %self.group, error = %e, "fetch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            for m in messages {
+                let hold = rt.held.clone().try_acquire_owned().expect("fetched within the budget");
+                rt.dispatch(m, hold, &mut tasks);
+            }
+            while tasks.try_join_next().is_some() {}
+        }
+        // Graceful shutdown: no more fetches; running chains finish within the grace period.
+        let drained =
+            tokio::time::timeout(self.shutdown_grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(group = %self.group, "shutdown grace elapsed; unfinished events will be redelivered");
+            tasks.abort_all();
+        }
+        sub.close().await?;
+        let report = rt.report.lock().expect("report lock poisoned").clone();
+        Ok(report)
+    }
+}
+
+struct Runtime {
+    sub: Arc<dyn Subscription>,
+    group: String,
+    handler: Handler,
+    retry: RetryPolicy,
+    timeout: Duration,
+    /// Keys with a chain running, and the messages queued behind it.
+    keys: Mutex<HashMap<String, VecDeque<(Message, tokio::sync::OwnedSemaphorePermit)>>>,
+    permits: Arc<Semaphore>,
+    held: Arc<Semaphore>,
+    report: Mutex<RunReport>,
+}
+
+impl Runtime {
+    /// Starts a chain for the message's key, or queues it behind the running one.
+    fn dispatch(
+        self: &Arc<Self>,
+        m: Message,
+        hold: tokio::sync::OwnedSemaphorePermit,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) {
+        if let Some(key) = m.event.key().map(str::to_owned) {
+            let mut keys = self.keys.lock().expect("keys lock poisoned");
+            if let Some(queue) = keys.get_mut(&key) {
+                queue.push_back((m, hold));
+                return;
+            }
+            keys.insert(key, VecDeque::new());
+        }
+        let rt = self.clone();
+        tasks.spawn(async move { rt.chain(m, hold).await });
+    }
+
+    /// Handles a message, then every message queued behind it for the same key, in order.
+    async fn chain(self: Arc<Self>, mut m: Message, mut hold: tokio::sync::OwnedSemaphorePermit) {
+        loop {
+            let permit = self.permits.clone().acquire_owned().await.expect("never closed");
+            self.handle(&m).await;
+            drop(permit);
+            drop(hold);
+            let Some(key) = m.event.key().map(str::to_owned) else { return };
+            let mut keys = self.keys.lock().expect("keys lock poisoned");
+            let next = keys.get_mut(&key).and_then(VecDeque::pop_front);
+            match next {
+                Some((n, h)) => {
+                    m = n;
+                    hold = h;
+                }
+                None => {
+                    keys.remove(&key);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, m: &Message) {
+        let start = Instant::now();
+        let event = m.event.clone();
+        let ctx = (event.id().to_owned(), event.correlationid().map(str::to_owned));
+        let run = HANDLING.scope(ctx, (self.handler)(event));
+        let result = match tokio::time::timeout(self.timeout, AssertUnwindSafe(run).catch_unwind()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(panic)) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic".into());
+                Err(HandlerError::retryable(format!("handler panicked: {msg}")))
+            }
+            Err(_) => Err(HandlerError::retryable(format!("handler timed out after {:?}", self.timeout))),
+        };
+        let latency = start.elapsed();
+        let outcome = match result {
+            Ok(()) => self.settle(m, Outcome::Ok, self.sub.ack(m).await),
+            Err(e) if e.is_permanent() || m.attempt >= self.retry.max_attempts => {
+                self.settle(m, Outcome::Dlq, self.sub.reject(m, e.message()).await)
+            }
+            Err(e) => {
+                let delay = self.retry.backoff(m.attempt);
+                self.settle(m, Outcome::Retry, self.sub.nack(m, Some(delay), e.message()).await)
+            }
+        };
+        let topic = m.topic.to_string();
+        let labels =
+            [("topic", topic.clone()), ("group", self.group.clone()), ("outcome", outcome.as_str().to_owned())];
+        metrics::counter!("herald_consumer_events_total", &labels).increment(1);
+        metrics::histogram!("herald_handler_seconds", "topic" => topic, "group" => self.group.clone())
+            .record(latency.as_secs_f64());
+        tracing::info!(
+            event_id = m.event.id(),
+            r#type = m.event.ty(),
+            topic = %m.topic,
+            partition = m.partition,
+            offset = m.offset,
+            group = %self.group,
+            attempt = m.attempt,
+            latency_ms = latency.as_secs_f64() * 1e3,
+            outcome = outcome.as_str(),
+            correlation_id = m.event.correlationid().unwrap_or(""),
+            "handled"
+        );
+        let mut r = self.report.lock().expect("report lock poisoned");
+        match outcome {
+            Outcome::Ok => r.ok += 1,
+            Outcome::Retry => r.retried += 1,
+            Outcome::Dlq => r.dead_lettered += 1,
+        }
+    }
+
+    fn settle(&self, m: &Message, outcome: Outcome, result: Result<()>) -> Outcome {
+        if let Err(e) = result {
+            // The broker redelivers what could not be settled (ack timeout or reassignment).
+            tracing::warn!(event_id = m.event.id(), group = %self.group, error = %e, "could not settle; it will be redelivered");
+            return Outcome::Retry;
+        }
+        outcome
+    }
+}

@@ -1,0 +1,58 @@
+//! Herald's SDK: publish events and consume them with a runtime that retries, dead-letters,
+//! keeps order per key and logs every event — on any backend, chosen by a URL.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use herald::{Event, HandlerError, TopicConfig};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let client = herald::connect("mem://").await?;
+//! client.ensure_topic("orders", TopicConfig::with_partitions(4)).await?;
+//!
+//! let producer = client.producer();
+//! producer.publish_json("orders", "order.created", Some("customer-7"), &serde_json::json!({"total": 42})).await?;
+//!
+//! let stop = CancellationToken::new();
+//! let done = stop.clone();
+//! let report = client
+//!     .consumer("billing")
+//!     .subscribe(["orders"])
+//!     .concurrency(16)
+//!     .handler(move |event: Event| {
+//!         let done = done.clone();
+//!         async move {
+//!             assert_eq!(event.ty(), "order.created");
+//!             done.cancel(); // one event is enough for this example
+//!             Ok::<(), HandlerError>(())
+//!         }
+//!     })
+//!     .run(stop)
+//!     .await?;
+//! assert_eq!(report.ok, 1);
+//! # Ok::<(), herald::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! Backends: `mem://` (in-process, ephemeral), `file:///path/to/dir` (in-process, durable).
+//! The server (`herald://`) and NATS JetStream (`nats://`) backends plug into the same
+//! [`Backend`] trait.
+#![deny(missing_docs)]
+
+mod backend;
+mod client;
+mod consumer;
+mod embedded;
+mod error;
+mod producer;
+
+pub use backend::{
+    Backend, Capabilities, Message, OrderingMode, Receipt, RetryPolicy, StartFrom, SubscribeOptions, Subscription,
+    TopicConfig,
+};
+pub use client::{Client, connect};
+pub use consumer::{Consumer, Outcome, RunReport};
+pub use embedded::Embedded;
+pub use error::{Error, ErrorKind, HandlerError, Result};
+pub use herald_core::{Event, EventBuilder, Timestamp};
+pub use producer::{Producer, ProducerConfig};
+pub use tokio_util::sync::CancellationToken;
