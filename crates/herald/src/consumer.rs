@@ -30,6 +30,8 @@ pub enum Outcome {
     Retry,
     /// Sent to the dead-letter queue.
     Dlq,
+    /// Already completed by this group (idempotency store): acked without running the handler.
+    Duplicate,
 }
 
 impl Outcome {
@@ -38,6 +40,7 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::Retry => "retry",
             Outcome::Dlq => "dlq",
+            Outcome::Duplicate => "duplicate",
         }
     }
 }
@@ -51,6 +54,8 @@ pub struct RunReport {
     pub retried: u64,
     /// Events sent to the DLQ.
     pub dead_lettered: u64,
+    /// Events skipped as already completed.
+    pub duplicates: u64,
 }
 
 /// Builds a consumer: `client.consumer("billing").subscribe(["orders"]).handler(...)`.
@@ -62,6 +67,7 @@ pub struct Consumer {
     handler_timeout: Duration,
     shutdown_grace: Duration,
     handler: Option<Handler>,
+    idempotency: Option<Arc<dyn crate::idempotency::IdempotencyStore>>,
 }
 
 impl Consumer {
@@ -74,7 +80,15 @@ impl Consumer {
             handler_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             handler: None,
+            idempotency: None,
         }
+    }
+
+    /// Skips events this group already completed, as remembered by `store` (see
+    /// [`crate::idempotency`]).
+    pub fn idempotency(mut self, store: Arc<dyn crate::idempotency::IdempotencyStore>) -> Self {
+        self.idempotency = Some(store);
+        self
     }
 
     /// The topics to receive.
@@ -179,6 +193,7 @@ impl Consumer {
             permits: Arc::new(Semaphore::new(self.concurrency)),
             held: Arc::new(Semaphore::new(self.options.max_in_flight as usize)),
             report: Mutex::new(RunReport::default()),
+            idempotency: self.idempotency.clone(),
         });
         let mut tasks = tokio::task::JoinSet::new();
         loop {
@@ -234,6 +249,7 @@ struct Runtime {
     permits: Arc<Semaphore>,
     held: Arc<Semaphore>,
     report: Mutex<RunReport>,
+    idempotency: Option<Arc<dyn crate::idempotency::IdempotencyStore>>,
 }
 
 impl Runtime {
@@ -281,6 +297,18 @@ impl Runtime {
 
     async fn handle(&self, m: &Message) {
         let start = Instant::now();
+        let key = format!("{}\u{0}{}", m.event.source(), m.event.id());
+        if let Some(store) = &self.idempotency {
+            match store.completed(&self.group, &key).await {
+                Ok(true) => {
+                    let outcome = self.settle(m, Outcome::Duplicate, self.sub.ack(m).await);
+                    self.record(m, outcome, start.elapsed());
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "idempotency store unavailable; handling anyway"),
+            }
+        }
         let event = m.event.clone();
         let ctx = (event.id().to_owned(), event.correlationid().map(str::to_owned));
         let run = HANDLING.scope(ctx, (self.handler)(event));
@@ -298,7 +326,15 @@ impl Runtime {
         };
         let latency = start.elapsed();
         let outcome = match result {
-            Ok(()) => self.settle(m, Outcome::Ok, self.sub.ack(m).await),
+            Ok(()) => {
+                // Completion is recorded before the ack: a crash in between is recognised later.
+                if let Some(store) = &self.idempotency
+                    && let Err(e) = store.complete(&self.group, &key).await
+                {
+                    tracing::warn!(error = %e, "could not record completion in the idempotency store");
+                }
+                self.settle(m, Outcome::Ok, self.sub.ack(m).await)
+            }
             Err(e) if e.is_permanent() || m.attempt >= self.retry.max_attempts => {
                 self.settle(m, Outcome::Dlq, self.sub.reject(m, e.message()).await)
             }
@@ -307,6 +343,11 @@ impl Runtime {
                 self.settle(m, Outcome::Retry, self.sub.nack(m, Some(delay), e.message()).await)
             }
         };
+        self.record(m, outcome, latency);
+    }
+
+    /// One log line and the counters for a handled event.
+    fn record(&self, m: &Message, outcome: Outcome, latency: Duration) {
         let topic = m.topic.to_string();
         let labels =
             [("topic", topic.clone()), ("group", self.group.clone()), ("outcome", outcome.as_str().to_owned())];
@@ -331,6 +372,7 @@ impl Runtime {
             Outcome::Ok => r.ok += 1,
             Outcome::Retry => r.retried += 1,
             Outcome::Dlq => r.dead_lettered += 1,
+            Outcome::Duplicate => r.duplicates += 1,
         }
     }
 

@@ -43,6 +43,7 @@ mod client;
 mod consumer;
 mod embedded;
 mod error;
+pub mod idempotency;
 mod producer;
 
 pub use backend::{
@@ -54,5 +55,6 @@ pub use consumer::{Consumer, Outcome, RunReport};
 pub use embedded::Embedded;
 pub use error::{Error, ErrorKind, HandlerError, Result};
 pub use herald_core::{Event, EventBuilder, Timestamp};
+pub use idempotency::{FileIdempotency, IdempotencyStore, MemoryIdempotency};
 pub use producer::{Producer, ProducerConfig};
 pub use tokio_util::sync::CancellationToken;

@@ -4,6 +4,7 @@
 //! declared [`herald::Capabilities`].
 
 mod harness;
+mod runtime;
 mod suite;
 
 macro_rules! conformance {
