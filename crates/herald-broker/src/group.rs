@@ -163,6 +163,10 @@ pub struct GroupConfig {
     pub dlq_events_max: u64,
     /// A dead letter replayed this many times is not replayed again.
     pub replays_max: u32,
+    /// In `key` order: whether an event waiting for a retry holds back the later events of its
+    /// key (blocking, the default: order kept) or lets them pass (non-blocking: the retry comes
+    /// later, out of order; a key still has one event in flight at a time).
+    pub blocking_retries: bool,
 }
 
 impl Default for GroupConfig {
@@ -176,6 +180,7 @@ impl Default for GroupConfig {
             retry: RetryPolicy::default(),
             dlq_events_max: 1_000_000,
             replays_max: 3,
+            blocking_retries: true,
         }
     }
 }
@@ -718,7 +723,7 @@ impl Group {
                     Err(e) => return Err(e),
                 }
             }
-            let picked = pick(self.config.ordering, p, now, budget);
+            let picked = pick(self.config.ordering, self.config.blocking_retries, p, now, budget);
             if picked.is_empty() {
                 continue;
             }
@@ -1100,7 +1105,7 @@ pub(crate) fn dlq_topic_config() -> TopicConfig {
 }
 
 /// Chooses what to deliver from one partition, in offset order, under the ordering mode.
-fn pick(mode: OrderingMode, p: &mut PartState, now: Instant, budget: usize) -> Vec<StoredEvent> {
+fn pick(mode: OrderingMode, blocking: bool, p: &mut PartState, now: Instant, budget: usize) -> Vec<StoredEvent> {
     let mut out = Vec::new();
     match mode {
         OrderingMode::Partition => {
@@ -1148,10 +1153,12 @@ fn pick(mode: OrderingMode, p: &mut PartState, now: Instant, budget: usize) -> V
             for (o, w) in &p.retry {
                 let k = key_of(&w.event);
                 let free = k.is_none() || !blocked.contains(&k);
-                if free && w.due <= now && take_retry.len() < budget {
+                let due = w.due <= now;
+                if free && due && take_retry.len() < budget {
                     take_retry.push(*o);
                 }
-                if k.is_some() {
+                // A retry not yet due holds its key only when retries block.
+                if k.is_some() && (due || blocking) {
                     blocked.insert(k);
                 }
             }

@@ -89,6 +89,9 @@ pub struct SubscribeOptions {
     pub retry: RetryPolicy,
     /// Most unsettled messages held.
     pub max_in_flight: u32,
+    /// Whether a failing event holds back the later events of its key until it succeeds or is
+    /// dead-lettered (`true`, order kept) or lets them pass (`false`).
+    pub blocking_retries: bool,
 }
 
 impl Default for SubscribeOptions {
@@ -101,6 +104,7 @@ impl Default for SubscribeOptions {
             session_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             max_in_flight: 256,
+            blocking_retries: true,
         }
     }
 }

@@ -111,6 +111,14 @@ impl Consumer {
         self
     }
 
+    /// Non-blocking retries: a failing event no longer holds back the later events of its key;
+    /// its retry comes after them. Use when throughput matters more than order under failure.
+    /// (Blocking is the default.)
+    pub fn non_blocking_retries(mut self) -> Self {
+        self.options.blocking_retries = false;
+        self
+    }
+
     /// A handler running longer than this counts as a failed attempt (default 30 s).
     pub fn handler_timeout(mut self, t: Duration) -> Self {
         self.handler_timeout = t;

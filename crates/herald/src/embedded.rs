@@ -50,6 +50,7 @@ fn group_config(o: &SubscribeOptions) -> GroupConfig {
         ack_timeout_ms: o.ack_timeout.as_millis().max(1) as u64,
         session_timeout_ms: o.session_timeout.as_millis().max(1) as u64,
         retry: o.retry,
+        blocking_retries: o.blocking_retries,
         ..GroupConfig::default()
     }
 }

@@ -42,6 +42,8 @@ macro_rules! conformance {
             case!(lag_is_reported_and_falls_to_zero);
             case!(rebalance_when_a_member_leaves);
             case!(handler_panics_and_timeouts_are_failed_attempts);
+            case!(non_blocking_retries_let_the_key_move_on);
+            case!(concurrent_close);
         }
     };
 }

@@ -575,3 +575,74 @@ pub async fn handler_panics_and_timeouts_are_failed_attempts(h: &Harness) {
     let report = handle.await.unwrap().unwrap();
     assert_eq!((report.ok, report.retried), (2, 2), "a panic and a timeout each cost one attempt");
 }
+
+pub async fn non_blocking_retries_let_the_key_move_on(h: &Harness) {
+    let client = h.client().await;
+    client.ensure_topic("t", TopicConfig::default()).await.unwrap();
+    client.producer().publish_all("t", vec![ev(Some("k"), 1), ev(Some("k"), 2)]).await.unwrap();
+    let order: Arc<Mutex<Vec<(u64, u32)>>> = Arc::default();
+    let run = |group: &str, non_blocking: bool| {
+        let order = order.clone();
+        let stop = CancellationToken::new();
+        let counts: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+        let mut c = client.consumer(group).subscribe(["t"]).retry(RetryPolicy {
+            max_attempts: 3,
+            backoff_base_ms: 300,
+            backoff_factor: 1.0,
+            backoff_max_ms: 300,
+            jitter: 0.0,
+        });
+        if non_blocking {
+            c = c.non_blocking_retries();
+        }
+        let c = c.handler(move |e: Event| {
+            let (order, counts) = (order.clone(), counts.clone());
+            async move {
+                let n = num(&e);
+                let nth = {
+                    let mut c = counts.lock().unwrap();
+                    let x = c.entry(n).or_insert(0);
+                    *x += 1;
+                    *x
+                };
+                order.lock().unwrap().push((n, nth));
+                if n == 1 && nth == 1 { Err(HandlerError::retryable("later")) } else { Ok(()) }
+            }
+        });
+        (stop.clone(), tokio::spawn(c.run(stop)))
+    };
+    let (stop, handle) = run("blocking", false);
+    until("three handler calls", || order.lock().unwrap().len() == 3).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    assert_eq!(*order.lock().unwrap(), vec![(1, 1), (1, 2), (2, 1)], "blocking: the key waits for the retry");
+    order.lock().unwrap().clear();
+    let (stop, handle) = run("non-blocking", true);
+    until("three handler calls", || order.lock().unwrap().len() == 3).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    assert_eq!(*order.lock().unwrap(), vec![(1, 1), (2, 1), (1, 2)], "non-blocking: the next event goes first");
+}
+
+pub async fn concurrent_close(h: &Harness) {
+    let client = h.client().await;
+    client.ensure_topic("t", TopicConfig::with_partitions(4)).await.unwrap();
+    client.producer().publish_all("t", (0..200).map(|i| ev(Some(&format!("k{i}")), i)).collect()).await.unwrap();
+    let consumers: Vec<_> =
+        (0..4).map(|_| spawn_consumer(&client, "g", &["t"], 4, RetryPolicy::default(), ok)).collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Close them all at once, mid-stream: no panic, no error, every run returns.
+    for (_, stop, _) in &consumers {
+        stop.cancel();
+    }
+    let mut seen = HashSet::new();
+    for (s, _, handle) in consumers {
+        handle.await.unwrap().unwrap();
+        seen.extend(distinct(&s));
+    }
+    // Whatever was not handled is still there for the next member.
+    let (s, stop, handle) = spawn_consumer(&client, "g", &["t"], 4, RetryPolicy::default(), ok);
+    until("the rest", || seen.union(&distinct(&s)).count() == 200).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
