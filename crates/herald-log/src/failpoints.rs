@@ -1,5 +1,5 @@
 //! Fault injection for tests of failure handling (an fsync that fails), compiled in only with
-//! the `failpoints` feature. Without it, [`fsync`] is a plain `fdatasync`.
+//! the `failpoints` feature. Without it, the log's fsync is a plain `fdatasync`.
 
 use std::fs::File;
 use std::io;
