@@ -204,6 +204,7 @@ impl Consumer {
             idempotency: self.idempotency.clone(),
         });
         let mut tasks = tokio::task::JoinSet::new();
+        let lag_reporter = tokio::spawn(report_lag(self.backend.clone(), self.group.clone(), shutdown.clone()));
         loop {
             // Fetch only what we can hold: the in-flight budget is the backpressure.
             let free = rt.held.available_permits();
@@ -240,9 +241,26 @@ impl Consumer {
             tracing::warn!(group = %self.group, "shutdown grace elapsed; unfinished events will be redelivered");
             tasks.abort_all();
         }
+        lag_reporter.abort();
         sub.close().await?;
         let report = rt.report.lock().expect("report lock poisoned").clone();
         Ok(report)
+    }
+}
+
+/// Publishes the group's lag per partition as the gauge `herald_consumer_lag` every second.
+async fn report_lag(backend: Arc<dyn Backend>, group: String, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if let Ok(lags) = backend.group_lag(&group).await {
+            for (topic, partition, lag) in lags {
+                metrics::gauge!("herald_consumer_lag", "topic" => topic, "partition" => partition.to_string(), "group" => group.clone())
+                    .set(lag as f64);
+            }
+        }
     }
 }
 

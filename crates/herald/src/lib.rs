@@ -58,3 +58,15 @@ pub use herald_core::{Event, EventBuilder, Timestamp};
 pub use idempotency::{FileIdempotency, IdempotencyStore, MemoryIdempotency};
 pub use producer::{Producer, ProducerConfig};
 pub use tokio_util::sync::CancellationToken;
+
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Client>();
+    send_sync::<Producer>();
+    send_sync::<Consumer>();
+    send_sync::<Message>();
+    send_sync::<Error>();
+    send_sync::<HandlerError>();
+    send_sync::<MemoryIdempotency>();
+    send_sync::<FileIdempotency>();
+};
