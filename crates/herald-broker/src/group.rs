@@ -1136,51 +1136,84 @@ fn pick(mode: OrderingMode, blocking: bool, p: &mut PartState, now: Instant, bud
         }
         OrderingMode::Key => {
             // A key is blocked while an earlier event of it is in flight, waiting for a retry,
-            // or on its way to the DLQ.
-            let mut blocked: HashSet<Option<String>> = HashSet::new();
-            let key_of = |e: &StoredEvent| e.event.key().map(str::to_owned);
+            // or on its way to the DLQ. Keys are compared by a 64-bit hash: this runs on every
+            // poll over everything in flight, so it must not allocate. A collision only delays
+            // an event until the other key's event is settled.
+            let mut blocked: KeySet = KeySet::default();
             for f in p.in_flight.values() {
-                if let Some(k) = f.event.event.key() {
-                    blocked.insert(Some(k.to_owned()));
+                if let Some(h) = key_hash(&f.event) {
+                    blocked.insert(h);
                 }
             }
             for (e, ..) in p.dead.values() {
-                if let Some(k) = e.event.key() {
-                    blocked.insert(Some(k.to_owned()));
+                if let Some(h) = key_hash(e) {
+                    blocked.insert(h);
                 }
             }
             let mut take_retry = Vec::new();
             for (o, w) in &p.retry {
-                let k = key_of(&w.event);
-                let free = k.is_none() || !blocked.contains(&k);
+                let k = key_hash(&w.event);
+                let free = k.is_none_or(|h| !blocked.contains(&h));
                 let due = w.due <= now;
                 if free && due && take_retry.len() < budget {
                     take_retry.push(*o);
                 }
                 // A retry not yet due holds its key only when retries block.
-                if k.is_some() && (due || blocking) {
-                    blocked.insert(k);
+                if let Some(h) = k
+                    && (due || blocking)
+                {
+                    blocked.insert(h);
                 }
             }
             for o in take_retry {
                 out.push(p.retry.remove(&o).expect("present").event);
             }
-            let mut i = 0;
-            while i < p.buffer.len() && out.len() < budget {
-                let k = key_of(&p.buffer[i]);
-                if k.is_some() && blocked.contains(&k) {
-                    i += 1;
-                    continue;
+            if out.len() < budget && !p.buffer.is_empty() {
+                let mut kept = VecDeque::with_capacity(p.buffer.len());
+                for e in p.buffer.drain(..) {
+                    if out.len() >= budget {
+                        kept.push_back(e);
+                        continue;
+                    }
+                    match key_hash(&e) {
+                        // The first event of a free key goes; it blocks the key for the rest.
+                        Some(h) if !blocked.insert(h) => kept.push_back(e),
+                        _ => out.push(e),
+                    }
                 }
-                if k.is_some() {
-                    blocked.insert(k);
-                }
-                out.push(p.buffer.remove(i).expect("in range"));
+                p.buffer = kept;
             }
         }
     }
     out
 }
+
+/// FNV-1a of an event's key.
+fn key_hash(e: &StoredEvent) -> Option<u64> {
+    e.event
+        .key()
+        .map(|k| k.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)))
+}
+
+/// Keys are hashes already: hash them as themselves.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type KeySet = HashSet<u64, std::hash::BuildHasherDefault<IdHasher>>;
 
 fn uuid_like() -> String {
     let mut r = rand::rng();
