@@ -108,7 +108,9 @@ fn setup(dir: &PathBuf, durability: Durability, groups: usize) -> (Broker, Vec<V
     let members = (0..groups)
         .map(|g| {
             let name = format!("g{g}");
-            broker.create_group(&name, GroupConfig::for_topics([TOPIC])).unwrap();
+            // The group's state takes the topic's durability: `interval` end to end.
+            let group = GroupConfig { state_durability: durability, ..GroupConfig::for_topics([TOPIC]) };
+            broker.create_group(&name, group).unwrap();
             (0..MEMBERS_PER_GROUP)
                 .map(|_| {
                     let config = MemberConfig { max_in_flight: POLL_MAX as u32, ..MemberConfig::default() };

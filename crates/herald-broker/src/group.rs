@@ -167,6 +167,11 @@ pub struct GroupConfig {
     /// key (blocking, the default: order kept) or lets them pass (non-blocking: the retry comes
     /// later, out of order; a key still has one event in flight at a time).
     pub blocking_retries: bool,
+    /// Durability of the group's state (attempt counts, positions). `always` (the default)
+    /// fsyncs each delivery's attempt record before the member sees the event; `interval`
+    /// takes that fsync off the delivery path, at the price of attempt counts and positions
+    /// that a machine crash (not a process crash) can set back by up to the interval.
+    pub state_durability: crate::config::Durability,
 }
 
 impl Default for GroupConfig {
@@ -181,6 +186,7 @@ impl Default for GroupConfig {
             dlq_events_max: 1_000_000,
             replays_max: 3,
             blocking_retries: true,
+            state_durability: crate::config::Durability::Always,
         }
     }
 }
@@ -494,7 +500,7 @@ impl Group {
         start: Option<Vec<PartCheckpoint>>,
     ) -> Result<Arc<Group>> {
         let dir = group_dir(broker, name);
-        let (store, recovered) = GroupStore::open(&dir.join("state"))?;
+        let (store, recovered) = GroupStore::open(&dir.join("state"), config.state_durability.into())?;
         let mut parts: BTreeMap<Tp, PartState> = BTreeMap::new();
         let checkpoint = match start {
             Some(start) => {

@@ -46,12 +46,23 @@ struct WriteRequest {
     reply: oneshot::Sender<Result<Vec<(u64, bool)>, String>>,
 }
 
+/// `source`, a zero byte, `id`: one shared allocation per event, in the map and the queue.
+type DedupeKey = Arc<str>;
+
+fn dedupe_key(event: &Event) -> DedupeKey {
+    let mut k = String::with_capacity(event.source().len() + event.id().len() + 1);
+    k.push_str(event.source());
+    k.push('\0');
+    k.push_str(event.id());
+    k.into()
+}
+
 /// Remembers `(source, id)` → offset of recent appends.
 struct Dedupe {
     window_ms: i64,
     entries_max: usize,
-    map: HashMap<(String, String), (u64, i64)>,
-    order: VecDeque<((String, String), i64)>,
+    map: HashMap<DedupeKey, (u64, i64)>,
+    order: VecDeque<(DedupeKey, i64)>,
 }
 
 impl Dedupe {
@@ -77,11 +88,11 @@ impl Dedupe {
         }
     }
 
-    fn get(&self, key: &(String, String)) -> Option<u64> {
+    fn get(&self, key: &str) -> Option<u64> {
         self.map.get(key).map(|e| e.0)
     }
 
-    fn insert(&mut self, key: (String, String), offset: u64, ts: i64) {
+    fn insert(&mut self, key: DedupeKey, offset: u64, ts: i64) {
         if self.window_ms == 0 {
             return;
         }
@@ -160,7 +171,7 @@ impl Partition {
                             offset: r.offset,
                             reason: e.to_string(),
                         })?;
-                        dedupe.insert((event.source().to_owned(), event.id().to_owned()), r.offset, r.timestamp_ms);
+                        dedupe.insert(dedupe_key(&event), r.offset, r.timestamp_ms);
                     }
                 }
             }
@@ -273,14 +284,14 @@ impl Writer {
         // Decide per event: a duplicate of something stored (or earlier in this very batch),
         // or a new record.
         let mut records: Vec<Vec<u8>> = Vec::new();
-        let mut fresh: HashMap<(String, String), usize> = HashMap::new();
+        let mut fresh: HashMap<DedupeKey, usize> = HashMap::new();
         let mut plan: Vec<Vec<Slot>> = Vec::with_capacity(requests.len());
         let mut keys = Vec::new();
         let mut replies = Vec::with_capacity(requests.len());
         for req in requests {
             let mut slots = Vec::with_capacity(req.events.len());
             for (event, encoded) in req.events {
-                let key = (event.source().to_owned(), event.id().to_owned());
+                let key = dedupe_key(&event);
                 if let Some(offset) = self.dedupe.get(&key) {
                     slots.push(Slot::Stored(offset));
                 } else if let Some(&i) = fresh.get(&key) {

@@ -65,13 +65,13 @@ pub(crate) struct GroupStore {
     log: Log,
 }
 
-fn store_config() -> LogConfig {
-    LogConfig { durability: Durability::Always, segment_bytes_max: 1 << 20, ..LogConfig::default() }
+fn store_config(durability: Durability) -> LogConfig {
+    LogConfig { durability, segment_bytes_max: 1 << 20, ..LogConfig::default() }
 }
 
 impl GroupStore {
-    pub fn open(dir: &Path) -> Result<(GroupStore, Recovered)> {
-        let log = Log::open(dir, store_config())?;
+    pub fn open(dir: &Path, durability: Durability) -> Result<(GroupStore, Recovered)> {
+        let log = Log::open(dir, store_config(durability))?;
         let mut parts: BTreeMap<(String, u32), Part> = BTreeMap::new();
         let mut records = 0;
         let mut next = log.earliest_offset();

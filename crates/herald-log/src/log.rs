@@ -114,6 +114,15 @@ pub struct Log {
     flusher: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// A fraction in [0, 1) without a random-number crate: the clock's nanoseconds and the address
+/// of a local, mixed.
+fn rand_fraction() -> f64 {
+    let local = 0u8;
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() as u64);
+    let x = (nanos ^ (&local as *const u8 as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -703,8 +712,13 @@ impl Inner {
 
     fn flush_every(&self, every: Duration) {
         let mut stop = self.stop_flusher.lock().expect("flusher lock poisoned");
+        // Logs opened together (a topic's partitions) would otherwise fsync in lockstep and make
+        // every other fsync on the disk wait behind all of them: start at a random phase.
+        let phase = every.mul_f64(rand_fraction());
+        let mut wait = phase.max(Duration::from_millis(1));
         while !*stop {
-            stop = self.flusher_wake.wait_timeout(stop, every).expect("flusher lock poisoned").0;
+            stop = self.flusher_wake.wait_timeout(stop, wait).expect("flusher lock poisoned").0;
+            wait = every;
             if *stop || self.fence.get().is_some() {
                 break;
             }
