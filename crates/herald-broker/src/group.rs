@@ -242,6 +242,30 @@ impl Delivery {
     pub fn event(&self) -> &Event {
         &self.stored.event
     }
+
+    /// What settling it needs, without the event.
+    pub fn id(&self) -> DeliveryId {
+        DeliveryId {
+            topic: self.stored.topic.clone(),
+            partition: self.stored.partition,
+            offset: self.stored.offset,
+            generation: self.generation,
+        }
+    }
+}
+
+/// Identifies a delivery for `ack`/`nack`/`reject` (see [`Member::ack_id`]) without holding its
+/// event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryId {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// The generation it was delivered under.
+    pub generation: u64,
 }
 
 /// A dead letter as listed by [`Broker::dlq_list`].
@@ -774,8 +798,8 @@ impl Group {
     }
 
     /// Validates that `member` may settle `d` and removes it from flight.
-    fn settle(&self, st: &mut State, member: &Arc<str>, d: &Delivery) -> Result<InFlight> {
-        let s = &d.stored;
+    fn settle(&self, st: &mut State, member: &Arc<str>, d: &DeliveryId) -> Result<InFlight> {
+        let s = d;
         let current = st.generation;
         let m = st.members.get_mut(member).ok_or_else(|| self.unknown(member))?;
         m.last_seen = Instant::now();
@@ -807,10 +831,10 @@ impl Group {
         Ok(f)
     }
 
-    fn ack(&self, member: &Arc<str>, d: &Delivery) -> Result<()> {
+    fn ack(&self, member: &Arc<str>, d: &DeliveryId) -> Result<()> {
         let mut st = self.state.lock().expect("group lock poisoned");
         self.settle(&mut st, member, d)?;
-        let s = &d.stored;
+        let s = d;
         let p = st.parts.get_mut(&(s.topic.clone(), s.partition)).expect("settled");
         p.mark_done(s.offset);
         st.unflushed.push(StateRecord::Done {
@@ -849,14 +873,14 @@ impl Group {
         }
     }
 
-    fn nack(&self, member: &Arc<str>, d: &Delivery, delay: Option<Duration>, reason: &str) -> Result<()> {
+    fn nack(&self, member: &Arc<str>, d: &DeliveryId, delay: Option<Duration>, reason: &str) -> Result<()> {
         let mut st = self.state.lock().expect("group lock poisoned");
         let f = self.settle(&mut st, member, d)?;
         self.fail(&mut st, f, delay, reason, false);
         Ok(())
     }
 
-    fn reject(&self, member: &Arc<str>, d: &Delivery, reason: &str) -> Result<()> {
+    fn reject(&self, member: &Arc<str>, d: &DeliveryId, reason: &str) -> Result<()> {
         let mut st = self.state.lock().expect("group lock poisoned");
         let f = self.settle(&mut st, member, d)?;
         self.fail(&mut st, f, None, reason, true);
@@ -1303,17 +1327,32 @@ impl Member {
 
     /// Acknowledges a delivery: the group's position may move past it.
     pub fn ack(&self, d: &Delivery) -> Result<()> {
+        self.ack_id(&d.id())
+    }
+
+    /// [`Member::ack`] by id.
+    pub fn ack_id(&self, d: &DeliveryId) -> Result<()> {
         self.group.ack(&self.id, d)
     }
 
     /// A failed attempt: redeliver after `delay`, or after the retry policy's backoff when
     /// `None`; dead-lettered instead when the attempts are used up.
     pub fn nack(&self, d: &Delivery, delay: Option<Duration>, reason: &str) -> Result<()> {
+        self.nack_id(&d.id(), delay, reason)
+    }
+
+    /// [`Member::nack`] by id.
+    pub fn nack_id(&self, d: &DeliveryId, delay: Option<Duration>, reason: &str) -> Result<()> {
         self.group.nack(&self.id, d, delay, reason)
     }
 
     /// A permanent failure: the event goes to the group's DLQ at once.
     pub async fn reject(&self, d: &Delivery, reason: &str) -> Result<()> {
+        self.reject_id(&d.id(), reason).await
+    }
+
+    /// [`Member::reject`] by id.
+    pub async fn reject_id(&self, d: &DeliveryId, reason: &str) -> Result<()> {
         self.group.reject(&self.id, d, reason)?;
         self.group.flush_dead_letters(&self.broker).await
     }

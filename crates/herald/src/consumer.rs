@@ -202,16 +202,20 @@ impl Consumer {
             held: Arc::new(Semaphore::new(self.options.max_in_flight as usize)),
             report: Mutex::new(RunReport::default()),
             idempotency: self.idempotency.clone(),
+            meters: self.options.topics.iter().map(|t| (t.clone(), Meters::new(t, &self.group))).collect(),
         });
         let mut tasks = tokio::task::JoinSet::new();
+        let low_water = (self.options.max_in_flight as usize / 2).max(1);
         let lag_reporter = tokio::spawn(report_lag(self.backend.clone(), self.group.clone(), shutdown.clone()));
         loop {
-            // Fetch only what we can hold: the in-flight budget is the backpressure.
+            // Fetch only what we can hold: the in-flight budget is the backpressure. And fetch
+            // in bulk: wait until half the budget is free rather than polling for every event
+            // that completes (each poll costs the broker a lock and a durable delivery record).
             let free = rt.held.available_permits();
-            if free == 0 {
+            if free < low_water {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    p = rt.held.clone().acquire_owned() => drop(p),
+                    p = rt.held.clone().acquire_many_owned(low_water as u32) => drop(p),
                 }
                 continue;
             }
@@ -264,6 +268,31 @@ async fn report_lag(backend: Arc<dyn Backend>, group: String, shutdown: Cancella
     }
 }
 
+/// Metric handles per topic, registered once at start: no label allocation per event.
+struct Meters {
+    outcomes: [metrics::Counter; 4],
+    latency: metrics::Histogram,
+}
+
+impl Meters {
+    fn new(topic: &str, group: &str) -> Meters {
+        let counter = |outcome: Outcome| {
+            let labels =
+                [("topic", topic.to_owned()), ("group", group.to_owned()), ("outcome", outcome.as_str().to_owned())];
+            metrics::counter!("herald_consumer_events_total", &labels)
+        };
+        Meters {
+            outcomes: [
+                counter(Outcome::Ok),
+                counter(Outcome::Retry),
+                counter(Outcome::Dlq),
+                counter(Outcome::Duplicate),
+            ],
+            latency: metrics::histogram!("herald_handler_seconds", "topic" => topic.to_owned(), "group" => group.to_owned()),
+        }
+    }
+}
+
 struct Runtime {
     sub: Arc<dyn Subscription>,
     group: String,
@@ -276,6 +305,7 @@ struct Runtime {
     held: Arc<Semaphore>,
     report: Mutex<RunReport>,
     idempotency: Option<Arc<dyn crate::idempotency::IdempotencyStore>>,
+    meters: HashMap<String, Meters>,
 }
 
 impl Runtime {
@@ -323,7 +353,10 @@ impl Runtime {
 
     async fn handle(&self, m: &Message) {
         let start = Instant::now();
-        let key = format!("{}\u{0}{}", m.event.source(), m.event.id());
+        let key = match &self.idempotency {
+            Some(_) => format!("{}\u{0}{}", m.event.source(), m.event.id()),
+            None => String::new(),
+        };
         if let Some(store) = &self.idempotency {
             match store.completed(&self.group, &key).await {
                 Ok(true) => {
@@ -374,12 +407,13 @@ impl Runtime {
 
     /// One log line and the counters for a handled event.
     fn record(&self, m: &Message, outcome: Outcome, latency: Duration) {
-        let topic = m.topic.to_string();
-        let labels =
-            [("topic", topic.clone()), ("group", self.group.clone()), ("outcome", outcome.as_str().to_owned())];
-        metrics::counter!("herald_consumer_events_total", &labels).increment(1);
-        metrics::histogram!("herald_handler_seconds", "topic" => topic, "group" => self.group.clone())
-            .record(latency.as_secs_f64());
+        match self.meters.get(&*m.topic) {
+            Some(meters) => {
+                meters.outcomes[outcome as usize].increment(1);
+                meters.latency.record(latency.as_secs_f64());
+            }
+            None => Meters::new(&m.topic, &self.group).outcomes[outcome as usize].increment(1),
+        }
         tracing::info!(
             event_id = m.event.id(),
             r#type = m.event.ty(),

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_broker::{Broker, BrokerConfig, Delivery, GroupConfig, Member, MemberConfig};
+use herald_broker::{Broker, BrokerConfig, DeliveryId, GroupConfig, Member, MemberConfig};
 use herald_core::Event;
 
 use crate::backend::{Backend, Capabilities, Message, Receipt, SubscribeOptions, Subscription, TopicConfig};
@@ -132,8 +132,8 @@ impl EmbeddedSubscription {
     }
 }
 
-fn delivery(m: &Message) -> &Delivery {
-    m.token.downcast_ref::<Delivery>().expect("an embedded message carries its delivery")
+fn delivery(m: &Message) -> &DeliveryId {
+    m.token.downcast_ref::<DeliveryId>().expect("an embedded message carries its delivery id")
 }
 
 #[async_trait]
@@ -144,28 +144,31 @@ impl Subscription for EmbeddedSubscription {
             .poll(max, wait)
             .await?
             .into_iter()
-            .map(|d| Message {
-                event: d.stored.event.clone(),
-                topic: d.stored.topic.clone(),
-                partition: d.stored.partition,
-                offset: d.stored.offset,
-                attempt: d.attempt,
-                append_time_ms: d.stored.append_time_ms,
-                token: Arc::new(d),
+            .map(|d| {
+                let id = d.id();
+                Message {
+                    event: d.stored.event,
+                    topic: d.stored.topic,
+                    partition: d.stored.partition,
+                    offset: d.stored.offset,
+                    attempt: d.attempt,
+                    append_time_ms: d.stored.append_time_ms,
+                    token: Arc::new(id),
+                }
             })
             .collect())
     }
 
     async fn ack(&self, message: &Message) -> Result<()> {
-        Ok(self.member()?.ack(delivery(message))?)
+        Ok(self.member()?.ack_id(delivery(message))?)
     }
 
     async fn nack(&self, message: &Message, delay: Option<Duration>, reason: &str) -> Result<()> {
-        Ok(self.member()?.nack(delivery(message), delay, reason)?)
+        Ok(self.member()?.nack_id(delivery(message), delay, reason)?)
     }
 
     async fn reject(&self, message: &Message, reason: &str) -> Result<()> {
-        Ok(self.member()?.reject(delivery(message), reason).await?)
+        Ok(self.member()?.reject_id(delivery(message), reason).await?)
     }
 
     async fn close(&self) -> Result<()> {
