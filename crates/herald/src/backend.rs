@@ -9,6 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use herald_core::Event;
 
+/// Where a published event was stored (the same type on every backend).
+pub use herald_broker::Receipt;
 pub use herald_broker::{OrderingMode, RetryPolicy, StartFrom, TopicConfig};
 
 use crate::error::Result;
@@ -26,19 +28,6 @@ pub struct Capabilities {
     pub dedupe: bool,
     /// The broker itself delivers a key's events one at a time.
     pub key_ordering: bool,
-}
-
-/// Where a published event was stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    /// Topic.
-    pub topic: Arc<str>,
-    /// Partition.
-    pub partition: u32,
-    /// Offset (of the first copy, for a duplicate).
-    pub offset: u64,
-    /// The event id was already stored within the dedupe window.
-    pub duplicate: bool,
 }
 
 /// A delivered event with its metadata.

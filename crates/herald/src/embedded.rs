@@ -68,11 +68,7 @@ impl Backend for Embedded {
     }
 
     async fn publish(&self, topic: &str, events: Vec<Event>) -> Result<Vec<Receipt>> {
-        let receipts = self.broker.publish_batch(topic, events).await?;
-        Ok(receipts
-            .into_iter()
-            .map(|r| Receipt { topic: r.topic, partition: r.partition, offset: r.offset, duplicate: r.duplicate })
-            .collect())
+        Ok(self.broker.publish_batch(topic, events).await?)
     }
 
     async fn subscribe(&self, group: &str, options: SubscribeOptions) -> Result<Box<dyn Subscription>> {
