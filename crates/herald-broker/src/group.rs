@@ -358,6 +358,8 @@ struct PartState {
     attempts: HashMap<u64, u32>,
     failures: HashMap<u64, Failures>,
     overtaken: Option<(u64, u64)>,
+    /// Offsets acked or dead-lettered since the last flush to the store.
+    settled: Vec<u64>,
 }
 
 impl PartState {
@@ -375,6 +377,7 @@ impl PartState {
             attempts: HashMap::new(),
             failures: HashMap::new(),
             overtaken: None,
+            settled: Vec::new(),
         }
     }
 
@@ -416,8 +419,10 @@ struct State {
     generation: u64,
     members: BTreeMap<Arc<str>, MemberState>,
     parts: BTreeMap<Tp, PartState>,
-    /// Records not yet in the store (acks, failures), flushed by the timer.
+    /// Records not yet in the store (failures, skips), flushed by the timer.
     unflushed: Vec<StateRecord>,
+    /// Acks and dead letters not yet in the store (their offsets wait in each `PartState`).
+    settled_pending: usize,
     records_since_checkpoint: usize,
     closed: bool,
 }
@@ -551,6 +556,7 @@ impl Group {
                 members: BTreeMap::new(),
                 parts,
                 unflushed: Vec::new(),
+                settled_pending: 0,
                 records_since_checkpoint: recovered.records,
                 closed: false,
             }),
@@ -837,11 +843,8 @@ impl Group {
         let s = d;
         let p = st.parts.get_mut(&(s.topic.clone(), s.partition)).expect("settled");
         p.mark_done(s.offset);
-        st.unflushed.push(StateRecord::Done {
-            topic: s.topic.to_string(),
-            partition: s.partition,
-            offsets: vec![s.offset],
-        });
+        p.settled.push(s.offset);
+        st.settled_pending += 1;
         drop(st);
         self.notify.notify_waiters();
         Ok(())
@@ -972,11 +975,10 @@ impl Group {
         }
         if result.is_ok() {
             for Outgoing { topic, partition, offset, .. } in &batch {
-                st.unflushed.push(StateRecord::Done {
-                    topic: topic.to_string(),
-                    partition: *partition,
-                    offsets: vec![*offset],
-                });
+                if let Some(p) = st.parts.get_mut(&(topic.clone(), *partition)) {
+                    p.settled.push(*offset);
+                }
+                st.settled_pending += 1;
             }
         }
         drop(st);
@@ -1025,27 +1027,20 @@ impl Group {
     /// Writes acks and failures to the store, and a checkpoint now and then.
     fn flush(&self) -> Result<()> {
         let mut st = self.state.lock().expect("group lock poisoned");
-        let unflushed = std::mem::take(&mut st.unflushed);
+        let mut records = std::mem::take(&mut st.unflushed);
+        st.settled_pending = 0;
         // Acks are many; what recovery needs is each partition's position plus the offsets
-        // acked above it (out of order). So per partition: one `Skip` to the position and one
+        // settled above it (out of order). So per partition: one `Skip` to the position and one
         // `Done` with the rest.
-        let mut done: BTreeMap<(String, u32), Vec<u64>> = BTreeMap::new();
-        let mut records = Vec::new();
-        for r in unflushed {
-            match r {
-                StateRecord::Done { topic, partition, offsets } => {
-                    done.entry((topic, partition)).or_default().extend(offsets)
-                }
-                other => records.push(other),
+        for ((topic, partition), p) in st.parts.iter_mut() {
+            if p.settled.is_empty() {
+                continue;
             }
-        }
-        for ((topic, partition), offsets) in done {
-            let Some(p) = st.parts.get(&(topic.as_str().into(), partition)) else { continue };
             let committed = p.committed;
-            let above: Vec<u64> = offsets.into_iter().filter(|o| *o >= committed).collect();
-            records.push(StateRecord::Skip { topic: topic.clone(), partition, committed });
+            let above: Vec<u64> = p.settled.drain(..).filter(|o| *o >= committed).collect();
+            records.push(StateRecord::Skip { topic: topic.to_string(), partition: *partition, committed });
             if !above.is_empty() {
-                records.push(StateRecord::Done { topic, partition, offsets: above });
+                records.push(StateRecord::Done { topic: topic.to_string(), partition: *partition, offsets: above });
             }
         }
         st.records_since_checkpoint += records.len();
@@ -1267,7 +1262,10 @@ async fn timer(group: Weak<Group>, broker: Weak<crate::broker::BrokerInner>) {
         if let Err(e) = g.flush_dead_letters(&broker).await {
             tracing::warn!(group = %g.name, error = %e, "writing dead letters failed; will retry");
         }
-        let pending = g.state.lock().expect("group lock poisoned").unflushed.len();
+        let pending = {
+            let st = g.state.lock().expect("group lock poisoned");
+            st.unflushed.len() + st.settled_pending
+        };
         if pending >= COMMIT_EVENTS_MAX || last_flush.elapsed() >= Duration::from_millis(COMMIT_INTERVAL_MS) {
             last_flush = Instant::now();
             let g2 = g.clone();
