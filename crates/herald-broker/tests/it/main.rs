@@ -5,4 +5,5 @@ mod crash;
 mod dlq;
 mod groups;
 mod publish;
+mod review;
 mod topics;
