@@ -26,6 +26,9 @@ use crate::topic::write_durably;
 
 /// Events fetched ahead of delivery per partition.
 const READ_AHEAD_EVENTS: usize = 1024;
+/// ...and bytes: a read copies this much from the log at once, so it stays near what the
+/// read-ahead needs rather than whatever the partition holds.
+const READ_AHEAD_BYTES: usize = 256 * 1024;
 /// How often a group's timer checks sessions, ack timeouts, dead letters and flushes positions.
 const TICK: Duration = Duration::from_millis(20);
 /// Acks not yet durable are flushed at least this often, so a crash redelivers at most this
@@ -735,7 +738,7 @@ impl Group {
             }
             // Read ahead.
             if p.buffer.len() < READ_AHEAD_EVENTS / 2 && p.fetched < partition.log.latest_offset() {
-                match partition.read(p.fetched, 4 << 20, READ_AHEAD_EVENTS - p.buffer.len()) {
+                match partition.read(p.fetched, READ_AHEAD_BYTES, READ_AHEAD_EVENTS - p.buffer.len()) {
                     Ok(events) => {
                         for e in events {
                             p.fetched = e.offset + 1;
