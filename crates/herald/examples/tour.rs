@@ -39,7 +39,7 @@ async fn main() -> Result<(), herald::Error> {
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     for n in 0..2000u64 {
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             tick.tick().await;
         }
         let order =
@@ -119,7 +119,7 @@ fn spawn_billing(
                     .map_err(|e| HandlerError::permanent(format!("bad JSON: {e}")))?;
                 let n = order["order"].as_u64().unwrap_or(0);
                 // Transient: every 13th order's first attempt times out at the payment provider.
-                if n % 13 == 0 && failed_once.lock().unwrap().insert(n) {
+                if n.is_multiple_of(13) && failed_once.lock().unwrap().insert(n) {
                     stats.billing_failures.fetch_add(1, Ordering::Relaxed);
                     return Err(HandlerError::retryable("payment provider timed out"));
                 }
