@@ -14,8 +14,8 @@ pub enum BrokerError {
         /// The name given.
         name: String,
     },
-    /// A group name outside `[A-Za-z0-9._-]{1,200}`.
-    #[error("invalid group name {name:?}: use 1 to 200 characters from A-Z a-z 0-9 . _ - (not \".\" or \"..\")")]
+    /// A group name outside `[A-Za-z0-9._-]{1,193}`.
+    #[error("invalid group name {name:?}: use 1 to 193 characters from A-Z a-z 0-9 . _ - (not \".\" or \"..\")")]
     InvalidGroupName {
         /// The name given.
         name: String,

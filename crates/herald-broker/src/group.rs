@@ -24,6 +24,10 @@ use crate::partition::StoredEvent;
 use crate::store::{GroupStore, PartCheckpoint, StateRecord};
 use crate::topic::write_durably;
 
+/// Longest group name: its DLQ and replay topics must still be valid topic names (200).
+pub const GROUP_NAME_BYTES_MAX: usize = 200 - ".replay".len();
+/// Longest nack delay honoured (one year); longer ones are cut to it.
+const DELAY_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Events fetched ahead of delivery per partition.
 const READ_AHEAD_EVENTS: usize = 1024;
 /// ...and bytes: a read copies this much from the log at once, so it stays near what the
@@ -437,6 +441,9 @@ pub(crate) struct Group {
     store: GroupStore,
     /// Held from a state change to the end of its store append, so appends keep that order.
     store_order: Mutex<()>,
+    /// Serialises writing dead letters with replaying and purging them, so that a replay never
+    /// deletes a dead letter written after it listed them.
+    dlq: tokio::sync::Mutex<()>,
     notify: Arc<Notify>,
     closed: AtomicBool,
 }
@@ -472,7 +479,8 @@ pub(crate) fn load_groups(broker: &Broker, dir: &Path) -> Result<()> {
 }
 
 pub(crate) fn create_group(broker: &Broker, name: &str, config: GroupConfig) -> Result<GroupInfo> {
-    if !valid_name(name) {
+    // The group's DLQ and replay topics append ".replay" (7 characters) to its name.
+    if !valid_name(name) || name.len() > GROUP_NAME_BYTES_MAX {
         return Err(BrokerError::InvalidGroupName { name: name.to_owned() });
     }
     config.validate()?;
@@ -565,6 +573,7 @@ impl Group {
             }),
             store,
             store_order: Mutex::new(()),
+            dlq: tokio::sync::Mutex::new(()),
             notify: Arc::new(Notify::new()),
             closed: AtomicBool::new(false),
         });
@@ -617,7 +626,24 @@ impl Group {
 
     pub fn forget_topic(&self, topic: &str) {
         let mut st = self.state.lock().expect("group lock poisoned");
+        // What members hold of the topic will never be acked: give them their budget back.
+        let held: Vec<Arc<str>> = st
+            .parts
+            .iter()
+            .filter(|((t, _), _)| &**t == topic)
+            .flat_map(|(_, p)| p.in_flight.values().map(|f| f.member.clone()))
+            .collect();
+        for m in held {
+            if let Some(ms) = st.members.get_mut(&m) {
+                ms.in_flight = ms.in_flight.saturating_sub(1);
+            }
+        }
         st.parts.retain(|(t, _), _| &**t != topic);
+        // Durably and under the lock (like `Start`), so that it lands before the `Start` of a
+        // topic created again under this name, which is then read from its beginning.
+        if let Err(e) = self.store.append(&[StateRecord::Forget { topic: topic.to_owned() }]) {
+            tracing::error!(group = %self.name, error = %e, "recording a deleted topic failed");
+        }
         self.rebalance(&mut st);
     }
 
@@ -688,9 +714,12 @@ impl Group {
                 key: "members_per_group_max",
             });
         }
+        // Joining again under the same id keeps what that member holds in flight: its limit
+        // counts across the rejoin.
+        let held = st.members.get(&id).map_or(0, |m| m.in_flight);
         st.members.insert(
             id.clone(),
-            MemberState { last_seen: Instant::now(), max_in_flight: member.max_in_flight, in_flight: 0 },
+            MemberState { last_seen: Instant::now(), max_in_flight: member.max_in_flight, in_flight: held },
         );
         self.rebalance(&mut st);
         Ok(Member { broker: broker.clone(), group: self.clone(), id })
@@ -719,13 +748,10 @@ impl Group {
         let mut budget = (m.max_in_flight as usize).saturating_sub(m.in_flight).min(max);
         let owned: Vec<Tp> =
             st.parts.iter().filter(|(_, p)| p.owner.as_ref() == Some(member)).map(|(tp, _)| tp.clone()).collect();
-        let mut delivered: Vec<(Tp, Vec<(u64, u32)>)> = Vec::new();
-        for tp in owned {
-            if budget == 0 {
-                break;
-            }
-            let Ok(partition) = broker.partition(&tp.0, tp.1) else { continue };
-            let p = st.parts.get_mut(&tp).expect("owned part exists");
+        // A retention jump is reported before anything is picked, so that no event is taken
+        // into flight by a poll that then returns an error.
+        for tp in &owned {
+            let p = st.parts.get_mut(tp).expect("owned part exists");
             if let Some((position, earliest)) = p.overtaken.take() {
                 return Err(BrokerError::RetentionOvertook {
                     group: self.name.clone(),
@@ -736,6 +762,14 @@ impl Group {
                     lost: earliest - position,
                 });
             }
+        }
+        let mut delivered: Vec<(Tp, Vec<(u64, u32)>)> = Vec::new();
+        for tp in owned {
+            if budget == 0 {
+                break;
+            }
+            let Ok(partition) = broker.partition(&tp.0, tp.1) else { continue };
+            let p = st.parts.get_mut(&tp).expect("owned part exists");
             // Read ahead.
             if p.buffer.len() < READ_AHEAD_EVENTS / 2 && p.fetched < partition.log.latest_offset() {
                 match partition.read(p.fetched, READ_AHEAD_BYTES, READ_AHEAD_EVENTS - p.buffer.len()) {
@@ -875,7 +909,9 @@ impl Group {
             p.dead.insert(offset, (f.event, f.attempt, failures, false));
         } else {
             let delay = delay.unwrap_or_else(|| self.config.retry.backoff(f.attempt));
-            p.retry.insert(offset, Waiting { event: f.event, due: Instant::now() + delay });
+            // A delay too large for the clock means "as late as possible", not a panic.
+            let due = Instant::now().checked_add(delay.min(DELAY_MAX)).unwrap_or_else(Instant::now);
+            p.retry.insert(offset, Waiting { event: f.event, due });
         }
     }
 
@@ -943,6 +979,7 @@ impl Group {
 
     /// Writes pending dead letters to the DLQ topic, then marks them done.
     async fn flush_dead_letters(&self, broker: &Broker) -> Result<()> {
+        let _dlq = self.dlq.lock().await;
         let mut batch = Vec::new();
         {
             let mut st = self.state.lock().expect("group lock poisoned");
@@ -1020,9 +1057,15 @@ impl Group {
                 ] {
                     b = b.header(k, v);
                 }
-                b.build()
+                // A dead letter may exceed the limits its original just met (8 more headers):
+                // it is built under the hard maxima, and if even that fails the original goes
+                // alone rather than blocking every other dead letter of the group.
+                b.build_with(&crate::partition::stored_limits()).unwrap_or_else(|e| {
+                    tracing::error!(group = %self.name, error = %e, "dead letter stored without its dlq headers");
+                    event.clone()
+                })
             })
-            .collect::<std::result::Result<_, _>>()?;
+            .collect();
         broker.publish_batch(&dlq, events).await?;
         Ok(())
     }
@@ -1128,8 +1171,14 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 pub(crate) fn dlq_topic_config() -> TopicConfig {
-    // No dedupe: an event dead-lettered again after a replay must be stored again.
-    TopicConfig { partitions: 1, dedupe_window_ms: 0, ..TopicConfig::default() }
+    // No dedupe: an event dead-lettered again after a replay must be stored again. The size
+    // limit is the hard maximum: a dead letter is its original plus headers.
+    TopicConfig {
+        partitions: 1,
+        dedupe_window_ms: 0,
+        max_event_bytes: crate::config::EVENT_BYTES_MAX_MAX,
+        ..TopicConfig::default()
+    }
 }
 
 /// Chooses what to deliver from one partition, in offset order, under the ordering mode.
@@ -1302,7 +1351,7 @@ impl Member {
     /// Waits up to `wait` for events of this member's partitions and returns up to `max` of them
     /// (fewer if its in-flight budget is used up). Also serves as a heartbeat.
     pub async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
-        let deadline = Instant::now() + wait;
+        let deadline = Instant::now().checked_add(wait.min(DELAY_MAX)).unwrap_or_else(Instant::now);
         loop {
             let notified = self.group.notify.notified();
             tokio::pin!(notified);
@@ -1422,6 +1471,7 @@ impl Broker {
     /// Returns how many were replayed.
     pub async fn dlq_replay(&self, group: &str) -> Result<usize> {
         let g = self.group(group)?;
+        let _dlq = g.dlq.lock().await;
         let letters = self.dlq_list(group, usize::MAX)?;
         let mut replay = Vec::new();
         let mut keep = Vec::new();
@@ -1431,7 +1481,8 @@ impl Broker {
                 keep.push(l.event);
                 continue;
             }
-            replay.push(l.event.to_builder().header(dlq_headers::REPLAYS, (replays + 1).to_string()).build()?);
+            let b = l.event.to_builder().header(dlq_headers::REPLAYS, (replays + 1).to_string());
+            replay.push(b.build_with(&crate::partition::stored_limits()).unwrap_or(l.event));
         }
         let count = replay.len();
         if count > 0 {
@@ -1443,7 +1494,7 @@ impl Broker {
             }
             self.publish_batch(&topic, replay).await?;
         }
-        self.dlq_purge(group)?;
+        self.purge_dlq_topic(group)?;
         if !keep.is_empty() {
             self.publish_batch(&dlq_topic(group), keep).await?;
         }
@@ -1451,8 +1502,13 @@ impl Broker {
     }
 
     /// Deletes every dead letter of `group`.
-    pub fn dlq_purge(&self, group: &str) -> Result<()> {
-        self.group(group)?;
+    pub async fn dlq_purge(&self, group: &str) -> Result<()> {
+        let g = self.group(group)?;
+        let _dlq = g.dlq.lock().await;
+        self.purge_dlq_topic(group)
+    }
+
+    fn purge_dlq_topic(&self, group: &str) -> Result<()> {
         let topic = dlq_topic(group);
         match self.delete_topic(&topic) {
             Ok(()) | Err(BrokerError::TopicNotFound { .. }) => {}

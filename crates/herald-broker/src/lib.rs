@@ -41,8 +41,8 @@ pub use broker::Broker;
 pub use config::*;
 pub use error::{BrokerError, Result};
 pub use group::{
-    COMMIT_EVENTS_MAX, COMMIT_INTERVAL_MS, DeadLetter, Delivery, DeliveryId, GroupConfig, GroupInfo,
-    GroupPartitionInfo, Member, MemberConfig, OrderingMode, RetryPolicy, StartFrom, dlq_headers,
+    COMMIT_EVENTS_MAX, COMMIT_INTERVAL_MS, DeadLetter, Delivery, DeliveryId, GROUP_NAME_BYTES_MAX, GroupConfig,
+    GroupInfo, GroupPartitionInfo, Member, MemberConfig, OrderingMode, RetryPolicy, StartFrom, dlq_headers,
 };
 pub use partition::{Receipt, StoredEvent};
 pub use topic::{PartitionInfo, TopicInfo};

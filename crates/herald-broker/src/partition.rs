@@ -46,6 +46,18 @@ struct WriteRequest {
     reply: oneshot::Sender<Result<Vec<(u64, bool)>, String>>,
 }
 
+/// Limits for decoding what this broker stored: the hard maxima. Events were checked against
+/// their topic's limits when published (dead letters carry extra headers), and a stored event
+/// must always be readable.
+pub(crate) fn stored_limits() -> herald_core::Limits {
+    herald_core::Limits {
+        key_bytes_max: herald_core::Limits::KEY_BYTES_HARD_MAX,
+        header_value_bytes_max: herald_core::Limits::HEADER_VALUE_BYTES_HARD_MAX,
+        headers_count_max: herald_core::Limits::HEADERS_COUNT_HARD_MAX,
+        event_bytes_max: herald_core::Limits::EVENT_BYTES_HARD_MAX,
+    }
+}
+
 /// `source`, a zero byte, `id`: one shared allocation per event, in the map and the queue.
 type DedupeKey = Arc<str>;
 
@@ -165,12 +177,13 @@ impl Partition {
                     let Some(last) = records.last() else { break };
                     next = last.offset + 1;
                     for r in records {
-                        let event = binary::decode(&r.data).map_err(|e| BrokerError::CorruptEvent {
-                            topic: topic.to_string(),
-                            partition: id,
-                            offset: r.offset,
-                            reason: e.to_string(),
-                        })?;
+                        let event =
+                            binary::decode_with(&r.data, &stored_limits()).map_err(|e| BrokerError::CorruptEvent {
+                                topic: topic.to_string(),
+                                partition: id,
+                                offset: r.offset,
+                                reason: e.to_string(),
+                            })?;
                         dedupe.insert(dedupe_key(&event), r.offset, r.timestamp_ms);
                     }
                 }
@@ -219,7 +232,7 @@ impl Partition {
         records
             .into_iter()
             .map(|r| {
-                let event = binary::decode(&r.data).map_err(|e| BrokerError::CorruptEvent {
+                let event = binary::decode_with(&r.data, &stored_limits()).map_err(|e| BrokerError::CorruptEvent {
                     topic: self.topic.to_string(),
                     partition: self.id,
                     offset: r.offset,
@@ -310,7 +323,8 @@ impl Writer {
             Ok(None)
         } else {
             let log = self.log.clone();
-            match tokio::task::spawn_blocking(move || log.append_at(&records, now)).await {
+            let bytes_max = self.batch_bytes_max;
+            match tokio::task::spawn_blocking(move || append_split(&log, &records, now, bytes_max)).await {
                 Ok(Ok(a)) => Ok(Some(a)),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(e) => Err(format!("the append task failed: {e}")),
@@ -345,6 +359,42 @@ impl Writer {
             }
         }
     }
+}
+
+/// Appends `records` as one log batch, or as several consecutive ones when they exceed the log's
+/// batch limits (one large request must not fail for being large). This writer is the log's
+/// only appender, so the batches are contiguous and the result spans them all.
+fn append_split(
+    log: &Log,
+    records: &[Vec<u8>],
+    now: i64,
+    bytes_max: usize,
+) -> herald_log::Result<herald_log::Appended> {
+    let records_max = log.config().batch_records_max as usize;
+    let mut first: Option<herald_log::Appended> = None;
+    let mut start = 0;
+    while start < records.len() {
+        let mut end = start;
+        let mut bytes = herald_log::batch::BATCH_HEADER_BYTES;
+        while end < records.len() && end - start < records_max {
+            let size = records[end].len() + herald_log::batch::RECORD_HEADER_BYTES;
+            if end > start && bytes + size > bytes_max {
+                break;
+            }
+            bytes += size;
+            end += 1;
+        }
+        let a = log.append_at(&records[start..end], now)?;
+        if let Some(f) = &first {
+            assert_eq!(a.base_offset, f.next_offset, "the partition writer is the log's only appender");
+        }
+        first = Some(match first {
+            Some(f) => herald_log::Appended { next_offset: a.next_offset, ..f },
+            None => a,
+        });
+        start = end;
+    }
+    Ok(first.expect("records is not empty"))
 }
 
 enum Slot {

@@ -20,6 +20,8 @@ pub(crate) enum StateRecord {
     Delivered { topic: String, partition: u32, offsets: Vec<(u64, u32)> },
     /// Events acked or dead-lettered.
     Done { topic: String, partition: u32, offsets: Vec<u64> },
+    /// The topic was deleted: forget its partitions (a topic created again starts afresh).
+    Forget { topic: String },
     /// The position jumped forward (retention deleted events before `committed`).
     Skip { topic: String, partition: u32, committed: u64 },
     /// A failed attempt (for the log; attempts are counted by `Delivered`).
@@ -161,6 +163,7 @@ fn apply(parts: &mut BTreeMap<(String, u32), Part>, rec: StateRecord, records: &
                 p.advance();
             }
         }
+        StateRecord::Forget { topic } => parts.retain(|(t, _), _| *t != topic),
         StateRecord::Failed { .. } => {}
         StateRecord::Checkpoint { parts: cps } => {
             parts.clear();

@@ -119,7 +119,7 @@ async fn replay_stops_after_replays_max_and_purge_empties() {
     }
     // The twice-failed event stays in the DLQ: the replay counter stopped the loop.
     assert_eq!(broker.dlq_list("g", 10).unwrap().len(), 1);
-    broker.dlq_purge("g").unwrap();
+    broker.dlq_purge("g").await.unwrap();
     assert!(broker.dlq_list("g", 10).unwrap().is_empty());
 }
 
