@@ -611,7 +611,9 @@ impl Group {
             }
         }
         if !started.is_empty() {
-            // Under the lock, so that no delivery record of the partition can precede its start.
+            // Under the lock, so that no delivery record of the partition can precede its start;
+            // and in store order, so that a checkpoint taken before it cannot land after it.
+            let _order = self.store_order.lock().expect("store order lock poisoned");
             if let Err(e) = self.store.append(&started) {
                 tracing::error!(group = %self.name, error = %e, "recording new partitions failed");
             }
@@ -641,6 +643,7 @@ impl Group {
         st.parts.retain(|(t, _), _| &**t != topic);
         // Durably and under the lock (like `Start`), so that it lands before the `Start` of a
         // topic created again under this name, which is then read from its beginning.
+        let _order = self.store_order.lock().expect("store order lock poisoned");
         if let Err(e) = self.store.append(&[StateRecord::Forget { topic: topic.to_owned() }]) {
             tracing::error!(group = %self.name, error = %e, "recording a deleted topic failed");
         }
