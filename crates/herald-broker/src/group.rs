@@ -257,6 +257,7 @@ impl Delivery {
             partition: self.stored.partition,
             offset: self.stored.offset,
             generation: self.generation,
+            attempt: self.attempt,
         }
     }
 }
@@ -273,6 +274,8 @@ pub struct DeliveryId {
     pub offset: u64,
     /// The generation it was delivered under.
     pub generation: u64,
+    /// The attempt it was: a late answer to an earlier attempt does not settle a redelivery.
+    pub attempt: u32,
 }
 
 /// A dead letter as listed by [`Broker::dlq_list`].
@@ -867,7 +870,7 @@ impl Group {
             });
         }
         match p.in_flight.get(&s.offset) {
-            Some(f) if &f.member == member && f.generation == d.generation => {}
+            Some(f) if &f.member == member && f.generation == d.generation && f.attempt == d.attempt => {}
             _ => return Err(not_in_flight()),
         }
         let f = p.in_flight.remove(&s.offset).expect("checked");

@@ -68,7 +68,15 @@ pub(crate) struct GroupStore {
 }
 
 fn store_config(durability: Durability) -> LogConfig {
-    LogConfig { durability, segment_bytes_max: 1 << 20, ..LogConfig::default() }
+    // A checkpoint holds every attempt count and out-of-order ack of the group: allow large
+    // records rather than fail to compact.
+    LogConfig {
+        durability,
+        segment_bytes_max: 1 << 20,
+        record_bytes_max: herald_log::RECORD_BYTES_MAX_MAX,
+        batch_bytes_max: herald_log::RECORD_BYTES_MAX_MAX + 1024,
+        ..LogConfig::default()
+    }
 }
 
 impl GroupStore {

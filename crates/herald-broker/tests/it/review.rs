@@ -276,3 +276,25 @@ async fn review_a_batch_of_valid_events_can_be_published() {
     let r = broker.publish_batch("t", events).await;
     assert!(r.is_ok(), "{:?}", r.err());
 }
+
+/// An ack that answers an attempt which already timed out must not settle its redelivery to the
+/// same member (same generation): the redelivered attempt is still in flight afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_a_late_ack_of_a_timed_out_attempt_does_not_settle_the_redelivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    broker.create_topic("t", fast_topic(1)).unwrap();
+    let retry = herald_broker::RetryPolicy { backoff_base_ms: 1, backoff_max_ms: 1, ..Default::default() };
+    broker.create_group("g", GroupConfig { ack_timeout_ms: 100, retry, ..GroupConfig::for_topics(["t"]) }).unwrap();
+    broker.publish("t", event(Some("a"), 0)).await.unwrap();
+    let m = broker.join("g", MemberConfig::default()).unwrap();
+    let first = poll_some(&m, 1, Duration::from_secs(2)).await.pop().unwrap();
+    assert_eq!(first.attempt, 1);
+    // Let it time out and come back.
+    let second = poll_some(&m, 1, Duration::from_secs(3)).await.pop().unwrap();
+    assert_eq!(second.attempt, 2);
+    let err = m.ack(&first).unwrap_err();
+    assert_eq!(err.code(), "not_in_flight", "{err}");
+    assert_eq!(broker.describe_group("g").unwrap().partitions[0].in_flight, 1);
+    m.ack(&second).unwrap();
+}
