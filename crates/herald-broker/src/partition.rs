@@ -11,6 +11,7 @@ use herald_core::codec::binary;
 use herald_log::{Log, LogConfig};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::broker::now_ms;
 use crate::error::{BrokerError, Result};
 
 /// An event as stored: the event plus where and when the broker put it.
@@ -155,10 +156,6 @@ pub(crate) struct PartitionSettings {
     pub dedupe_entries_max: usize,
     pub queue_max: usize,
     pub batch_events_max: usize,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Partition {
