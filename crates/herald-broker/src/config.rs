@@ -27,8 +27,10 @@ pub const EVENT_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
 /// Largest allowed `max_event_bytes` (64 MiB).
 pub const EVENT_BYTES_MAX_MAX: u64 = 64 * 1024 * 1024;
 
-/// Limits of one broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Limits of one broker. In a config file every field is optional (the default applies) and an
+/// unknown one is an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// Most topics (DLQ topics included).
     pub topics_max: u32,

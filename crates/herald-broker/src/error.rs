@@ -38,6 +38,14 @@ pub enum BrokerError {
         /// The group.
         group: String,
     },
+    /// The group has members, so its positions cannot be moved.
+    #[error("consumer group {group:?} has {members} member(s); stop its consumers before resetting it")]
+    GroupActive {
+        /// The group.
+        group: String,
+        /// How many members it has.
+        members: usize,
+    },
     /// A partition number outside the topic.
     #[error("topic {topic:?} has {partitions} partitions; partition {partition} does not exist")]
     PartitionNotFound {
@@ -194,6 +202,7 @@ impl BrokerError {
             BrokerError::TopicNotFound { .. } => "topic_not_found",
             BrokerError::TopicExists { .. } => "topic_exists",
             BrokerError::GroupNotFound { .. } => "group_not_found",
+            BrokerError::GroupActive { .. } => "group_active",
             BrokerError::PartitionNotFound { .. } => "partition_not_found",
             BrokerError::LimitExceeded { .. } => "limit_exceeded",
             BrokerError::InvalidConfig(_) => "invalid_config",

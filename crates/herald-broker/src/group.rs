@@ -1119,6 +1119,42 @@ impl Group {
         self.store.close()
     }
 
+    /// Moves every partition's position to `to`, forgetting attempts and pending retries;
+    /// refused while the group has members. Durable before it returns.
+    fn reset(&self, broker: &Broker, to: StartFrom) -> Result<()> {
+        self.sync_topology(broker);
+        let mut st = self.state.lock().expect("group lock poisoned");
+        if !st.members.is_empty() {
+            return Err(BrokerError::GroupActive { group: self.name.clone(), members: st.members.len() });
+        }
+        let mut cps = Vec::new();
+        for (t, p) in st.parts.keys() {
+            let part = broker.partition(t, *p)?;
+            let committed = match to {
+                StartFrom::Earliest => part.log.earliest_offset(),
+                StartFrom::Latest => part.log.latest_offset(),
+                StartFrom::Timestamp(ts) => {
+                    part.log.offset_for_timestamp(ts)?.unwrap_or_else(|| part.log.latest_offset())
+                }
+            };
+            cps.push(PartCheckpoint { topic: t.to_string(), partition: *p, committed, attempts: vec![], done: vec![] });
+        }
+        {
+            let _order = self.store_order.lock().expect("store order lock poisoned");
+            self.store.append(&[StateRecord::Checkpoint { parts: cps.clone() }])?;
+        }
+        for c in cps {
+            let key: Tp = (Arc::from(c.topic.as_str()), c.partition);
+            st.parts.insert(key, PartState::new(c.committed));
+        }
+        st.unflushed.clear();
+        st.settled_pending = 0;
+        self.rebalance(&mut st);
+        drop(st);
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
     pub fn info(&self, broker: &Broker) -> GroupInfo {
         let st = self.state.lock().expect("group lock poisoned");
         let partitions = st
@@ -1457,6 +1493,15 @@ impl Drop for Member {
 }
 
 impl Broker {
+    /// Moves every position of `group` to `to` (earliest, latest, or the first event at or after a
+    /// time), forgetting attempt counts and pending retries. Refused with
+    /// [`BrokerError::GroupActive`] while the group has members.
+    pub fn reset_group(&self, group: &str, to: StartFrom) -> Result<GroupInfo> {
+        let g = self.group(group)?;
+        g.reset(self, to)?;
+        Ok(g.info(self))
+    }
+
     /// Dead letters of `group`, oldest first, at most `max`.
     pub fn dlq_list(&self, group: &str, max: usize) -> Result<Vec<DeadLetter>> {
         self.group(group)?;
@@ -1507,11 +1552,16 @@ impl Broker {
         Ok(count)
     }
 
-    /// Deletes every dead letter of `group`.
-    pub async fn dlq_purge(&self, group: &str) -> Result<()> {
+    /// Deletes every dead letter of `group`; returns how many there were.
+    pub async fn dlq_purge(&self, group: &str) -> Result<u64> {
         let g = self.group(group)?;
         let _dlq = g.dlq.lock().await;
-        self.purge_dlq_topic(group)
+        let count = match self.partition(&dlq_topic(group), 0) {
+            Ok(p) => p.log.latest_offset().saturating_sub(p.log.earliest_offset()),
+            Err(_) => 0,
+        };
+        self.purge_dlq_topic(group)?;
+        Ok(count)
     }
 
     fn purge_dlq_topic(&self, group: &str) -> Result<()> {

@@ -11,9 +11,16 @@ use herald_core::Event;
 
 /// Where a published event was stored (the same type on every backend).
 pub use herald_broker::Receipt;
-pub use herald_broker::{OrderingMode, RetryPolicy, StartFrom, TopicConfig};
+pub use herald_broker::{
+    DeadLetter, GroupInfo, GroupPartitionInfo, OrderingMode, PartitionInfo, RetryPolicy, StartFrom, StoredEvent,
+    TopicConfig, TopicInfo,
+};
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
+
+fn unsupported(what: &str) -> Error {
+    Error::new(ErrorKind::Unsupported, "unsupported", format!("this backend does not support {what}"))
+}
 
 /// What a backend can do, so that callers (and the conformance suite) adapt to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +128,41 @@ pub trait Backend: Send + Sync + 'static {
     async fn dlq_replay(&self, group: &str) -> Result<usize>;
     /// Flushes and closes.
     async fn close(&self) -> Result<()>;
+
+    /// A topic's settings and partitions.
+    async fn describe_topic(&self, topic: &str) -> Result<TopicInfo> {
+        let _ = topic;
+        Err(unsupported("describing topics"))
+    }
+    /// Group names.
+    async fn list_groups(&self) -> Result<Vec<String>> {
+        Err(unsupported("listing groups"))
+    }
+    /// A group's settings, members, positions and lag per partition.
+    async fn describe_group(&self, group: &str) -> Result<GroupInfo> {
+        let _ = group;
+        Err(unsupported("describing groups"))
+    }
+    /// Moves every position of a group that has no members to `to`.
+    async fn reset_group(&self, group: &str, to: StartFrom) -> Result<GroupInfo> {
+        let _ = (group, to);
+        Err(unsupported("resetting groups"))
+    }
+    /// The group's dead letters with their DLQ offsets, oldest first.
+    async fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<DeadLetter>> {
+        let _ = (group, max);
+        Err(unsupported("listing dead letters with offsets"))
+    }
+    /// Deletes the group's dead letters; returns how many there were.
+    async fn dlq_purge(&self, group: &str) -> Result<u64> {
+        let _ = group;
+        Err(unsupported("purging dead letters"))
+    }
+    /// Stored events of one partition from `offset`, at most `max`.
+    async fn read(&self, topic: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<StoredEvent>> {
+        let _ = (topic, partition, offset, max);
+        Err(unsupported("browsing stored events"))
+    }
 }
 
 /// One member of a consumer group.

@@ -19,7 +19,8 @@ pub struct Client {
 
 /// Connects to the backend named by `url`:
 /// - `mem://`: Herald's broker in this process, in a temporary directory (gone on close);
-/// - `file:///path/to/dir`: Herald's broker in this process, durable in that directory.
+/// - `file:///path/to/dir`: Herald's broker in this process, durable in that directory;
+/// - `herald://host:port`: a Herald server (`herald serve`) over gRPC.
 ///
 /// Must be called inside a Tokio runtime.
 pub async fn connect(url: &str) -> Result<Client> {
@@ -40,8 +41,14 @@ pub async fn connect(url: &str) -> Result<Client> {
             }
             Arc::new(Embedded::open(&PathBuf::from(rest))?)
         }
-        "herald" | "nats" => return Err(invalid("this backend is not built yet (see the roadmap in README.md)")),
-        other => return Err(invalid(&format!("unknown scheme {other:?}; use mem:// or file://"))),
+        "herald" => {
+            if rest.is_empty() || rest.contains('/') {
+                return Err(invalid("herald:// needs host:port, e.g. herald://127.0.0.1:7281"));
+            }
+            crate::remote::connect(rest).await?
+        }
+        "nats" => return Err(invalid("this backend is not built yet (see the roadmap in README.md)")),
+        other => return Err(invalid(&format!("unknown scheme {other:?}; use mem://, file:// or herald://"))),
     };
     Ok(Client { backend })
 }

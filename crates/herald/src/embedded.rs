@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use herald_broker::{Broker, BrokerConfig, DeliveryId, GroupConfig, Member, MemberConfig};
 use herald_core::Event;
 
-use crate::backend::{Backend, Capabilities, Message, Receipt, SubscribeOptions, Subscription, TopicConfig};
+use crate::backend::{
+    Backend, Capabilities, DeadLetter, GroupInfo, Message, Receipt, StartFrom, StoredEvent, SubscribeOptions,
+    Subscription, TopicConfig, TopicInfo,
+};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Herald's broker, in-process.
@@ -114,6 +117,34 @@ impl Backend for Embedded {
 
     async fn close(&self) -> Result<()> {
         Ok(self.broker.close().await?)
+    }
+
+    async fn describe_topic(&self, topic: &str) -> Result<TopicInfo> {
+        Ok(self.broker.describe_topic(topic)?)
+    }
+
+    async fn list_groups(&self) -> Result<Vec<String>> {
+        Ok(self.broker.list_groups())
+    }
+
+    async fn describe_group(&self, group: &str) -> Result<GroupInfo> {
+        Ok(self.broker.describe_group(group)?)
+    }
+
+    async fn reset_group(&self, group: &str, to: StartFrom) -> Result<GroupInfo> {
+        Ok(self.broker.reset_group(group, to)?)
+    }
+
+    async fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<DeadLetter>> {
+        Ok(self.broker.dlq_list(group, max)?)
+    }
+
+    async fn dlq_purge(&self, group: &str) -> Result<u64> {
+        Ok(self.broker.dlq_purge(group).await?)
+    }
+
+    async fn read(&self, topic: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<StoredEvent>> {
+        Ok(self.broker.read(topic, partition, offset, max)?)
     }
 }
 

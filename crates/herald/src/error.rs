@@ -24,6 +24,10 @@ pub enum ErrorKind {
     Closed,
     /// Stored data is damaged, or the storage failed.
     Storage,
+    /// The backend does not offer this operation.
+    Unsupported,
+    /// A group is busy (e.g. has members while being reset).
+    Busy,
 }
 
 /// An SDK error.

@@ -45,10 +45,11 @@ mod embedded;
 mod error;
 pub mod idempotency;
 mod producer;
+mod remote;
 
 pub use backend::{
-    Backend, Capabilities, Message, OrderingMode, Receipt, RetryPolicy, StartFrom, SubscribeOptions, Subscription,
-    TopicConfig,
+    Backend, Capabilities, DeadLetter, GroupInfo, GroupPartitionInfo, Message, OrderingMode, PartitionInfo, Receipt,
+    RetryPolicy, StartFrom, StoredEvent, SubscribeOptions, Subscription, TopicConfig, TopicInfo,
 };
 pub use client::{Client, connect};
 pub use consumer::{Consumer, Outcome, RunReport};

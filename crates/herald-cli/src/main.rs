@@ -1,0 +1,93 @@
+//! `herald`: one binary for the server, its clients, the benchmark and the demo.
+
+use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand};
+
+mod bench;
+mod commands;
+mod demo;
+mod serve;
+
+/// Options every client command shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// Backend to talk to: herald://host:port (a server), mem://, file:///path.
+    #[arg(long, env = "HERALD_URL", default_value = "herald://127.0.0.1:7281", global = true)]
+    pub url: String,
+    /// JSON output, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about = "Herald: durable events with consumer groups, retries and dead letters")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the server: the embedded broker behind gRPC and HTTP/JSON.
+    Serve(serve::ServeArgs),
+    /// Creates, lists, describes and deletes topics.
+    #[command(subcommand)]
+    Topic(commands::TopicCmd),
+    /// Publishes one event, or one per stdin line with `-`.
+    Publish(commands::PublishArgs),
+    /// Consumes in a group, printing one JSON event per line and acking each.
+    Consume(commands::ConsumeArgs),
+    /// Lists, describes and resets consumer groups.
+    #[command(subcommand)]
+    Group(commands::GroupCmd),
+    /// Lists, shows, replays and purges a group's dead letters.
+    #[command(subcommand)]
+    Dlq(commands::DlqCmd),
+    /// Measures throughput and latency (OpenMessaging Benchmark style) against any URL.
+    Bench(bench::BenchArgs),
+    /// Runs the demo: a server, an orders topic, two consumer groups, a live table.
+    Demo(demo::DemoArgs),
+    /// Prints shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let g = cli.global;
+    match cli.command {
+        Command::Serve(a) => serve::run(a).await,
+        Command::Topic(c) => commands::topic(&g, c).await,
+        Command::Publish(a) => commands::publish(&g, a).await,
+        Command::Consume(a) => commands::consume(&g, a).await,
+        Command::Group(c) => commands::group(&g, c).await,
+        Command::Dlq(c) => commands::dlq(&g, c).await,
+        Command::Bench(a) => bench::run(&g, a).await,
+        Command::Demo(a) => demo::run(&g, a).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! `herald serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+/// Runs the server until SIGTERM or SIGINT. Precedence: flags, then `HERALD_*` variables, then
+/// the `--config` file, then defaults; unknown keys are errors.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: ./herald-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:7280].
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// gRPC listen address [default: 127.0.0.1:7281].
+    #[arg(long)]
+    pub grpc: Option<SocketAddr>,
+    /// Largest event accepted, in bytes [default: 1048576].
+    #[arg(long)]
+    pub max_event_bytes: Option<usize>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How the server logs.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    init_logging(args.log_format);
+    let mut flags: Vec<(&str, toml::Value)> = Vec::new();
+    if let Some(d) = &args.data_dir {
+        flags.push(("data_dir", toml::Value::String(d.display().to_string())));
+    }
+    if let Some(a) = args.http {
+        flags.push(("http", toml::Value::String(a.to_string())));
+    }
+    if let Some(a) = args.grpc {
+        flags.push(("grpc", toml::Value::String(a.to_string())));
+    }
+    if let Some(n) = args.max_event_bytes {
+        flags.push(("max_event_bytes", toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))));
+    }
+    // HERALD_DATA_DIR and friends; other HERALD_* names are errors unless they are the client's.
+    let config = herald_server::ServerConfig::load(args.config.as_deref(), std::env::vars(), &flags)?;
+    let server = herald_server::Server::start(config).await?;
+    // One line a script can wait for.
+    println!("herald listening: http://{} grpc://{}", server.http_addr(), server.grpc_addr());
+    server.run_until(herald_server::shutdown_signal()).await?;
+    Ok(())
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

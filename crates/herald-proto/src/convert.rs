@@ -1,0 +1,385 @@
+//! Conversions between `herald.v1` messages and Herald's types, and error mapping.
+
+use herald_broker as broker;
+use herald_core::{Event, EventError, Limits, Timestamp};
+
+use crate::v1;
+
+/// Metadata key of a status that holds Herald's stable error code.
+pub const CODE_KEY: &str = "herald-code";
+
+/// Encodes an event for the wire.
+pub fn event_to_proto(e: &Event) -> v1::Event {
+    v1::Event {
+        id: e.id().to_owned(),
+        source: e.source().to_owned(),
+        r#type: e.ty().to_owned(),
+        time_unix_nano: e.time().map(Timestamp::as_unix_nanos),
+        subject: e.subject().map(str::to_owned),
+        datacontenttype: e.datacontenttype().map(str::to_owned),
+        dataschema: e.dataschema().map(str::to_owned),
+        data: e.data().clone(),
+        partitionkey: e.key().map(str::to_owned),
+        traceparent: e.traceparent().map(str::to_owned),
+        tracestate: e.tracestate().map(str::to_owned),
+        correlationid: e.correlationid().map(str::to_owned),
+        causationid: e.causationid().map(str::to_owned),
+        headers: e.headers().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
+/// Decodes and validates an event from the wire under `limits`.
+pub fn event_from_proto(p: v1::Event, limits: &Limits) -> Result<Event, EventError> {
+    let mut b =
+        Event::builder(p.r#type).id(p.id).source(p.source).time(p.time_unix_nano.map(Timestamp::from_unix_nanos));
+    if let Some(s) = p.subject {
+        b = b.subject(s);
+    }
+    b = match p.datacontenttype {
+        Some(ct) => b.data(p.data, ct),
+        None if p.data.is_empty() => b,
+        None => b.data(p.data, "application/octet-stream"),
+    };
+    if let Some(s) = p.dataschema {
+        b = b.dataschema(s);
+    }
+    if let Some(s) = p.partitionkey {
+        b = b.key(s);
+    }
+    if let Some(s) = p.traceparent {
+        b = b.traceparent(s);
+    }
+    if let Some(s) = p.tracestate {
+        b = b.tracestate(s);
+    }
+    if let Some(s) = p.correlationid {
+        b = b.correlationid(s);
+    }
+    if let Some(s) = p.causationid {
+        b = b.causationid(s);
+    }
+    for (k, v) in p.headers {
+        b = b.header(k, v);
+    }
+    b.build_with(limits)
+}
+
+pub fn receipt_to_proto(r: &broker::Receipt) -> v1::Receipt {
+    v1::Receipt { topic: r.topic.to_string(), partition: r.partition, offset: r.offset, duplicate: r.duplicate }
+}
+
+pub fn receipt_from_proto(r: v1::Receipt) -> broker::Receipt {
+    broker::Receipt { topic: r.topic.into(), partition: r.partition, offset: r.offset, duplicate: r.duplicate }
+}
+
+pub fn stored_to_proto(s: &broker::StoredEvent) -> v1::StoredEvent {
+    v1::StoredEvent {
+        event: Some(event_to_proto(&s.event)),
+        topic: s.topic.to_string(),
+        partition: s.partition,
+        offset: s.offset,
+        append_time_ms: s.append_time_ms,
+    }
+}
+
+/// Decodes a stored event; events from the server are trusted up to the hard limits.
+pub fn stored_from_proto(s: v1::StoredEvent) -> Result<broker::StoredEvent, EventError> {
+    let event = event_from_proto(s.event.unwrap_or_default(), &hard_limits())?;
+    Ok(broker::StoredEvent {
+        event,
+        topic: s.topic.into(),
+        partition: s.partition,
+        offset: s.offset,
+        append_time_ms: s.append_time_ms,
+    })
+}
+
+/// The most permissive limits: for events that were validated where they were stored.
+pub fn hard_limits() -> Limits {
+    Limits {
+        key_bytes_max: Limits::KEY_BYTES_HARD_MAX,
+        header_value_bytes_max: Limits::HEADER_VALUE_BYTES_HARD_MAX,
+        headers_count_max: Limits::HEADERS_COUNT_HARD_MAX,
+        event_bytes_max: Limits::EVENT_BYTES_HARD_MAX,
+    }
+}
+
+fn durability_to_proto(d: broker::Durability) -> (i32, Option<u64>) {
+    match d {
+        broker::Durability::Always => (v1::Durability::Always as i32, None),
+        broker::Durability::Interval { ms } => (v1::Durability::Interval as i32, Some(ms)),
+        broker::Durability::Os => (v1::Durability::Os as i32, None),
+    }
+}
+
+fn durability_from_proto(d: i32, ms: Option<u64>, default: broker::Durability) -> broker::Durability {
+    match v1::Durability::try_from(d).unwrap_or(v1::Durability::Default) {
+        v1::Durability::Default => default,
+        v1::Durability::Always => broker::Durability::Always,
+        v1::Durability::Interval => broker::Durability::Interval { ms: ms.unwrap_or(50) },
+        v1::Durability::Os => broker::Durability::Os,
+    }
+}
+
+pub fn topic_config_to_proto(c: &broker::TopicConfig) -> v1::TopicConfig {
+    let (durability, durability_interval_ms) = durability_to_proto(c.durability);
+    v1::TopicConfig {
+        partitions: Some(c.partitions),
+        retention_ms: c.retention_ms,
+        retention_bytes: c.retention_bytes,
+        durability,
+        durability_interval_ms,
+        dedupe_window_ms: Some(c.dedupe_window_ms),
+        max_event_bytes: Some(c.max_event_bytes),
+        segment_bytes_max: Some(c.segment_bytes_max),
+    }
+}
+
+/// Fields left out take [`broker::TopicConfig::default`].
+pub fn topic_config_from_proto(c: v1::TopicConfig) -> broker::TopicConfig {
+    let d = broker::TopicConfig::default();
+    broker::TopicConfig {
+        partitions: c.partitions.unwrap_or(d.partitions),
+        retention_ms: c.retention_ms,
+        retention_bytes: c.retention_bytes,
+        durability: durability_from_proto(c.durability, c.durability_interval_ms, d.durability),
+        dedupe_window_ms: c.dedupe_window_ms.unwrap_or(d.dedupe_window_ms),
+        max_event_bytes: c.max_event_bytes.unwrap_or(d.max_event_bytes),
+        segment_bytes_max: c.segment_bytes_max.unwrap_or(d.segment_bytes_max),
+    }
+}
+
+pub fn topic_info_to_proto(t: &broker::TopicInfo) -> v1::TopicInfo {
+    v1::TopicInfo {
+        name: t.name.clone(),
+        config: Some(topic_config_to_proto(&t.config)),
+        created_ms: t.created_ms,
+        partitions: t
+            .partitions
+            .iter()
+            .map(|p| v1::PartitionInfo {
+                partition: p.partition,
+                earliest_offset: p.earliest_offset,
+                latest_offset: p.latest_offset,
+                bytes: p.bytes,
+                segments: p.segments as u64,
+            })
+            .collect(),
+    }
+}
+
+pub fn topic_info_from_proto(t: v1::TopicInfo) -> broker::TopicInfo {
+    broker::TopicInfo {
+        name: t.name,
+        config: topic_config_from_proto(t.config.unwrap_or_default()),
+        created_ms: t.created_ms,
+        partitions: t
+            .partitions
+            .into_iter()
+            .map(|p| broker::PartitionInfo {
+                partition: p.partition,
+                earliest_offset: p.earliest_offset,
+                latest_offset: p.latest_offset,
+                bytes: p.bytes,
+                segments: usize::try_from(p.segments).unwrap_or(usize::MAX),
+            })
+            .collect(),
+    }
+}
+
+pub fn position_to_proto(s: broker::StartFrom) -> v1::Position {
+    let at = match s {
+        broker::StartFrom::Earliest => v1::position::At::Earliest(true),
+        broker::StartFrom::Latest => v1::position::At::Latest(true),
+        broker::StartFrom::Timestamp(ms) => v1::position::At::TimestampMs(ms),
+    };
+    v1::Position { at: Some(at) }
+}
+
+/// A missing position means earliest.
+pub fn position_from_proto(p: Option<v1::Position>) -> broker::StartFrom {
+    match p.and_then(|p| p.at) {
+        None | Some(v1::position::At::Earliest(_)) => broker::StartFrom::Earliest,
+        Some(v1::position::At::Latest(_)) => broker::StartFrom::Latest,
+        Some(v1::position::At::TimestampMs(ms)) => broker::StartFrom::Timestamp(ms),
+    }
+}
+
+pub fn retry_to_proto(r: &broker::RetryPolicy) -> v1::RetryPolicy {
+    v1::RetryPolicy {
+        max_attempts: r.max_attempts,
+        backoff_base_ms: r.backoff_base_ms,
+        backoff_factor: r.backoff_factor,
+        backoff_max_ms: r.backoff_max_ms,
+        jitter: r.jitter,
+    }
+}
+
+pub fn retry_from_proto(r: Option<v1::RetryPolicy>) -> broker::RetryPolicy {
+    match r {
+        None => broker::RetryPolicy::default(),
+        Some(r) => broker::RetryPolicy {
+            max_attempts: r.max_attempts,
+            backoff_base_ms: r.backoff_base_ms,
+            backoff_factor: r.backoff_factor,
+            backoff_max_ms: r.backoff_max_ms,
+            jitter: r.jitter,
+        },
+    }
+}
+
+pub fn group_config_to_proto(c: &broker::GroupConfig) -> v1::GroupSettings {
+    let (state_durability, state_durability_interval_ms) = durability_to_proto(c.state_durability);
+    v1::GroupSettings {
+        topics: c.topics.clone(),
+        start: Some(position_to_proto(c.start)),
+        ordering: match c.ordering {
+            broker::OrderingMode::Key => v1::Ordering::Key,
+            broker::OrderingMode::Partition => v1::Ordering::Partition,
+            broker::OrderingMode::None => v1::Ordering::None,
+        } as i32,
+        ack_timeout_ms: Some(c.ack_timeout_ms),
+        session_timeout_ms: Some(c.session_timeout_ms),
+        retry: Some(retry_to_proto(&c.retry)),
+        blocking_retries: Some(c.blocking_retries),
+        dlq_events_max: Some(c.dlq_events_max),
+        replays_max: Some(c.replays_max),
+        state_durability,
+        state_durability_interval_ms,
+    }
+}
+
+/// Fields left out take [`broker::GroupConfig::default`].
+pub fn group_config_from_proto(s: v1::GroupSettings) -> broker::GroupConfig {
+    let d = broker::GroupConfig::default();
+    broker::GroupConfig {
+        topics: s.topics,
+        start: position_from_proto(s.start),
+        ordering: match v1::Ordering::try_from(s.ordering).unwrap_or(v1::Ordering::Key) {
+            v1::Ordering::Key => broker::OrderingMode::Key,
+            v1::Ordering::Partition => broker::OrderingMode::Partition,
+            v1::Ordering::None => broker::OrderingMode::None,
+        },
+        ack_timeout_ms: s.ack_timeout_ms.unwrap_or(d.ack_timeout_ms),
+        session_timeout_ms: s.session_timeout_ms.unwrap_or(d.session_timeout_ms),
+        retry: retry_from_proto(s.retry),
+        dlq_events_max: s.dlq_events_max.unwrap_or(d.dlq_events_max),
+        replays_max: s.replays_max.unwrap_or(d.replays_max),
+        blocking_retries: s.blocking_retries.unwrap_or(d.blocking_retries),
+        state_durability: durability_from_proto(s.state_durability, s.state_durability_interval_ms, d.state_durability),
+    }
+}
+
+pub fn group_info_to_proto(g: &broker::GroupInfo) -> v1::GroupInfo {
+    v1::GroupInfo {
+        name: g.name.clone(),
+        settings: Some(group_config_to_proto(&g.config)),
+        generation: g.generation,
+        members: g.members.clone(),
+        partitions: g
+            .partitions
+            .iter()
+            .map(|p| v1::GroupPartitionInfo {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                owner: p.owner.clone(),
+                committed: p.committed,
+                latest: p.latest,
+                lag: p.lag,
+                in_flight: p.in_flight as u64,
+            })
+            .collect(),
+    }
+}
+
+pub fn group_info_from_proto(g: v1::GroupInfo) -> broker::GroupInfo {
+    broker::GroupInfo {
+        name: g.name,
+        config: group_config_from_proto(g.settings.unwrap_or_default()),
+        generation: g.generation,
+        members: g.members,
+        partitions: g
+            .partitions
+            .into_iter()
+            .map(|p| broker::GroupPartitionInfo {
+                topic: p.topic,
+                partition: p.partition,
+                owner: p.owner,
+                committed: p.committed,
+                latest: p.latest,
+                lag: p.lag,
+                in_flight: usize::try_from(p.in_flight).unwrap_or(usize::MAX),
+            })
+            .collect(),
+    }
+}
+
+pub fn delivery_id_to_proto(d: &broker::DeliveryId) -> v1::DeliveryId {
+    v1::DeliveryId {
+        topic: d.topic.to_string(),
+        partition: d.partition,
+        offset: d.offset,
+        generation: d.generation,
+        attempt: d.attempt,
+    }
+}
+
+pub fn delivery_id_from_proto(d: v1::DeliveryId) -> broker::DeliveryId {
+    broker::DeliveryId {
+        topic: d.topic.into(),
+        partition: d.partition,
+        offset: d.offset,
+        generation: d.generation,
+        attempt: d.attempt,
+    }
+}
+
+/// gRPC status code for one of Herald's stable error codes.
+pub fn grpc_code(code: &str) -> tonic::Code {
+    use tonic::Code;
+    match code {
+        "invalid_topic_name" | "invalid_group_name" | "invalid_config" | "invalid_event" | "invalid_argument"
+        | "invalid_url" | "corrupt_event" => Code::InvalidArgument,
+        "topic_not_found" | "group_not_found" | "partition_not_found" | "unknown_member" => Code::NotFound,
+        "topic_exists" => Code::AlreadyExists,
+        "limit_exceeded" | "busy" => Code::ResourceExhausted,
+        "event_too_large" => Code::InvalidArgument,
+        "stale_generation" | "not_in_flight" | "group_active" => Code::FailedPrecondition,
+        "offset_below_earliest" | "offset_beyond_latest" | "retention_overtook" => Code::OutOfRange,
+        "closed" | "shutting_down" => Code::Unavailable,
+        "unsupported" => Code::Unimplemented,
+        _ => Code::Internal,
+    }
+}
+
+/// A status carrying Herald's stable `code` in its metadata and `message` as its text.
+pub fn status(code: &str, message: impl Into<String>) -> tonic::Status {
+    let mut s = tonic::Status::new(grpc_code(code), message);
+    if let Ok(v) = code.parse() {
+        s.metadata_mut().insert(CODE_KEY, v);
+    }
+    s
+}
+
+/// A broker error as a status.
+pub fn broker_status(e: &broker::BrokerError) -> tonic::Status {
+    status(e.code(), e.to_string())
+}
+
+/// Herald's stable code of a status: from its metadata, or derived from the gRPC code for
+/// statuses that did not come from a Herald server (transport failures and the like).
+pub fn code_of(s: &tonic::Status) -> String {
+    if let Some(v) = s.metadata().get(CODE_KEY).and_then(|v| v.to_str().ok()) {
+        return v.to_owned();
+    }
+    use tonic::Code;
+    match s.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled => "unavailable",
+        Code::ResourceExhausted => "busy",
+        Code::InvalidArgument => "invalid_argument",
+        Code::NotFound => "not_found",
+        Code::Unimplemented => "unsupported",
+        _ => "internal",
+    }
+    .to_owned()
+}

@@ -1,0 +1,193 @@
+//! `herald serve`: Herald's embedded broker behind two APIs on loopback by default:
+//! - gRPC `herald.v1` ([`grpc`]; the `.proto` is `proto/herald/v1/herald.proto`);
+//! - HTTP/JSON following the CloudEvents HTTP binding, Server-Sent Events for consuming,
+//!   `/metrics`, `/healthz`, `/readyz` ([`http`]).
+//!
+//! [`Server::start`] binds both listeners and serves until [`Server::shutdown`] (or a signal, in
+//! the CLI): it then stops accepting, ends the subscription streams, waits for the requests in
+//! flight up to the grace period, flushes and closes the broker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_broker::Broker;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+mod config;
+pub mod grpc;
+pub mod http;
+mod metrics;
+
+pub use config::{ConfigError, ServerConfig};
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} for {api}: {source}; pick another address with --{api}")]
+    Bind {
+        /// Which API.
+        api: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The broker failed to open or close.
+    #[error("broker: {0}")]
+    Broker(#[from] herald_broker::BrokerError),
+}
+
+/// What the API handlers share.
+pub struct AppState {
+    /// The broker.
+    pub broker: Broker,
+    /// The configuration the server runs with.
+    pub config: ServerConfig,
+    /// Cancelled when the server begins shutting down: streams end.
+    pub shutdown: CancellationToken,
+    /// Open subscription streams (gRPC and SSE together), bounded by
+    /// [`ServerConfig::max_subscriptions`].
+    pub subscriptions: Arc<tokio::sync::Semaphore>,
+    /// Prometheus rendering.
+    pub metrics: metrics::Metrics,
+}
+
+/// A running server.
+pub struct Server {
+    state: Arc<AppState>,
+    http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Opens the broker in `config.data_dir` and starts serving. Port 0 picks a free port; see
+    /// [`Server::http_addr`] and [`Server::grpc_addr`]. Must be called inside a Tokio runtime.
+    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        config.validate()?;
+        let http_listener = TcpListener::bind(config.http).await.map_err(|source| ServerError::Bind {
+            api: "http",
+            addr: config.http,
+            source,
+        })?;
+        let grpc_listener = TcpListener::bind(config.grpc).await.map_err(|source| ServerError::Bind {
+            api: "grpc",
+            addr: config.grpc,
+            source,
+        })?;
+        let http_addr = http_listener.local_addr().expect("bound listener has an address");
+        let grpc_addr = grpc_listener.local_addr().expect("bound listener has an address");
+        let broker = Broker::open(&config.data_dir, config.broker.clone())?;
+        let state = Arc::new(AppState {
+            broker,
+            subscriptions: Arc::new(tokio::sync::Semaphore::new(config.max_subscriptions)),
+            config,
+            shutdown: CancellationToken::new(),
+            metrics: metrics::Metrics::install(),
+        });
+        let http_task = {
+            let app = http::router(state.clone());
+            let stop = state.shutdown.clone();
+            tokio::spawn(async move {
+                let serve = axum::serve(http_listener, app).with_graceful_shutdown(stop.cancelled_owned());
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "http server failed");
+                }
+            })
+        };
+        let grpc_task = {
+            let routes = grpc::routes(state.clone());
+            let stop = state.shutdown.clone();
+            tokio::spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+                let serve = tonic::transport::Server::builder()
+                    .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                    .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+                    .max_frame_size(Some(1 << 20))
+                    .concurrency_limit_per_connection(256)
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "grpc server failed");
+                }
+            })
+        };
+        tracing::info!(%http_addr, %grpc_addr, data_dir = %state.config.data_dir.display(), "herald serving");
+        Ok(Server { state, http_addr, grpc_addr, tasks: vec![http_task, grpc_task] })
+    }
+
+    /// Where the HTTP API listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Where the gRPC API listens.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The broker it serves.
+    pub fn broker(&self) -> &Broker {
+        &self.state.broker
+    }
+
+    /// The shared state (for embedding the routers elsewhere).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Stops accepting, ends the streams, waits up to the grace period for requests in flight,
+    /// then flushes and closes the broker.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.state.shutdown.cancel();
+        let grace = Duration::from_millis(self.state.config.shutdown_grace_ms);
+        let all = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "requests still running after the grace period");
+        }
+        self.state.broker.close().await?;
+        tracing::info!("herald stopped");
+        Ok(())
+    }
+
+    /// Serves until `stop` completes (e.g. a signal), then shuts down.
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> Result<(), ServerError> {
+        stop.await;
+        self.shutdown().await
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// The data directory a server uses by default.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("./herald-data")
+}
