@@ -39,6 +39,12 @@ impl Embedded {
         Ok(Embedded { broker: Broker::open(dir, BrokerConfig::default())?, durable: true, _tmp: None })
     }
 
+    /// A backend over a broker opened elsewhere (e.g. the one a server in this process serves).
+    /// Closing the backend closes the broker.
+    pub fn from_broker(broker: Broker) -> Embedded {
+        Embedded { broker, durable: true, _tmp: None }
+    }
+
     /// The broker itself, for what the traits do not cover.
     pub fn broker(&self) -> &Broker {
         &self.broker
