@@ -365,3 +365,40 @@ async fn retention_overtaking_a_group_is_reported_not_silent() {
     assert_eq!(number(&got[0]), earliest);
     assert_eq!(got.len() as u64, 200 - earliest);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_moves_positions_durably_and_is_refused_while_members_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    broker.create_topic("t", fast_topic(2)).unwrap();
+    broker.create_group("g", GroupConfig::for_topics(["t"])).unwrap();
+    let n = 40u64;
+    broker.publish_batch("t", (0..n).map(|i| event(Some(&format!("k{}", i % 4)), i)).collect()).await.unwrap();
+    let m = broker.join("g", MemberConfig::default()).unwrap();
+    let got = drain(&m, n as usize, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), n as usize);
+    let e = broker.reset_group("g", StartFrom::Earliest).unwrap_err();
+    assert_eq!(e.code(), "group_active", "{e}");
+    assert!(e.to_string().contains("stop its consumers"), "{e}");
+    drop(m);
+    let info = broker.reset_group("g", StartFrom::Earliest).unwrap();
+    assert!(info.partitions.iter().all(|p| p.committed == 0), "{:?}", info.partitions);
+    assert_eq!(info.partitions.iter().map(|p| p.lag).sum::<u64>(), n);
+    // Durable: the reset position survives a restart.
+    broker.close().await.unwrap();
+    drop(broker);
+    let broker = open(dir.path());
+    let info = broker.describe_group("g").unwrap();
+    assert_eq!(info.partitions.iter().map(|p| p.lag).sum::<u64>(), n, "{:?}", info.partitions);
+    let m = broker.join("g", MemberConfig::default()).unwrap();
+    let again = drain(&m, n as usize, Duration::from_secs(10)).await;
+    let mut seen: Vec<u64> = again.iter().map(number).collect();
+    seen.sort();
+    assert_eq!(seen, (0..n).collect::<Vec<_>>(), "everything is delivered again after a reset to earliest");
+    assert!(again.iter().all(|d| d.attempt == 1), "attempt counts start over after a reset");
+    drop(m);
+    let info = broker.reset_group("g", StartFrom::Latest).unwrap();
+    assert!(info.partitions.iter().all(|p| p.lag == 0), "{:?}", info.partitions);
+    let e = broker.reset_group("nope", StartFrom::Latest).unwrap_err();
+    assert_eq!(e.code(), "group_not_found");
+}
