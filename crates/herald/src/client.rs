@@ -20,7 +20,8 @@ pub struct Client {
 /// Connects to the backend named by `url`:
 /// - `mem://`: Herald's broker in this process, in a temporary directory (gone on close);
 /// - `file:///path/to/dir`: Herald's broker in this process, durable in that directory;
-/// - `herald://host:port`: a Herald server (`herald serve`) over gRPC.
+/// - `herald://host:port`: a Herald server (`herald serve`) over gRPC;
+/// - `nats://host:port[,host:port…]`: NATS JetStream (see `docs/backends.md`).
 ///
 /// Must be called inside a Tokio runtime.
 pub async fn connect(url: &str) -> Result<Client> {
@@ -47,8 +48,8 @@ pub async fn connect(url: &str) -> Result<Client> {
             }
             crate::remote::connect(rest).await?
         }
-        "nats" => return Err(invalid("this backend is not built yet (see the roadmap in README.md)")),
-        other => return Err(invalid(&format!("unknown scheme {other:?}; use mem://, file:// or herald://"))),
+        "nats" => crate::nats::connect(url).await?,
+        other => return Err(invalid(&format!("unknown scheme {other:?}; use mem://, file://, herald:// or nats://"))),
     };
     Ok(Client { backend })
 }

@@ -45,6 +45,7 @@ mod embedded;
 mod error;
 pub mod idempotency;
 mod producer;
+mod nats;
 mod remote;
 
 pub use backend::{
