@@ -1,0 +1,129 @@
+//! The `Admin` service: topics, groups and dead letters.
+
+use std::sync::Arc;
+
+use herald_proto::v1::admin_server::Admin;
+use herald_proto::v1::{
+    Count, CreateTopicRequest, DeadLetter, DlqListRequest, DlqListResponse, Empty, GroupInfo, GroupName,
+    ListGroupsResponse, ListTopicsRequest, ListTopicsResponse, ResetGroupRequest, TopicInfo, TopicName,
+};
+use herald_proto::{
+    event_to_proto, group_info_to_proto, position_from_proto, topic_config_from_proto, topic_info_to_proto,
+};
+use tonic::{Request, Response, Status};
+
+use super::events::count_request;
+use super::{blocking, cut_to_size};
+use crate::AppState;
+
+pub(super) struct AdminService {
+    pub(super) state: Arc<AppState>,
+}
+
+/// Runs one admin call and counts it.
+async fn counted<T>(method: &'static str, f: impl Future<Output = Result<T, Status>>) -> Result<Response<T>, Status> {
+    let r = f.await;
+    count_request(method, &r);
+    r.map(Response::new)
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_topic(&self, request: Request<CreateTopicRequest>) -> Result<Response<TopicInfo>, Status> {
+        let CreateTopicRequest { name, config, if_not_exists } = request.into_inner();
+        let config = topic_config_from_proto(config.unwrap_or_default());
+        counted("CreateTopic", async {
+            let info = blocking(&self.state.broker, move |b| {
+                // As the SDK's ensure_topic: an existing topic is described as it is.
+                if if_not_exists { b.ensure_topic(&name, config) } else { b.create_topic(&name, config) }
+            })
+            .await?;
+            Ok(topic_info_to_proto(&info))
+        })
+        .await
+    }
+
+    async fn list_topics(&self, _: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
+        counted("ListTopics", async { Ok(ListTopicsResponse { names: self.state.broker.list_topics() }) }).await
+    }
+
+    async fn describe_topic(&self, request: Request<TopicName>) -> Result<Response<TopicInfo>, Status> {
+        let name = request.into_inner().name;
+        counted("DescribeTopic", async {
+            let info = blocking(&self.state.broker, move |b| b.describe_topic(&name)).await?;
+            Ok(topic_info_to_proto(&info))
+        })
+        .await
+    }
+
+    async fn delete_topic(&self, request: Request<TopicName>) -> Result<Response<Empty>, Status> {
+        let name = request.into_inner().name;
+        counted("DeleteTopic", async {
+            blocking(&self.state.broker, move |b| b.delete_topic(&name)).await?;
+            Ok(Empty {})
+        })
+        .await
+    }
+
+    async fn list_groups(&self, _: Request<Empty>) -> Result<Response<ListGroupsResponse>, Status> {
+        counted("ListGroups", async { Ok(ListGroupsResponse { names: self.state.broker.list_groups() }) }).await
+    }
+
+    async fn describe_group(&self, request: Request<GroupName>) -> Result<Response<GroupInfo>, Status> {
+        let group = request.into_inner().group;
+        counted("DescribeGroup", async {
+            let info = blocking(&self.state.broker, move |b| b.describe_group(&group)).await?;
+            Ok(group_info_to_proto(&info))
+        })
+        .await
+    }
+
+    async fn reset_group(&self, request: Request<ResetGroupRequest>) -> Result<Response<GroupInfo>, Status> {
+        let ResetGroupRequest { group, to } = request.into_inner();
+        let to = position_from_proto(to);
+        counted("ResetGroup", async {
+            let info = blocking(&self.state.broker, move |b| b.reset_group(&group, to)).await?;
+            Ok(group_info_to_proto(&info))
+        })
+        .await
+    }
+
+    /// Dead letters, oldest first: at most `max` (0 or more than `max_read_events` mean
+    /// `max_read_events`), and no more than fit in [`super::RESPONSE_BYTES_TARGET`].
+    async fn dlq_list(&self, request: Request<DlqListRequest>) -> Result<Response<DlqListResponse>, Status> {
+        let DlqListRequest { group, max } = request.into_inner();
+        let cap = self.state.config.max_read_events;
+        let max = match max as usize {
+            0 => cap,
+            n => n.min(cap),
+        };
+        counted("DlqList", async {
+            let letters = blocking(&self.state.broker, move |b| b.dlq_list(&group, max)).await?;
+            let mut dead_letters: Vec<DeadLetter> = letters
+                .iter()
+                .map(|l| DeadLetter { dlq_offset: l.dlq_offset, event: Some(event_to_proto(&l.event)) })
+                .collect();
+            cut_to_size(&mut dead_letters);
+            Ok(DlqListResponse { dead_letters })
+        })
+        .await
+    }
+
+    async fn dlq_replay(&self, request: Request<GroupName>) -> Result<Response<Count>, Status> {
+        let group = request.into_inner().group;
+        counted("DlqReplay", async {
+            let n = self.state.broker.dlq_replay(&group).await.map_err(|e| herald_proto::broker_status(&e))?;
+            Ok(Count { count: n as u64 })
+        })
+        .await
+    }
+
+    async fn dlq_purge(&self, request: Request<GroupName>) -> Result<Response<Count>, Status> {
+        let group = request.into_inner().group;
+        counted("DlqPurge", async {
+            let n = self.state.broker.dlq_purge(&group).await.map_err(|e| herald_proto::broker_status(&e))?;
+            Ok(Count { count: n })
+        })
+        .await
+    }
+}

@@ -1,0 +1,111 @@
+//! `Events.Publish` and `Events.Read`; `Subscribe` lives in `subscribe.rs`.
+
+use std::sync::Arc;
+
+use herald_core::EventError;
+use herald_proto::v1::events_server::Events;
+use herald_proto::v1::{PublishRequest, PublishResponse, ReadRequest, ReadResponse, SubscribeRequest};
+use herald_proto::{event_from_proto, receipt_to_proto, status, stored_to_proto};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::subscribe::{self, SubscribeStream};
+use super::{blocking, cut_to_size};
+use crate::AppState;
+
+pub(super) struct EventsService {
+    pub(super) state: Arc<AppState>,
+}
+
+/// Counts one request by method and outcome.
+pub(super) fn count_request<T>(method: &'static str, r: &Result<T, Status>) {
+    let code = match r {
+        Ok(_) => "ok".to_owned(),
+        Err(s) => herald_proto::code_of(s),
+    };
+    metrics::counter!("herald_server_requests_total", "api" => "grpc", "method" => method, "code" => code).increment(1);
+}
+
+#[tonic::async_trait]
+impl Events for EventsService {
+    async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
+        let r = publish(&self.state, request.into_inner()).await;
+        count_request("Publish", &r);
+        r.map(Response::new)
+    }
+
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<Streaming<SubscribeRequest>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let r = subscribe::start(self.state.clone(), request.into_inner()).await;
+        count_request("Subscribe", &r);
+        r.map(Response::new)
+    }
+
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
+        let r = read(&self.state, request.into_inner()).await;
+        count_request("Read", &r);
+        r.map(Response::new)
+    }
+}
+
+async fn publish(state: &AppState, req: PublishRequest) -> Result<PublishResponse, Status> {
+    let max = state.config.max_batch_events;
+    let n = req.events.len();
+    if n == 0 {
+        return Err(status("invalid_argument", "the publish request holds no events; send at least one"));
+    }
+    if n > max {
+        return Err(status(
+            "limit_exceeded",
+            format!(
+                "the publish request holds {n} events; the limit is {max} (max_batch_events): split it into \
+                 requests of at most {max} events"
+            ),
+        ));
+    }
+    let limits = state.config.limits();
+    let mut events = Vec::with_capacity(n);
+    for (i, p) in req.events.into_iter().enumerate() {
+        match event_from_proto(p, &limits) {
+            Ok(e) => events.push(e),
+            Err(e) => {
+                let code = match e {
+                    EventError::EventTooLarge { .. } => "event_too_large",
+                    _ => "invalid_event",
+                };
+                return Err(status(code, format!("event {i} of the batch (counting from 0) is invalid: {e}")));
+            }
+        }
+    }
+    let receipts = state.broker.publish_batch(&req.topic, events).await.map_err(|e| herald_proto::broker_status(&e))?;
+    let duplicates = receipts.iter().filter(|r| r.duplicate).count();
+    metrics::counter!("herald_server_published_events_total", "api" => "grpc")
+        .increment((receipts.len() - duplicates) as u64);
+    if duplicates > 0 {
+        metrics::counter!("herald_server_duplicate_events_total", "api" => "grpc").increment(duplicates as u64);
+    }
+    Ok(PublishResponse { receipts: receipts.iter().map(receipt_to_proto).collect() })
+}
+
+async fn read(state: &AppState, req: ReadRequest) -> Result<ReadResponse, Status> {
+    let max = state.config.max_read_events;
+    let limit = req.limit as usize;
+    if limit == 0 {
+        return Err(status("invalid_argument", format!("read limit is 0; ask for 1 to {max} events")));
+    }
+    if limit > max {
+        return Err(status(
+            "limit_exceeded",
+            format!("read limit is {limit} events; the limit is {max} (max_read_events): page with offsets"),
+        ));
+    }
+    let ReadRequest { topic, partition, offset, .. } = req;
+    let stored = blocking(&state.broker, move |b| b.read(&topic, partition, offset, limit)).await?;
+    // Fewer than asked for is a normal answer: the client reads on from the last offset + 1.
+    let mut events: Vec<_> = stored.iter().map(stored_to_proto).collect();
+    cut_to_size(&mut events);
+    Ok(ReadResponse { events })
+}

@@ -1,0 +1,165 @@
+//! gRPC `herald.v1`: the `Events` and `Admin` services over the broker.
+//!
+//! Where the pieces are:
+//! - this file: [`routes`] (both services with their message size limits), the blocking-call
+//!   helper, response sizing ([`RESPONSE_BYTES_TARGET`]), and [`Coded`], which gives the statuses tonic makes itself (a message over
+//!   `max_request_bytes`, bytes that are not protobuf) a `herald-code` like every other error;
+//! - `events.rs`: `Publish` and `Read`, plus the `Events` trait impl that hands `Subscribe` on;
+//! - `subscribe.rs`: one `Subscribe` stream, i.e. one group member: Join, then deliveries under
+//!   the client's credit, settlements, heartbeats, and its end (client gone, error, shutdown);
+//! - `admin.rs`: the `Admin` service (topics, groups, dead letters).
+//!
+//! Messages convert with `herald_proto` (`event_from_proto`, `group_config_from_proto`, …) and
+//! every error leaves as `herald_proto::status` / `broker_status`: a gRPC status whose metadata
+//! `herald-code` holds Herald's stable code.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use herald_broker::{Broker, BrokerError};
+use herald_proto::v1::admin_server::AdminServer;
+use herald_proto::v1::events_server::EventsServer;
+use herald_proto::{CODE_KEY, status};
+use tonic::Status;
+use tonic::body::Body;
+use tonic::codegen::http;
+use tonic::server::NamedService;
+
+use crate::AppState;
+
+mod admin;
+mod events;
+mod subscribe;
+
+/// Largest message the server sends: one stored event at the hard size limit plus room for its
+/// envelope. Deliveries and listings are split or cut well below this (see
+/// [`RESPONSE_BYTES_TARGET`]); only a single very large event comes near it.
+pub const ENCODE_BYTES_MAX: usize = herald_core::Limits::EVENT_BYTES_HARD_MAX + (1 << 20);
+
+/// Responses carrying many events (a `Deliveries` message, a `Read` answer, a DLQ listing) stop
+/// growing before this many bytes; a single event larger than this still goes out alone. It stays
+/// under the 4 MiB a gRPC client accepts by default, so clients need a higher limit only for
+/// single events that large.
+pub const RESPONSE_BYTES_TARGET: usize = (4 << 20) - (64 << 10);
+
+/// Keeps the longest prefix of `items` whose encoding fits in [`RESPONSE_BYTES_TARGET`] (at
+/// least one item), counting each as a length-delimited field of the enclosing message.
+fn cut_to_size<T: prost::Message>(items: &mut Vec<T>) {
+    let mut bytes = 0;
+    let keep = items
+        .iter()
+        .position(|m| {
+            bytes += field_len(m);
+            bytes > RESPONSE_BYTES_TARGET
+        })
+        .map_or(items.len(), |i| i.max(1));
+    items.truncate(keep);
+}
+
+/// Bytes `m` takes as a field of another message: tag, length, body.
+fn field_len<T: prost::Message>(m: &T) -> usize {
+    let len = m.encoded_len();
+    1 + prost::length_delimiter_len(len) + len
+}
+
+/// The gRPC services, ready to serve.
+pub fn routes(state: Arc<AppState>) -> tonic::service::Routes {
+    let max_request_bytes = state.config.max_request_bytes;
+    let events = EventsServer::new(events::EventsService { state: state.clone() })
+        .max_decoding_message_size(max_request_bytes)
+        .max_encoding_message_size(ENCODE_BYTES_MAX);
+    let admin = AdminServer::new(admin::AdminService { state })
+        .max_decoding_message_size(max_request_bytes)
+        .max_encoding_message_size(ENCODE_BYTES_MAX);
+    tonic::service::Routes::new(Coded { inner: events, max_request_bytes })
+        .add_service(Coded { inner: admin, max_request_bytes })
+}
+
+/// Runs a broker call that may touch the disk (fsync, reads) off the async workers.
+async fn blocking<T, F>(broker: &Broker, f: F) -> Result<T, Status>
+where
+    F: FnOnce(&Broker) -> Result<T, BrokerError> + Send + 'static,
+    T: Send + 'static,
+{
+    let broker = broker.clone();
+    match tokio::task::spawn_blocking(move || f(&broker)).await {
+        Ok(r) => r.map_err(|e| herald_proto::broker_status(&e)),
+        Err(e) => Err(status("internal", format!("broker call failed: {e}"))),
+    }
+}
+
+/// A status tonic produced itself (while decoding a request), given Herald's code and a message
+/// that says what to do. Statuses that carry a code already pass unchanged.
+fn wire_status(s: &Status, max_request_bytes: usize) -> Status {
+    if s.metadata().contains_key(CODE_KEY) {
+        return s.clone();
+    }
+    use tonic::Code;
+    match s.code() {
+        Code::OutOfRange | Code::ResourceExhausted => status(
+            "limit_exceeded",
+            format!(
+                "request message too large: {}; this server accepts messages up to {max_request_bytes} bytes \
+                 (max_request_bytes): send fewer events per request",
+                s.message()
+            ),
+        ),
+        Code::Internal | Code::InvalidArgument => status(
+            "invalid_argument",
+            format!("the request is not a valid herald.v1 message ({}); use the herald.v1 .proto", s.message()),
+        ),
+        Code::Unimplemented => status("unsupported", s.message().to_owned()),
+        Code::Cancelled | Code::Unavailable | Code::DeadlineExceeded => status("unavailable", s.message().to_owned()),
+        _ => status("internal", s.message().to_owned()),
+    }
+}
+
+/// Wraps a generated service so that an error response tonic built without our handlers (a
+/// request that could not be decoded) still carries a `herald-code`.
+#[derive(Clone)]
+pub struct Coded<S> {
+    inner: S,
+    max_request_bytes: usize,
+}
+
+impl<S: NamedService> NamedService for Coded<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tonic::codegen::Service<http::Request<Body>> for Coded<S>
+where
+    S: tonic::codegen::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let max_request_bytes = self.max_request_bytes;
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut res = fut.await?;
+            let headers = res.headers_mut();
+            // Only a "trailers-only" error response carries grpc-status in its headers; ours
+            // carry the code already, tonic's own do not.
+            let tonic_made = headers.get(Status::GRPC_STATUS).is_some_and(|v| v.as_bytes() != b"0")
+                && !headers.contains_key(CODE_KEY);
+            if tonic_made && let Some(original) = Status::from_header_map(headers) {
+                let coded = wire_status(&Status::new(original.code(), original.message()), max_request_bytes);
+                headers.remove(Status::GRPC_STATUS);
+                headers.remove(Status::GRPC_MESSAGE);
+                headers.remove(Status::GRPC_STATUS_DETAILS);
+                if coded.add_header(headers).is_err() {
+                    // Cannot happen for our messages; keep a status in any case.
+                    headers.insert(Status::GRPC_STATUS, http::HeaderValue::from(original.code() as i32));
+                }
+            }
+            Ok(res)
+        })
+    }
+}

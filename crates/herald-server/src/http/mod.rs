@@ -1,0 +1,270 @@
+//! HTTP/JSON: the CloudEvents HTTP binding, SSE subscriptions, admin, metrics and health.
+//!
+//! Where the pieces are:
+//! - this file: [`router`] (every route, the concurrent-request limit, the request counter),
+//!   `/healthz`, `/readyz` and `/metrics` (the recorder's text plus gauges computed at scrape);
+//! - `error.rs`: `ApiError`, the `{"code": …, "message": …}` body and the status of each code;
+//! - `extract.rs`: reading requests under the limits: bodies (`max_request_bytes`, a declared
+//!   `Content-Length` checked before reading, a read timeout), JSON bodies, query strings and
+//!   path segments, every failure an `ApiError`;
+//! - `events.rs`: `POST /v1/topics/{topic}/events` (binary, structured and batch modes) and
+//!   `GET /v1/topics/{topic}/events` (browse);
+//! - `subscribe.rs`: `GET /v1/groups/{group}/subscribe` (Server-Sent Events: one connection is one
+//!   group member), the registry of live members, and `POST /v1/groups/{group}/acks`;
+//! - `admin.rs`: topics, groups, resets and dead letters.
+//!
+//! Every error is JSON: `{"code": "topic_not_found", "message": "…"}`, with the HTTP status of
+//! its class (400 bad input, 404 unknown, 409 conflict, 413 too large, 415 media type, 416
+//! offsets, 429 limits, 503 busy or shutting down).
+//!
+//! Limits, each refused at once: a body over `max_request_bytes` (or declaring it) is 413
+//! `limit_exceeded`, as is a batch over `max_batch_events` (and an acks request over it); an
+//! event over `max_event_bytes` is 413 `event_too_large`; a browse or DLQ listing asking for more
+//! than `max_read_events` is 400 `limit_exceeded`; a subscription beyond `max_subscriptions` is
+//! 429 `limit_exceeded`; a request beyond `max_http_requests` in flight is 503 `busy` (health
+//! probes are not counted); a body that does not arrive within 60 s is 408.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use herald_broker::{Broker, BrokerError};
+use tokio::sync::Semaphore;
+
+use crate::AppState;
+
+mod admin;
+mod error;
+mod events;
+mod extract;
+mod subscribe;
+
+pub(crate) use error::ApiError;
+
+/// What the handlers share: the server's state, the request permits and the live SSE members.
+#[derive(Clone)]
+pub(crate) struct Http {
+    app: Arc<AppState>,
+    /// Requests being handled, bounded by `max_http_requests` (health checks do not count).
+    requests: Arc<Semaphore>,
+    /// Members of open SSE subscriptions, for `POST …/acks`.
+    live: Arc<subscribe::Live>,
+}
+
+/// The HTTP API.
+pub fn router(state: Arc<AppState>) -> Router {
+    let h = Http {
+        requests: Arc::new(Semaphore::new(state.config.max_http_requests)),
+        live: Arc::new(subscribe::Live::default()),
+        app: state,
+    };
+    let body_limit = h.app.config.max_request_bytes;
+    let api = Router::new()
+        .route("/v1/topics", post(admin::create_topic).get(admin::list_topics))
+        .route("/v1/topics/{topic}", get(admin::describe_topic).delete(admin::delete_topic))
+        .route("/v1/topics/{topic}/events", post(events::publish).get(events::read))
+        .route("/v1/groups", get(admin::list_groups))
+        .route("/v1/groups/{group}", get(admin::describe_group))
+        .route("/v1/groups/{group}/reset", post(admin::reset_group))
+        .route("/v1/groups/{group}/subscribe", get(subscribe::subscribe))
+        .route("/v1/groups/{group}/acks", post(subscribe::acks))
+        .route("/v1/groups/{group}/dlq", get(admin::dlq_list).delete(admin::dlq_purge))
+        .route("/v1/groups/{group}/dlq/replay", post(admin::dlq_replay))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(h.clone(), limit_requests));
+    Router::new()
+        // Probes stay outside the request limit: a loaded server is alive, not dead.
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(count_requests))
+        // Bodies are read by `extract::read_body` under the same limit; this one covers any
+        // extractor of axum's own.
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(h)
+}
+
+/// Refuses a request at once when `max_http_requests` are being handled. The permit is held
+/// until the handler returns its response: an SSE stream counts against `max_subscriptions`
+/// instead.
+async fn limit_requests(State(h): State<Http>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = h.requests.clone().try_acquire_owned() else {
+        let max = h.app.config.max_http_requests;
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!(
+                "the server is handling {max} HTTP requests, its limit (max_http_requests); retry with backoff, or \
+                 raise max_http_requests"
+            ),
+        )
+        .into_response();
+    };
+    next.run(req).await
+}
+
+/// Counts requests as the gRPC services do (`api`, `method`, `code`): the method is the verb and
+/// route template (never the raw path, so labels stay bounded), the code `ok` or the error's.
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let verb = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    };
+    let res = next.run(req).await;
+    let code = res.extensions().get::<error::Code>().map_or("ok", |c| c.0);
+    metrics::counter!("herald_server_requests_total", "api" => "http", "method" => format!("{verb} {route}"), "code" => code)
+        .increment(1);
+    res
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route {} {}; the API lives under /v1/topics and /v1/groups", req.method(), req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+/// 200 while the process runs.
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// 200 while serving; 503 once shutdown began.
+async fn readyz(State(h): State<Http>) -> Response {
+    if h.app.shutdown.is_cancelled() {
+        return ApiError::shutting_down().into_response();
+    }
+    axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+}
+
+/// Prometheus text: what the process recorded, then gauges read from the broker now (so that a
+/// deleted topic or group disappears from the next scrape).
+async fn metrics(State(h): State<Http>) -> Result<Response, ApiError> {
+    let mut text = h.app.metrics.render();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let gauges = blocking(&h, |b| Ok(broker_gauges(b))).await?;
+    text.push_str(&gauges);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+}
+
+/// Topic and group figures in the Prometheus text format.
+fn broker_gauges(broker: &Broker) -> String {
+    let topics = broker.list_topics();
+    let groups = broker.list_groups();
+    let mut out = String::new();
+    family(&mut out, "herald_topics", "Topics on this server (DLQ and replay topics included).");
+    let _ = writeln!(out, "herald_topics {}", topics.len());
+    family(&mut out, "herald_groups", "Consumer groups on this server.");
+    let _ = writeln!(out, "herald_groups {}", groups.len());
+
+    let infos: Vec<_> = topics.iter().filter_map(|t| broker.describe_topic(t).ok()).collect();
+    family(&mut out, "herald_topic_latest_offset", "Offset the next event of the partition will get.");
+    for t in &infos {
+        for p in &t.partitions {
+            let _ = writeln!(
+                out,
+                "herald_topic_latest_offset{{topic=\"{}\",partition=\"{}\"}} {}",
+                escape(&t.name),
+                p.partition,
+                p.latest_offset
+            );
+        }
+    }
+    family(&mut out, "herald_topic_earliest_offset", "Earliest offset of the partition still stored.");
+    for t in &infos {
+        for p in &t.partitions {
+            let _ = writeln!(
+                out,
+                "herald_topic_earliest_offset{{topic=\"{}\",partition=\"{}\"}} {}",
+                escape(&t.name),
+                p.partition,
+                p.earliest_offset
+            );
+        }
+    }
+
+    let infos: Vec<_> = groups.iter().filter_map(|g| broker.describe_group(g).ok()).collect();
+    family(&mut out, "herald_group_members", "Members of the consumer group.");
+    for g in &infos {
+        let _ = writeln!(out, "herald_group_members{{group=\"{}\"}} {}", escape(&g.name), g.members.len());
+    }
+    family(
+        &mut out,
+        "herald_group_lag",
+        "Events of the partition the group has not acked or dead-lettered yet (latest - committed).",
+    );
+    for g in &infos {
+        for p in &g.partitions {
+            let _ = writeln!(
+                out,
+                "herald_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
+                escape(&g.name),
+                escape(&p.topic),
+                p.partition,
+                p.lag
+            );
+        }
+    }
+    family(&mut out, "herald_group_committed_offset", "First offset of the partition the group has not settled.");
+    for g in &infos {
+        for p in &g.partitions {
+            let _ = writeln!(
+                out,
+                "herald_group_committed_offset{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
+                escape(&g.name),
+                escape(&p.topic),
+                p.partition,
+                p.committed
+            );
+        }
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+}
+
+/// A Prometheus label value. Topic and group names cannot hold these characters today; this
+/// keeps the output well formed if that ever changes.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Runs a broker call that may touch the disk (fsync, reads, directory listings) off the async
+/// workers.
+async fn blocking<T, F>(h: &Http, f: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&Broker) -> Result<T, BrokerError> + Send + 'static,
+    T: Send + 'static,
+{
+    let broker = h.app.broker.clone();
+    match tokio::task::spawn_blocking(move || f(&broker)).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(ApiError::internal(format!("broker call failed: {e}"))),
+    }
+}
