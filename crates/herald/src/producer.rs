@@ -133,6 +133,10 @@ impl Producer {
 }
 
 async fn sender(backend: Arc<dyn Backend>, config: ProducerConfig, mut rx: mpsc::Receiver<Pending>) {
+    // One worker per topic with one publish in flight: a topic's batches are stored in the order
+    // they were formed, so events of one key keep their publish order (also across retries).
+    // Topics go out concurrently; one topic's slow retries do not hold the others.
+    let mut workers: HashMap<String, mpsc::Sender<Vec<Pending>>> = HashMap::new();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + config.linger;
@@ -150,28 +154,51 @@ async fn sender(backend: Arc<dyn Backend>, config: ProducerConfig, mut rx: mpsc:
         for p in batch {
             by_topic.entry(p.topic.clone()).or_default().push(p);
         }
-        for (topic, pending) in by_topic {
-            let backend = backend.clone();
-            let retry_for = config.retry_for;
-            // Topics go out concurrently; one topic's slow retries do not hold the others.
-            tokio::spawn(async move {
-                let events: Vec<Event> = pending.iter().map(|p| p.event.clone()).collect();
-                let result = publish_with_retry(&*backend, &topic, events, retry_for).await;
-                match result {
-                    Ok(receipts) => {
-                        for (p, r) in pending.into_iter().zip(receipts) {
-                            let _ = p.reply.send(Ok(r));
-                        }
-                    }
-                    Err(e) => {
-                        for p in pending {
-                            let _ = p.reply.send(Err(Error::new(e.kind(), e.code(), e.to_string())));
-                        }
+        for (topic, mut pending) in by_topic {
+            loop {
+                let tx = workers
+                    .entry(topic.clone())
+                    .or_insert_with(|| spawn_topic_worker(backend.clone(), topic.clone(), config.retry_for));
+                // Waits while the topic's worker has batches queued: the producer's buffer (and
+                // so `publish`) applies the backpressure.
+                match tx.send(pending).await {
+                    Ok(()) => break,
+                    Err(mpsc::error::SendError(back)) => {
+                        // The worker ended after being idle; start another.
+                        workers.remove(&topic);
+                        pending = back;
                     }
                 }
-            });
+            }
         }
     }
+}
+
+/// Batches waiting per topic worker, beyond the one being published.
+const TOPIC_QUEUE_BATCHES: usize = 4;
+/// A topic worker with nothing to do for this long ends (the sender starts a new one on demand).
+const TOPIC_WORKER_IDLE: Duration = Duration::from_secs(30);
+
+fn spawn_topic_worker(backend: Arc<dyn Backend>, topic: String, retry_for: Duration) -> mpsc::Sender<Vec<Pending>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<Pending>>(TOPIC_QUEUE_BATCHES);
+    tokio::spawn(async move {
+        while let Ok(Some(pending)) = tokio::time::timeout(TOPIC_WORKER_IDLE, rx.recv()).await {
+            let events: Vec<Event> = pending.iter().map(|p| p.event.clone()).collect();
+            match publish_with_retry(&*backend, &topic, events, retry_for).await {
+                Ok(receipts) => {
+                    for (p, r) in pending.into_iter().zip(receipts) {
+                        let _ = p.reply.send(Ok(r));
+                    }
+                }
+                Err(e) => {
+                    for p in pending {
+                        let _ = p.reply.send(Err(Error::new(e.kind(), e.code(), e.to_string())));
+                    }
+                }
+            }
+        }
+    });
+    tx
 }
 
 /// Retries retryable failures with exponential backoff; the events keep their ids, so a retry

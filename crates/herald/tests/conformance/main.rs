@@ -30,6 +30,7 @@ macro_rules! conformance {
             case!(continue_after_errors);
             case!(order_per_key_with_several_subscribers);
             case!(publisher_close_loses_nothing);
+            case!(producer_keeps_publish_order_per_key);
             case!(topics_are_isolated);
             case!(broker_restart_mid_stream_loses_nothing);
             case!(consumer_groups_are_independent);
@@ -50,3 +51,4 @@ macro_rules! conformance {
 
 conformance!(mem, crate::harness::Harness::memory());
 conformance!(file, crate::harness::Harness::file());
+conformance!(remote, crate::harness::Harness::remote());

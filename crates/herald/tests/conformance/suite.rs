@@ -273,6 +273,32 @@ pub async fn order_per_key_with_several_subscribers(h: &Harness) {
     }
 }
 
+/// A producer with many small batches in flight keeps each key's events in publish order in
+/// storage (one publish in flight per topic), also when publishes race from several tasks.
+pub async fn producer_keeps_publish_order_per_key(h: &Harness) {
+    let client = h.client().await;
+    client.ensure_topic("t", TopicConfig::with_partitions(4)).await.unwrap();
+    let producer = client.producer_with(herald::ProducerConfig {
+        linger: Duration::ZERO,
+        batch_events_max: 7,
+        ..Default::default()
+    });
+    let keys = 5u64;
+    let receipts = producer
+        .publish_all("t", (0..400).map(|i| ev(Some(&format!("k{}", i % keys)), i)).collect())
+        .await
+        .unwrap();
+    let mut last: HashMap<u64, (u32, u64)> = HashMap::new();
+    for (i, r) in receipts.iter().enumerate() {
+        let k = i as u64 % keys;
+        if let Some((p, o)) = last.get(&k) {
+            assert_eq!(*p, r.partition, "key {k} moved partition");
+            assert!(r.offset > *o, "key {k}: event {i} stored at {} before its predecessor at {o}", r.offset);
+        }
+        last.insert(k, (r.partition, r.offset));
+    }
+}
+
 pub async fn publisher_close_loses_nothing(h: &Harness) {
     let client = h.client().await;
     client.ensure_topic("t", TopicConfig::with_partitions(2)).await.unwrap();

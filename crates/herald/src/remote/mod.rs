@@ -1,0 +1,564 @@
+//! The `herald://host:port` backend: a Herald server (`herald serve`) over gRPC `herald.v1`.
+//!
+//! - Unary calls (publish, admin, browse) go over one lazily connecting channel: nothing is
+//!   dialled until the first call, and after the server went away the next call dials again, so
+//!   the client recovers by itself when the server comes back. Failures to reach the server are
+//!   [`ErrorKind::Unavailable`] (retryable: the producer retries them; event ids make a retried
+//!   publish safe). Idempotent calls are retried a few times within a second before failing.
+//! - A subscription is one `Subscribe` stream kept by a background task (see `subscription.rs`),
+//!   which re-joins the group when the stream breaks.
+//!
+//! Errors keep the server's stable code (`topic_not_found`, `busy`, …) and message.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_core::Event;
+use herald_proto::v1;
+use herald_proto::v1::admin_client::AdminClient;
+use herald_proto::v1::events_client::EventsClient;
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::backend::{
+    Backend, Capabilities, DeadLetter, GroupInfo, Receipt, StartFrom, StoredEvent, SubscribeOptions, Subscription,
+    TopicConfig, TopicInfo,
+};
+use crate::error::{Error, ErrorKind, Result};
+
+mod subscription;
+
+/// How long dialling the server may take before a call fails as unavailable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 pings on an otherwise quiet connection, so that a server that vanished without closing
+/// the connection (a power cut, a partition) is noticed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// A ping unanswered this long closes the connection.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest a unary call may take before it fails as unavailable (its outcome is then unknown:
+/// a publish retried after this is deduplicated by event id).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts of an idempotent call that fails to reach the server, and the pause before the
+/// first retry (quadrupled each time): a call made just as a connection broke still succeeds,
+/// while a server that is down is reported within a second.
+const IDEMPOTENT_ATTEMPTS: u32 = 3;
+const IDEMPOTENT_RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// A publish is sent in requests of at most this many events…
+const PUBLISH_EVENTS_MAX: usize = 1000;
+/// …and about this many bytes (a single larger event goes alone): well below the server's
+/// default `max_request_bytes` (16 MiB).
+const PUBLISH_BYTES_TARGET: usize = 4 << 20;
+/// Largest message accepted from the server: one event at the hard size limit plus its envelope
+/// (the server never sends more; see `herald_server::grpc::ENCODE_BYTES_MAX`).
+const DECODE_BYTES_MAX: usize = herald_core::Limits::EVENT_BYTES_HARD_MAX + (1 << 20);
+
+/// A Herald server over gRPC.
+pub(crate) struct Remote {
+    addr: Arc<str>,
+    events: EventsClient<Channel>,
+    admin: AdminClient<Channel>,
+    /// Cancelled by `close`: later calls fail with `closed`, subscriptions leave their groups.
+    closed: CancellationToken,
+}
+
+/// Connects to the server at `addr` (`host:port`). Nothing is dialled yet: the first call does,
+/// and reports a server that cannot be reached.
+pub(crate) async fn connect(addr: &str) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(Remote::new(addr)?))
+}
+
+impl Remote {
+    fn new(addr: &str) -> Result<Remote> {
+        let invalid = |why: String| {
+            Error::new(ErrorKind::Invalid, "invalid_url", format!("cannot connect to \"herald://{addr}\": {why}"))
+        };
+        let (host, port) =
+            addr.rsplit_once(':').ok_or_else(|| invalid("expected host:port, e.g. herald://127.0.0.1:7281".into()))?;
+        if host.is_empty() {
+            return Err(invalid("the host is empty; expected host:port, e.g. herald://127.0.0.1:7281".into()));
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => return Err(invalid(format!("the port {port:?} is not a number from 1 to 65535"))),
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| invalid(format!("not a valid address: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        Ok(Remote {
+            addr: addr.into(),
+            events: EventsClient::new(channel.clone()).max_decoding_message_size(DECODE_BYTES_MAX),
+            admin: AdminClient::new(channel).max_decoding_message_size(DECODE_BYTES_MAX),
+            closed: CancellationToken::new(),
+        })
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.is_cancelled() {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                "closed",
+                format!("the client of herald://{} is closed", self.addr),
+            ));
+        }
+        Ok(())
+    }
+
+    /// One call, bounded by [`CALL_TIMEOUT`], its failure turned into an [`Error`].
+    async fn once<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T> {
+        self.check_open()?;
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(status_error(&self.addr, what, &s)),
+            Err(_) => Err(Error::new(
+                ErrorKind::Unavailable,
+                "unavailable",
+                format!(
+                    "herald://{}: {what}: no answer within {} s; the server is overloaded or unreachable",
+                    self.addr,
+                    CALL_TIMEOUT.as_secs()
+                ),
+            )),
+        }
+    }
+
+    /// An idempotent call: retried a few times when the server could not be reached.
+    async fn idempotent<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut pause = IDEMPOTENT_RETRY_PAUSE;
+        let mut attempt = 1;
+        loop {
+            match self.once(what, call()).await {
+                Err(e) if e.code() == "unavailable" && attempt < IDEMPOTENT_ATTEMPTS => {
+                    tracing::debug!(addr = %self.addr, what, error = %e, "call failed to reach the server; retrying");
+                    attempt += 1;
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = self.closed.cancelled() => return Err(e),
+                    }
+                    pause *= 4;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn publish_one(&self, topic: &str, events: Vec<v1::Event>) -> Result<Vec<Receipt>> {
+        let n = events.len();
+        let request = v1::PublishRequest { topic: topic.to_owned(), events };
+        let mut client = self.events.clone();
+        let response = self.once(&format!("publish to {topic:?}"), client.publish(request)).await?;
+        if response.receipts.len() != n {
+            return Err(Error::new(
+                ErrorKind::Storage,
+                "remote",
+                format!(
+                    "herald://{}: publish to {topic:?}: the server answered {} receipts for {n} events",
+                    self.addr,
+                    response.receipts.len()
+                ),
+            ));
+        }
+        Ok(response.receipts.into_iter().map(herald_proto::receipt_from_proto).collect())
+    }
+}
+
+/// Splits encoded events into publish requests of at most [`PUBLISH_EVENTS_MAX`] events and about
+/// [`PUBLISH_BYTES_TARGET`] bytes, keeping their order.
+fn split_batch(events: Vec<v1::Event>) -> Vec<Vec<v1::Event>> {
+    let mut out = Vec::new();
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for e in events {
+        let len = e.encoded_len();
+        if !batch.is_empty() && (batch.len() >= PUBLISH_EVENTS_MAX || bytes + len > PUBLISH_BYTES_TARGET) {
+            out.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        bytes += len;
+        batch.push(e);
+    }
+    if !batch.is_empty() {
+        out.push(batch);
+    }
+    out
+}
+
+/// The group settings a subscription asks for (the same as the embedded backend's).
+fn group_config(o: &SubscribeOptions) -> herald_broker::GroupConfig {
+    herald_broker::GroupConfig {
+        topics: o.topics.clone(),
+        start: o.start,
+        ordering: o.ordering,
+        ack_timeout_ms: o.ack_timeout.as_millis().max(1) as u64,
+        session_timeout_ms: o.session_timeout.as_millis().max(1) as u64,
+        retry: o.retry,
+        blocking_retries: o.blocking_retries,
+        ..herald_broker::GroupConfig::default()
+    }
+}
+
+/// Herald's stable codes and what kind of failure each is. The server's codes are the broker's
+/// plus a few of the API's own; `closed` and `shutting_down` mean the server is going away,
+/// which a client sees as the server being unavailable for a while.
+const CODES: &[(&str, ErrorKind)] = &[
+    ("invalid_topic_name", ErrorKind::Invalid),
+    ("invalid_group_name", ErrorKind::Invalid),
+    ("invalid_config", ErrorKind::Invalid),
+    ("invalid_argument", ErrorKind::Invalid),
+    ("invalid_url", ErrorKind::Invalid),
+    ("topic_not_found", ErrorKind::NotFound),
+    ("group_not_found", ErrorKind::NotFound),
+    ("partition_not_found", ErrorKind::NotFound),
+    ("unknown_member", ErrorKind::NotFound),
+    ("not_found", ErrorKind::NotFound),
+    ("topic_exists", ErrorKind::Conflict),
+    ("limit_exceeded", ErrorKind::Limit),
+    ("event_too_large", ErrorKind::InvalidEvent),
+    ("invalid_event", ErrorKind::InvalidEvent),
+    ("busy", ErrorKind::Unavailable),
+    ("unavailable", ErrorKind::Unavailable),
+    ("shutting_down", ErrorKind::Unavailable),
+    ("closed", ErrorKind::Unavailable),
+    ("stale_generation", ErrorKind::Stale),
+    ("not_in_flight", ErrorKind::Stale),
+    ("group_active", ErrorKind::Busy),
+    ("unsupported", ErrorKind::Unsupported),
+    ("retention_overtook", ErrorKind::Storage),
+    ("offset_below_earliest", ErrorKind::Storage),
+    ("offset_beyond_latest", ErrorKind::Storage),
+    ("corrupt_event", ErrorKind::Storage),
+    ("corrupt", ErrorKind::Storage),
+    ("storage", ErrorKind::Storage),
+    ("internal", ErrorKind::Storage),
+];
+
+/// The kind of a stable code, and the code as a `&'static str`; unknown codes (a newer server)
+/// are `remote`.
+fn classify(code: &str) -> (ErrorKind, &'static str) {
+    CODES.iter().find(|(c, _)| *c == code).map_or((ErrorKind::Storage, "remote"), |&(c, k)| (k, c))
+}
+
+/// An error from a code and message the server sent (a status or a `SettleResult`).
+fn coded_error(addr: &str, what: &str, code: &str, message: &str) -> Error {
+    let (kind, code) = classify(code);
+    Error::new(kind, code, format!("herald://{addr}: {what}: {message}"))
+}
+
+/// A failed call as an [`Error`]. A status from a Herald server carries its stable code; one
+/// without (the connection failed, the stream broke, no server there) is a transport failure,
+/// retryable, except for the few gRPC codes that say the request itself is wrong.
+fn status_error(addr: &str, what: &str, s: &tonic::Status) -> Error {
+    if s.metadata().contains_key(herald_proto::CODE_KEY) {
+        return coded_error(addr, what, &herald_proto::code_of(s), s.message());
+    }
+    let mut detail = s.message().to_owned();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !detail.contains(&text) {
+            detail = format!("{detail}: {text}");
+        }
+        source = e.source();
+    }
+    use tonic::Code;
+    let code = match s.code() {
+        Code::InvalidArgument => "invalid_argument",
+        Code::NotFound => "not_found",
+        Code::Unimplemented => "unsupported",
+        Code::OutOfRange => "limit_exceeded",
+        Code::ResourceExhausted => "busy",
+        _ => "unavailable",
+    };
+    let (kind, code) = classify(code);
+    let hint = if kind == ErrorKind::Unavailable {
+        "; is the Herald server (`herald serve`) running and listening there? Retry once it is"
+    } else {
+        ""
+    };
+    Error::new(kind, code, format!("herald://{addr}: {what}: {detail} (gRPC {:?}){hint}", s.code()))
+}
+
+#[async_trait]
+impl Backend for Remote {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { durable: true, durable_attempts: true, admin: true, dedupe: true, key_ordering: true }
+    }
+
+    async fn publish(&self, topic: &str, events: Vec<Event>) -> Result<Vec<Receipt>> {
+        self.check_open()?;
+        let mut receipts = Vec::with_capacity(events.len());
+        for batch in split_batch(events.iter().map(herald_proto::event_to_proto).collect()) {
+            receipts.extend(self.publish_one(topic, batch).await?);
+        }
+        Ok(receipts)
+    }
+
+    async fn subscribe(&self, group: &str, options: SubscribeOptions) -> Result<Box<dyn Subscription>> {
+        self.check_open()?;
+        if options.max_in_flight == 0 {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                "invalid_config",
+                "max_in_flight is 0; a subscription must be able to hold at least one event",
+            ));
+        }
+        let join = v1::Join {
+            group: group.to_owned(),
+            settings: Some(herald_proto::group_config_to_proto(&group_config(&options))),
+            max_in_flight: options.max_in_flight,
+            member_id: String::new(),
+        };
+        let sub = subscription::RemoteSubscription::open(
+            self.addr.clone(),
+            self.events.clone(),
+            join,
+            self.closed.child_token(),
+        )
+        .await?;
+        Ok(Box::new(sub))
+    }
+
+    async fn ensure_topic(&self, topic: &str, config: TopicConfig) -> Result<()> {
+        let request = v1::CreateTopicRequest {
+            name: topic.to_owned(),
+            config: Some(herald_proto::topic_config_to_proto(&config)),
+            if_not_exists: true,
+        };
+        let r = self
+            .idempotent(&format!("create topic {topic:?}"), || {
+                let (mut c, r) = (self.admin.clone(), request.clone());
+                async move { c.create_topic(r).await }
+            })
+            .await;
+        match r {
+            // As on the embedded backend: a topic that exists (with whatever settings) is fine.
+            Err(e) if e.code() == "topic_exists" => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    async fn delete_topic(&self, topic: &str) -> Result<()> {
+        let mut c = self.admin.clone();
+        let request = v1::TopicName { name: topic.to_owned() };
+        self.once(&format!("delete topic {topic:?}"), c.delete_topic(request)).await.map(drop)
+    }
+
+    async fn list_topics(&self) -> Result<Vec<String>> {
+        let r = self
+            .idempotent("list topics", || {
+                let mut c = self.admin.clone();
+                async move { c.list_topics(v1::ListTopicsRequest {}).await }
+            })
+            .await?;
+        Ok(r.names)
+    }
+
+    async fn group_lag(&self, group: &str) -> Result<Vec<(String, u32, u64)>> {
+        let info = self.describe_group(group).await?;
+        Ok(info.partitions.into_iter().map(|p| (p.topic, p.partition, p.lag)).collect())
+    }
+
+    async fn dlq_list(&self, group: &str, max: usize) -> Result<Vec<Event>> {
+        Ok(self.dead_letters(group, max).await?.into_iter().map(|d| d.event).collect())
+    }
+
+    async fn dlq_replay(&self, group: &str) -> Result<usize> {
+        let mut c = self.admin.clone();
+        let request = v1::GroupName { group: group.to_owned() };
+        let n = self.once(&format!("replay the dead letters of {group:?}"), c.dlq_replay(request)).await?;
+        Ok(usize::try_from(n.count).unwrap_or(usize::MAX))
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.cancel();
+        Ok(())
+    }
+
+    async fn describe_topic(&self, topic: &str) -> Result<TopicInfo> {
+        let request = v1::TopicName { name: topic.to_owned() };
+        let info = self
+            .idempotent(&format!("describe topic {topic:?}"), || {
+                let (mut c, r) = (self.admin.clone(), request.clone());
+                async move { c.describe_topic(r).await }
+            })
+            .await?;
+        Ok(herald_proto::topic_info_from_proto(info))
+    }
+
+    async fn list_groups(&self) -> Result<Vec<String>> {
+        let r = self
+            .idempotent("list groups", || {
+                let mut c = self.admin.clone();
+                async move { c.list_groups(v1::Empty {}).await }
+            })
+            .await?;
+        Ok(r.names)
+    }
+
+    async fn describe_group(&self, group: &str) -> Result<GroupInfo> {
+        let request = v1::GroupName { group: group.to_owned() };
+        let info = self
+            .idempotent(&format!("describe group {group:?}"), || {
+                let (mut c, r) = (self.admin.clone(), request.clone());
+                async move { c.describe_group(r).await }
+            })
+            .await?;
+        Ok(herald_proto::group_info_from_proto(info))
+    }
+
+    async fn reset_group(&self, group: &str, to: StartFrom) -> Result<GroupInfo> {
+        let mut c = self.admin.clone();
+        let request = v1::ResetGroupRequest { group: group.to_owned(), to: Some(herald_proto::position_to_proto(to)) };
+        let info = self.once(&format!("reset group {group:?}"), c.reset_group(request)).await?;
+        Ok(herald_proto::group_info_from_proto(info))
+    }
+
+    async fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<DeadLetter>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let request = v1::DlqListRequest { group: group.to_owned(), max: u32::try_from(max).unwrap_or(u32::MAX) };
+        let what = format!("list the dead letters of {group:?}");
+        let r = self
+            .idempotent(&what, || {
+                let (mut c, r) = (self.admin.clone(), request.clone());
+                async move { c.dlq_list(r).await }
+            })
+            .await?;
+        r.dead_letters
+            .into_iter()
+            .map(|d| {
+                let event = herald_proto::event_from_proto(d.event.unwrap_or_default(), &herald_proto::hard_limits())
+                    .map_err(|e| undecodable(&self.addr, &what, e))?;
+                Ok(DeadLetter { dlq_offset: d.dlq_offset, event })
+            })
+            .collect()
+    }
+
+    async fn dlq_purge(&self, group: &str) -> Result<u64> {
+        let mut c = self.admin.clone();
+        let request = v1::GroupName { group: group.to_owned() };
+        Ok(self.once(&format!("purge the dead letters of {group:?}"), c.dlq_purge(request)).await?.count)
+    }
+
+    async fn read(&self, topic: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<StoredEvent>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let request = v1::ReadRequest {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            limit: u32::try_from(max).unwrap_or(u32::MAX),
+        };
+        let what = format!("read {topic:?} partition {partition} from offset {offset}");
+        let r = self
+            .idempotent(&what, || {
+                let (mut c, r) = (self.events.clone(), request.clone());
+                async move { c.read(r).await }
+            })
+            .await?;
+        r.events
+            .into_iter()
+            .map(|s| herald_proto::stored_from_proto(s).map_err(|e| undecodable(&self.addr, &what, e)))
+            .collect()
+    }
+}
+
+/// The server sent an event this client cannot decode (a newer server, or a bug).
+fn undecodable(addr: &str, what: &str, e: herald_core::EventError) -> Error {
+    Error::new(
+        ErrorKind::Storage,
+        "corrupt_event",
+        format!("herald://{addr}: {what}: the server sent an invalid event: {e}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(bytes: usize) -> v1::Event {
+        v1::Event {
+            id: "x".into(),
+            source: "/s".into(),
+            r#type: "t".into(),
+            data: vec![0; bytes].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn publish_requests_are_split_by_count_and_bytes() {
+        let sizes = |b: &[Vec<v1::Event>]| b.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(sizes(&split_batch((0..2500).map(|_| event(10)).collect())), vec![1000, 1000, 500]);
+        // 1 MiB events: three fit under the byte target, the fourth starts a new request.
+        let big = split_batch((0..9).map(|_| event(1 << 20)).collect());
+        assert_eq!(sizes(&big), vec![3, 3, 3]);
+        assert!(big.iter().all(|b| b.iter().map(|e| e.encoded_len()).sum::<usize>() <= PUBLISH_BYTES_TARGET));
+        // An event above the target still goes, alone.
+        assert_eq!(sizes(&split_batch(vec![event(10), event(5 << 20), event(10)])), vec![1, 1, 1]);
+        assert!(split_batch(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn codes_map_to_kinds() {
+        let table = [
+            ("busy", ErrorKind::Unavailable, "busy"),
+            ("shutting_down", ErrorKind::Unavailable, "shutting_down"),
+            ("stale_generation", ErrorKind::Stale, "stale_generation"),
+            ("not_in_flight", ErrorKind::Stale, "not_in_flight"),
+            ("topic_not_found", ErrorKind::NotFound, "topic_not_found"),
+            ("event_too_large", ErrorKind::InvalidEvent, "event_too_large"),
+            ("group_active", ErrorKind::Busy, "group_active"),
+            ("limit_exceeded", ErrorKind::Limit, "limit_exceeded"),
+            ("something_new", ErrorKind::Storage, "remote"),
+        ];
+        for (code, kind, static_code) in table {
+            assert_eq!(classify(code), (kind, static_code), "{code}");
+        }
+    }
+
+    #[test]
+    fn statuses_keep_the_server_code_and_transport_failures_are_retryable() {
+        let s = herald_proto::status("topic_not_found", "topic \"t\" does not exist");
+        let e = status_error("h:1", "publish", &s);
+        assert_eq!((e.kind(), e.code()), (ErrorKind::NotFound, "topic_not_found"));
+        assert!(e.to_string().contains("topic \"t\" does not exist"), "{e}");
+        let e = status_error("h:1", "publish", &tonic::Status::unavailable("tcp connect error"));
+        assert_eq!((e.kind(), e.code()), (ErrorKind::Unavailable, "unavailable"));
+        assert!(e.is_retryable());
+        assert!(e.to_string().contains("herald serve"), "{e}");
+        let e = status_error("h:1", "publish", &tonic::Status::unknown("h2 protocol error"));
+        assert!(e.is_retryable(), "{e}");
+        let e = status_error("h:1", "publish", &tonic::Status::unimplemented("no such method"));
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+    }
+
+    #[tokio::test]
+    async fn bad_addresses_are_refused_with_what_to_do() {
+        for addr in ["nohost", ":7281", "h:0", "h:99999", "h:port"] {
+            let e = Remote::new(addr).err().unwrap_or_else(|| panic!("{addr} accepted"));
+            assert_eq!((e.kind(), e.code()), (ErrorKind::Invalid, "invalid_url"), "{addr}");
+            assert!(e.to_string().contains(addr), "{e}");
+        }
+        Remote::new("127.0.0.1:7281").unwrap();
+        Remote::new("[::1]:7281").unwrap();
+        Remote::new("localhost:7281").unwrap();
+    }
+}

@@ -1,0 +1,621 @@
+//! One subscription over `herald://`: a `Subscribe` stream (one group member on the server) kept
+//! by a background task.
+//!
+//! - The stream opens with `Join` (whose `max_in_flight` is also the server's initial credit).
+//!   The task reads what the server sends: deliveries go into a buffer that `fetch` empties,
+//!   settlement results go to the `ack`/`nack`/`reject` calls waiting for them.
+//! - Flow control: every delivery spends one credit; `fetch` grants the credit back as it hands
+//!   messages out. So the buffer never holds more than `max_in_flight` messages, and the broker
+//!   bounds what is handed out and unsettled by the same number.
+//! - When the stream breaks (the server restarted, the network failed), the task re-joins the
+//!   group on a new stream, retrying with capped exponential backoff, while `fetch` keeps
+//!   answering (with nothing until the new stream delivers). What the old stream delivered can
+//!   no longer be settled: its member left the group, the broker redelivers those events, and
+//!   settling one fails with [`ErrorKind::Stale`]. A failure to re-join that is not a transport
+//!   failure (the group's topic was deleted, say) is returned once by the next `fetch`.
+//! - `close` ends the stream, which makes the server's member leave the group, and waits
+//!   (bounded) until the server has ended its side, i.e. until the member is gone.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_proto::v1;
+use herald_proto::v1::events_client::EventsClient;
+use herald_proto::v1::settle::Kind;
+use herald_proto::v1::subscribe_request::Msg as Up;
+use herald_proto::v1::subscribe_response::Msg as Down;
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+use super::{IDEMPOTENT_ATTEMPTS, IDEMPOTENT_RETRY_PAUSE, coded_error, status_error};
+use crate::backend::{Message, Subscription};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Requests (settlements, credit) queued towards the server before senders wait.
+const REQUESTS_MAX: usize = 64;
+/// Longest wait for the server to accept a `Join` (it may create the group, which is fsynced).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the answer to a settlement.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `close` waits for the server to confirm the member left.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Re-joining after the stream broke: the first pause, doubled after each failure up to the cap.
+const REJOIN_PAUSE_MIN: Duration = Duration::from_millis(50);
+const REJOIN_PAUSE_MAX: Duration = Duration::from_secs(2);
+/// How often credit that did not fit into a full request queue is offered again.
+const CREDIT_RETRY: Duration = Duration::from_millis(50);
+/// A nack or reject reason is cut to this many bytes (the server keeps no more).
+const REASON_BYTES_MAX: usize = 1024;
+
+/// Identifies subscriptions, so that a message is only settled through the one it came from.
+static NEXT_SUBSCRIPTION: AtomicU64 = AtomicU64::new(1);
+
+/// What a remote message carries to be settled.
+struct Token {
+    subscription: u64,
+    /// The stream it came on.
+    epoch: u64,
+    id: v1::DeliveryId,
+}
+
+/// One open `Subscribe` stream: requests up, responses down.
+struct Stream {
+    requests: mpsc::Sender<v1::SubscribeRequest>,
+    responses: Streaming<v1::SubscribeResponse>,
+}
+
+pub(super) struct RemoteSubscription {
+    shared: Arc<Shared>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the subscription's caller and its background task share.
+struct Shared {
+    id: u64,
+    addr: Arc<str>,
+    group: String,
+    max_in_flight: u32,
+    state: Mutex<State>,
+    /// Woken when messages arrive and when the subscription ends.
+    arrived: Notify,
+    /// Cancelled by `close`, by dropping the subscription, or by closing the client.
+    stop: CancellationToken,
+    /// One permit per settlement on its way or waiting for its answer.
+    settles: Semaphore,
+}
+
+struct State {
+    /// Counts the streams joined; a message carries the one it came on.
+    epoch: u64,
+    /// Where requests to the current stream go; `None` while re-joining and once closed.
+    link: Option<mpsc::Sender<v1::SubscribeRequest>>,
+    /// Delivered and not yet fetched: at most `max_in_flight` (the server's credit).
+    buffer: VecDeque<Message>,
+    /// Credit earned by fetches and not sent yet (the request queue was full).
+    owed: u32,
+    /// Settlements sent on the current stream, waiting for their result.
+    pending: HashMap<u64, oneshot::Sender<v1::SettleResult>>,
+    next_seq: u64,
+    /// A failure to re-join worth telling the caller: the next `fetch` returns it.
+    error: Option<Error>,
+    closed: bool,
+}
+
+/// Why a stream stopped being read.
+enum End {
+    /// The subscription is closing.
+    Stop,
+    /// The stream broke; why.
+    Broken(String),
+}
+
+impl RemoteSubscription {
+    /// Joins the group on a new stream (retrying a server that could not be reached a few times
+    /// within a second), then keeps the stream in a background task.
+    pub(super) async fn open(
+        addr: Arc<str>,
+        events: EventsClient<Channel>,
+        join: v1::Join,
+        stop: CancellationToken,
+    ) -> Result<RemoteSubscription> {
+        let mut pause = IDEMPOTENT_RETRY_PAUSE;
+        let mut attempt = 1;
+        let stream = loop {
+            match open_stream(&addr, &events, &join).await {
+                Ok(s) => break s,
+                Err(e) if e.code() == "unavailable" && attempt < IDEMPOTENT_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let shared = Arc::new(Shared {
+            id: NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed),
+            addr,
+            group: join.group.clone(),
+            max_in_flight: join.max_in_flight,
+            state: Mutex::new(State {
+                epoch: 0,
+                link: None,
+                buffer: VecDeque::new(),
+                owed: 0,
+                pending: HashMap::new(),
+                next_seq: 0,
+                error: None,
+                closed: false,
+            }),
+            arrived: Notify::new(),
+            stop,
+            settles: Semaphore::new(join.max_in_flight as usize),
+        });
+        // Attached before the task starts, so that the first fetch already waits on this stream.
+        let epoch = shared.attach(stream.requests.clone());
+        let task = tokio::spawn(keep(shared.clone(), events, join, stream, epoch));
+        Ok(RemoteSubscription { shared, task: Mutex::new(Some(task)) })
+    }
+}
+
+/// Opens a `Subscribe` stream and sends `Join`; the call returns once the server has joined the
+/// group (or refused).
+async fn open_stream(addr: &str, events: &EventsClient<Channel>, join: &v1::Join) -> Result<Stream> {
+    let what = format!("join group {:?}", join.group);
+    let (requests, rx) = mpsc::channel(REQUESTS_MAX);
+    requests.try_send(v1::SubscribeRequest { msg: Some(Up::Join(join.clone())) }).expect("a new channel has room");
+    let mut client = events.clone();
+    match tokio::time::timeout(JOIN_TIMEOUT, client.subscribe(ReceiverStream::new(rx))).await {
+        Ok(Ok(response)) => Ok(Stream { requests, responses: response.into_inner() }),
+        Ok(Err(s)) => Err(status_error(addr, &what, &s)),
+        Err(_) => Err(Error::new(
+            ErrorKind::Unavailable,
+            "unavailable",
+            format!("herald://{addr}: {what}: no answer within {} s", JOIN_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+/// The background task: reads the stream, and re-joins whenever it breaks, until stopped.
+async fn keep(shared: Arc<Shared>, events: EventsClient<Channel>, join: v1::Join, first: Stream, epoch: u64) {
+    let mut stream = first;
+    let mut epoch = epoch;
+    loop {
+        match shared.pump(epoch, &mut stream.responses).await {
+            End::Stop => {
+                shared.leave(stream).await;
+                return;
+            }
+            End::Broken(why) => {
+                tracing::warn!(addr = %shared.addr, group = %shared.group, reason = %why,
+                    "subscription stream broke; re-joining the group (events delivered on it will be redelivered)");
+                shared.detach();
+                drop(stream);
+            }
+        }
+        let mut pause = REJOIN_PAUSE_MIN;
+        stream = loop {
+            let jittered = pause.mul_f64(rand::random_range(0.8..=1.0));
+            tokio::select! {
+                () = shared.stop.cancelled() => return shared.finish(),
+                () = tokio::time::sleep(jittered) => {}
+            }
+            let opened = tokio::select! {
+                () = shared.stop.cancelled() => return shared.finish(),
+                r = open_stream(&shared.addr, &events, &join) => r,
+            };
+            match opened {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::debug!(addr = %shared.addr, group = %shared.group, error = %e, "re-joining failed; retrying");
+                    if !e.is_retryable() {
+                        shared.lock().error = Some(e);
+                        shared.arrived.notify_waiters();
+                    }
+                    pause = (pause * 2).min(REJOIN_PAUSE_MAX);
+                }
+            }
+        };
+        epoch = shared.attach(stream.requests.clone());
+        metrics::counter!("herald_client_rejoins_total", "group" => shared.group.clone()).increment(1);
+        tracing::info!(addr = %shared.addr, group = %shared.group, "subscription re-joined the group");
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("subscription state lock poisoned")
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::new(ErrorKind::Closed, "closed", format!("the subscription to group {:?} is closed", self.group))
+    }
+
+    fn stale_error(&self, what: &str, why: &str) -> Error {
+        Error::new(
+            ErrorKind::Stale,
+            "stale_generation",
+            format!(
+                "herald://{}: {what}: {why}; the member that received it left group {:?}, which redelivers it",
+                self.addr, self.group
+            ),
+        )
+    }
+
+    /// A new stream is the current one; returns its epoch.
+    fn attach(&self, link: mpsc::Sender<v1::SubscribeRequest>) -> u64 {
+        let mut st = self.lock();
+        st.epoch += 1;
+        st.link = Some(link);
+        // The new member starts with full credit; nothing of an older stream can be settled.
+        st.buffer.clear();
+        st.owed = 0;
+        st.pending.clear();
+        st.epoch
+    }
+
+    /// The current stream broke: its deliveries are void, its pending settlements unanswered.
+    fn detach(&self) {
+        let mut st = self.lock();
+        st.link = None;
+        st.buffer.clear();
+        st.owed = 0;
+        st.pending.clear();
+    }
+
+    /// Nothing works any more.
+    fn finish(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.link = None;
+        st.buffer.clear();
+        st.pending.clear();
+        drop(st);
+        self.arrived.notify_waiters();
+    }
+
+    /// Reads one stream until it breaks or the subscription stops.
+    async fn pump(&self, epoch: u64, responses: &mut Streaming<v1::SubscribeResponse>) -> End {
+        let mut credit_retry = tokio::time::interval(CREDIT_RETRY);
+        credit_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return End::Stop,
+                m = responses.message() => match m {
+                    Ok(Some(m)) => self.receive(epoch, m),
+                    Ok(None) => return End::Broken("the server ended the stream".into()),
+                    Err(s) => return End::Broken(status_error(&self.addr, "subscription", &s).to_string()),
+                },
+                _ = credit_retry.tick() => flush_credit(&mut self.lock()),
+            }
+        }
+    }
+
+    /// Handles one message from the server.
+    fn receive(&self, epoch: u64, m: v1::SubscribeResponse) {
+        match m.msg {
+            Some(Down::Joined(j)) => {
+                tracing::debug!(addr = %self.addr, group = %self.group, member = %j.member_id, generation = j.generation, "joined");
+            }
+            Some(Down::Deliveries(d)) => self.deliveries(epoch, d.deliveries),
+            Some(Down::Settled(r)) => {
+                if let Some(waiting) = self.lock().pending.remove(&r.seq) {
+                    let _ = waiting.send(r);
+                }
+            }
+            // A message kind this client does not know (a newer server): nothing to do.
+            None => {}
+        }
+    }
+
+    fn deliveries(&self, epoch: u64, deliveries: Vec<v1::Delivery>) {
+        let mut messages = Vec::with_capacity(deliveries.len());
+        let mut undecodable = Vec::new();
+        for d in deliveries {
+            let Some(id) = d.id else {
+                tracing::error!(addr = %self.addr, group = %self.group, "the server sent a delivery without an id; skipped");
+                undecodable.push(None);
+                continue;
+            };
+            match herald_proto::stored_from_proto(d.stored.unwrap_or_default()) {
+                Ok(s) => messages.push(Message {
+                    event: s.event,
+                    topic: s.topic,
+                    partition: s.partition,
+                    offset: s.offset,
+                    attempt: id.attempt,
+                    append_time_ms: s.append_time_ms,
+                    token: Arc::new(Token { subscription: self.id, epoch, id }),
+                }),
+                Err(e) => {
+                    tracing::error!(addr = %self.addr, group = %self.group, topic = %id.topic, partition = id.partition,
+                        offset = id.offset, error = %e, "the server delivered an event this client cannot decode; rejecting it");
+                    undecodable.push(Some((id, e.to_string())));
+                }
+            }
+        }
+        let mut st = self.lock();
+        if st.closed || st.epoch != epoch {
+            return;
+        }
+        for m in messages {
+            if st.buffer.len() >= self.max_in_flight as usize {
+                // The server sent more than its credit: a server bug. The event is redelivered
+                // after its ack timeout.
+                tracing::error!(addr = %self.addr, group = %self.group, max_in_flight = self.max_in_flight,
+                    "the server delivered beyond the credit it was given; dropping the excess");
+                break;
+            }
+            st.buffer.push_back(m);
+        }
+        // What cannot be handed out does not hold credit; undecodable events go to the DLQ
+        // (best effort: if the request queue is full, the ack timeout redelivers them).
+        for bad in undecodable {
+            st.owed += 1;
+            if let (Some((id, why)), Some(link)) = (bad, st.link.clone()) {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                let reason = format!("the client could not decode the event: {why}");
+                let settle = v1::Settle { seq, kind: Kind::Reject as i32, id: Some(id), delay_ms: None, reason };
+                let _ = link.try_send(v1::SubscribeRequest { msg: Some(Up::Settle(settle)) });
+            }
+        }
+        flush_credit(&mut st);
+        drop(st);
+        self.arrived.notify_waiters();
+    }
+
+    /// Ends the stream, so that the server's member leaves the group, and waits for the server to
+    /// end its side (it has then dropped the member). Answers to settlements still arrive.
+    async fn leave(&self, stream: Stream) {
+        {
+            let mut st = self.lock();
+            st.closed = true;
+            st.link = None;
+            st.buffer.clear();
+        }
+        self.arrived.notify_waiters();
+        let Stream { requests, mut responses } = stream;
+        drop(requests);
+        let drained = tokio::time::timeout(LEAVE_TIMEOUT, async {
+            while let Ok(Some(m)) = responses.message().await {
+                if let Some(Down::Settled(r)) = m.msg
+                    && let Some(waiting) = self.lock().pending.remove(&r.seq)
+                {
+                    let _ = waiting.send(r);
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(addr = %self.addr, group = %self.group, "the server did not end the stream within {} s of leaving", LEAVE_TIMEOUT.as_secs());
+        }
+        self.finish();
+    }
+
+    async fn settle(&self, m: &Message, kind: Kind, delay: Option<Duration>, reason: &str) -> Result<()> {
+        let what = match kind {
+            Kind::Ack => "ack",
+            Kind::Nack => "nack",
+            Kind::Reject => "reject",
+        };
+        let what = format!("{what} of {}/{}@{} in group {:?}", m.topic, m.partition, m.offset, self.group);
+        let token = match m.token.downcast_ref::<Token>() {
+            Some(t) if t.subscription == self.id => t,
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Invalid,
+                    "invalid_argument",
+                    format!(
+                        "{what}: the message was not received through this subscription; settle it through its own"
+                    ),
+                ));
+            }
+        };
+        let _permit = tokio::select! {
+            p = self.settles.acquire() => p.expect("the settle semaphore is never closed"),
+            () = self.stop.cancelled() => return Err(self.closed_error()),
+        };
+        let (seq, link, answer) = {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(self.closed_error());
+            }
+            let link = match &st.link {
+                Some(link) if st.epoch == token.epoch => link.clone(),
+                _ => return Err(self.stale_error(&what, "the stream it was delivered on broke")),
+            };
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            let (tx, rx) = oneshot::channel();
+            st.pending.insert(seq, tx);
+            (seq, link, rx)
+        };
+        let settle = v1::Settle {
+            seq,
+            kind: kind as i32,
+            id: Some(token.id.clone()),
+            delay_ms: delay.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            reason: truncate(reason, REASON_BYTES_MAX).to_owned(),
+        };
+        let exchange = async {
+            if link.send(v1::SubscribeRequest { msg: Some(Up::Settle(settle)) }).await.is_err() {
+                return Err(self.stale_error(&what, "the stream it was delivered on broke"));
+            }
+            drop(link);
+            match answer.await {
+                Ok(r) if r.error_code.is_empty() => Ok(()),
+                Ok(r) => Err(coded_error(&self.addr, &what, &r.error_code, &r.error_message)),
+                Err(_) if self.lock().closed => Err(self.closed_error()),
+                Err(_) => Err(self.stale_error(&what, "the stream broke before the server confirmed the settlement")),
+            }
+        };
+        match tokio::time::timeout(SETTLE_TIMEOUT, exchange).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.lock().pending.remove(&seq);
+                Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "unavailable",
+                    format!(
+                        "herald://{}: {what}: no answer within {} s; if it was not recorded, the event is redelivered",
+                        self.addr,
+                        SETTLE_TIMEOUT.as_secs()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// Sends the credit earned by fetches, unless the request queue is full (then it waits for the
+/// next try: a full queue means the server is busy reading settlements anyway).
+fn flush_credit(st: &mut State) {
+    if st.owed == 0 {
+        return;
+    }
+    if let Some(link) = &st.link
+        && link.try_send(v1::SubscribeRequest { msg: Some(Up::Credit(v1::Credit { n: st.owed })) }).is_ok()
+    {
+        st.owed = 0;
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[async_trait]
+impl Subscription for RemoteSubscription {
+    async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Message>> {
+        let shared = &self.shared;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let arrived = shared.arrived.notified();
+            tokio::pin!(arrived);
+            // Registered before looking, so that a delivery right after the look still wakes us.
+            arrived.as_mut().enable();
+            {
+                let mut st = shared.lock();
+                if st.closed || shared.stop.is_cancelled() {
+                    return Err(shared.closed_error());
+                }
+                if let Some(e) = st.error.take() {
+                    return Err(e);
+                }
+                if max > 0 && !st.buffer.is_empty() {
+                    let n = max.min(st.buffer.len());
+                    let out: Vec<Message> = st.buffer.drain(..n).collect();
+                    st.owed = st.owed.saturating_add(n as u32);
+                    flush_credit(&mut st);
+                    return Ok(out);
+                }
+            }
+            if max == 0 {
+                return Ok(Vec::new());
+            }
+            tokio::select! {
+                () = &mut arrived => {}
+                () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+                () = shared.stop.cancelled() => return Err(shared.closed_error()),
+            }
+        }
+    }
+
+    async fn ack(&self, message: &Message) -> Result<()> {
+        self.shared.settle(message, Kind::Ack, None, "").await
+    }
+
+    async fn nack(&self, message: &Message, delay: Option<Duration>, reason: &str) -> Result<()> {
+        self.shared.settle(message, Kind::Nack, delay, reason).await
+    }
+
+    async fn reject(&self, message: &Message, reason: &str) -> Result<()> {
+        self.shared.settle(message, Kind::Reject, None, reason).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.shared.stop.cancel();
+        let task = self.task.lock().expect("subscription task lock poisoned").take();
+        if let Some(task) = task {
+            // The task leaves the group within its own bound; this only guards against a hang.
+            let _ = tokio::time::timeout(LEAVE_TIMEOUT + Duration::from_secs(1), task).await;
+        }
+        self.shared.finish();
+        Ok(())
+    }
+}
+
+impl Drop for RemoteSubscription {
+    fn drop(&mut self) {
+        // The task leaves the group on its own.
+        self.shared.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(link: mpsc::Sender<v1::SubscribeRequest>) -> State {
+        State {
+            epoch: 1,
+            link: Some(link),
+            buffer: VecDeque::new(),
+            owed: 0,
+            pending: HashMap::new(),
+            next_seq: 0,
+            error: None,
+            closed: false,
+        }
+    }
+
+    #[test]
+    fn credit_waits_while_the_request_queue_is_full_and_is_not_lost() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut st = state(tx);
+        st.owed = 3;
+        flush_credit(&mut st);
+        assert_eq!(st.owed, 0);
+        // The queue (of one) is full now: more credit is kept, and added up.
+        st.owed = 2;
+        flush_credit(&mut st);
+        st.owed += 4;
+        flush_credit(&mut st);
+        assert_eq!(st.owed, 6);
+        let credit = |m: Option<v1::SubscribeRequest>| match m.and_then(|m| m.msg) {
+            Some(Up::Credit(c)) => c.n,
+            other => panic!("expected credit, got {other:?}"),
+        };
+        assert_eq!(credit(rx.try_recv().ok()), 3);
+        flush_credit(&mut st);
+        assert_eq!(st.owed, 0);
+        assert_eq!(credit(rx.try_recv().ok()), 6);
+        // Without a stream (re-joining), credit is not sent; a new stream starts with full credit.
+        st.link = None;
+        st.owed = 5;
+        flush_credit(&mut st);
+        assert_eq!(st.owed, 5);
+    }
+
+    #[test]
+    fn reasons_are_cut_at_a_char_boundary() {
+        assert_eq!(truncate("abc", 10), "abc");
+        assert_eq!(truncate("abcdef", 3), "abc");
+        assert_eq!(truncate("aé", 2), "a");
+    }
+}
