@@ -44,8 +44,8 @@ mod consumer;
 mod embedded;
 mod error;
 pub mod idempotency;
-mod producer;
 mod nats;
+mod producer;
 mod remote;
 
 pub use backend::{

@@ -284,10 +284,8 @@ pub async fn producer_keeps_publish_order_per_key(h: &Harness) {
         ..Default::default()
     });
     let keys = 5u64;
-    let receipts = producer
-        .publish_all("t", (0..400).map(|i| ev(Some(&format!("k{}", i % keys)), i)).collect())
-        .await
-        .unwrap();
+    let receipts =
+        producer.publish_all("t", (0..400).map(|i| ev(Some(&format!("k{}", i % keys)), i)).collect()).await.unwrap();
     let mut last: HashMap<u64, (u32, u64)> = HashMap::new();
     for (i, r) in receipts.iter().enumerate() {
         let k = i as u64 % keys;

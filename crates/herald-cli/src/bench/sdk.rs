@@ -1,0 +1,183 @@
+//! Herald through its SDK: any URL `herald::connect` takes, or a server started in this process
+//! (`--serve`). Producers call `Backend::publish` with whole batches; consumers are group members
+//! (`Backend::subscribe`) that fetch up to `FETCH_MAX` events and ack each one, all acks of a fetch
+//! concurrently.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use herald::{Backend, Event, StartFrom, SubscribeOptions, Subscription, TopicConfig};
+use herald_core::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::Plan;
+use super::measure::{self, BatchSender, Counters, FETCH_MAX, FETCH_WAIT, Received, Receiver, Schedule};
+use super::report::{self, RunResult};
+
+/// Runs the workload against `url`, or against a server of its own with `serve`.
+pub(super) async fn run(url: &str, serve: bool, plan: Arc<Plan>) -> Result<RunResult> {
+    let mut served = None;
+    let url = if serve {
+        let dir = tempfile::Builder::new()
+            .prefix("herald-bench-")
+            .tempdir()
+            .context("creating a temporary data directory for --serve")?;
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let config = herald_server::ServerConfig {
+            data_dir: dir.path().to_owned(),
+            http: loopback,
+            grpc: loopback,
+            ..Default::default()
+        };
+        let server = herald_server::Server::start(config).await.context("starting the server for --serve")?;
+        let url = format!("herald://{}", server.grpc_addr());
+        served = Some((server, dir));
+        url
+    } else {
+        url.to_owned()
+    };
+    let result = connected(&url, serve, &plan).await;
+    if let Some((server, dir)) = served {
+        server.shutdown().await.context("stopping the --serve server")?;
+        drop(dir);
+    }
+    result
+}
+
+/// Connects, runs, and removes the run's topics whatever happened.
+async fn connected(url: &str, serve: bool, plan: &Arc<Plan>) -> Result<RunResult> {
+    let client = herald::connect(url).await?;
+    let backend = client.backend().clone();
+    let topics: Vec<String> = (0..plan.topics).map(|t| format!("bench-{}-t{t}", plan.run_id)).collect();
+    let result = workload(&backend, &topics, plan, url, serve).await;
+    // The run's topics go away with it (a file:// directory or a server keeps no bench data).
+    for t in &topics {
+        if let Err(e) = backend.delete_topic(t).await {
+            eprintln!("warning: could not delete the bench topic {t}: {e}");
+        }
+    }
+    if let Err(e) = client.close().await {
+        eprintln!("warning: closing the client: {e}");
+    }
+    result
+}
+
+async fn workload(
+    backend: &Arc<dyn Backend>,
+    topics: &[String],
+    plan: &Arc<Plan>,
+    url: &str,
+    serve: bool,
+) -> Result<RunResult> {
+    let mut config = TopicConfig::with_partitions(plan.partitions);
+    config.durability = plan.durability;
+    for t in topics {
+        backend.ensure_topic(t, config.clone()).await.with_context(|| format!("creating topic {t}"))?;
+    }
+    // Every member joins before the first event is published, so each group reads everything.
+    let mut receivers = Vec::new();
+    for g in 0..plan.groups as usize {
+        let group = format!("bench-{}-g{g}", plan.run_id);
+        for _ in 0..plan.consumers_per_group {
+            let options = SubscribeOptions {
+                topics: topics.to_vec(),
+                start: StartFrom::Earliest,
+                max_in_flight: FETCH_MAX as u32,
+                ..SubscribeOptions::default()
+            };
+            let sub = backend.subscribe(&group, options).await.with_context(|| format!("joining group {group}"))?;
+            receivers.push((g, SdkReceiver { sub }));
+        }
+    }
+    let schedule = Schedule::starting_soon(plan.warmup, plan.duration);
+    let counters = Arc::new(Counters::new(plan.groups as usize));
+    let stop = CancellationToken::new();
+    let consumers = receivers
+        .into_iter()
+        .map(|(g, r)| measure::spawn_consumer(r, g, schedule, counters.clone(), stop.clone()))
+        .collect();
+    let topics: Arc<[String]> = topics.into();
+    let producers = (0..plan.producers)
+        .map(|i| {
+            let sender = SdkSender {
+                backend: backend.clone(),
+                topics: topics.clone(),
+                plan: plan.clone(),
+                next_key: u64::from(i) * plan.keys / u64::from(plan.producers),
+            };
+            measure::spawn_producer(sender, i, plan.clone(), schedule, counters.clone())
+        })
+        .collect();
+    let measured = measure::finish("herald", plan, schedule, &counters, producers, consumers, stop).await?;
+    let target = if serve { format!("{url} (--serve)") } else { url.to_owned() };
+    let mut result = RunResult::new("herald", target, plan.durability_name(), None, plan, &counters, measured);
+    result.peak_memory_bytes = report::peak_memory(None);
+    result.peak_memory_of = if serve || url.starts_with("mem:") || url.starts_with("file:") {
+        "this process's (the broker runs in it), warm-up and drain included".into()
+    } else {
+        "this process's, the client's alone: the server runs elsewhere".into()
+    };
+    Ok(result)
+}
+
+struct SdkSender {
+    backend: Arc<dyn Backend>,
+    topics: Arc<[String]>,
+    plan: Arc<Plan>,
+    next_key: u64,
+}
+
+impl BatchSender for SdkSender {
+    async fn send(&mut self, seq: u64, stamp_ns: u64) -> Result<u64, String> {
+        let topic = &self.topics[(seq % self.topics.len() as u64) as usize];
+        // One buffer per batch: every event of it carries the same send time.
+        let data = Bytes::from(measure::payload(self.plan.payload_bytes, stamp_ns));
+        let mut events = Vec::with_capacity(self.plan.batch as usize);
+        for _ in 0..self.plan.batch {
+            let mut b = Event::builder("bench.event").data(data.clone(), "application/octet-stream");
+            if self.plan.keys > 0 {
+                b = b.key(self.plan.key(self.next_key));
+                self.next_key += 1;
+            }
+            events.push(b.build().map_err(|e| format!("building an event: {e}"))?);
+        }
+        let receipts = self.backend.publish(topic, events).await.map_err(|e| e.to_string())?;
+        Ok(receipts.len() as u64)
+    }
+}
+
+struct SdkReceiver {
+    sub: Box<dyn Subscription>,
+}
+
+impl Receiver for SdkReceiver {
+    async fn receive(&mut self, stamps: &mut Vec<u64>) -> Result<Received, String> {
+        let messages = self.sub.fetch(FETCH_MAX, FETCH_WAIT).await.map_err(|e| e.to_string())?;
+        let mut r = Received { at_ns: measure::now_ns(), redelivered: 0, ack_errors: 0, ack_error: None };
+        for m in &messages {
+            match measure::stamp(m.event.data()) {
+                Some(s) if m.attempt == 1 => stamps.push(s),
+                Some(_) => r.redelivered += 1,
+                None => {
+                    r.ack_errors += 1;
+                    r.ack_error.get_or_insert_with(|| format!("event {} has no send time", m.event.id()));
+                }
+            }
+        }
+        // Acks are independent: all of them go at once, so that a remote backend pipelines them
+        // instead of waiting a round trip for each.
+        let acks = futures::future::join_all(messages.iter().map(|m| self.sub.ack(m))).await;
+        for e in acks.into_iter().filter_map(Result::err) {
+            r.ack_errors += 1;
+            r.ack_error.get_or_insert_with(|| e.to_string());
+        }
+        Ok(r)
+    }
+
+    async fn close(self) {
+        if let Err(e) = self.sub.close().await {
+            eprintln!("warning: leaving the group: {e}");
+        }
+    }
+}
