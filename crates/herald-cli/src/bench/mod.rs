@@ -109,7 +109,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     keys: u64,
     /// Starts a server in this process (loopback, port 0, a temporary data directory) and
-    /// benchmarks herald://<its gRPC address>; --url is ignored.
+    /// benchmarks `herald://<its gRPC address>`; --url is ignored.
     #[arg(long)]
     serve: bool,
     /// Runs the same workload against a peer too, right after, in the same command.
