@@ -29,7 +29,7 @@ impl Server {
             .env_remove("HERALD_URL")
             .env("HERALD_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawning herald serve");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -43,7 +43,12 @@ impl Server {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
-                panic!("herald serve printed no `herald listening:` line within 20 s");
+                let out = child.wait_with_output().expect("waiting for herald serve");
+                panic!(
+                    "herald serve printed no `herald listening:` line within 20 s ({}); stderr:\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         };
         // herald listening: http://ADDR grpc://ADDR

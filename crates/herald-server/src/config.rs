@@ -79,8 +79,9 @@ impl Default for ServerConfig {
     }
 }
 
-/// Environment variables that belong to the CLI, not to the server.
-const CLIENT_VARS: &[&str] = &["HERALD_URL", "HERALD_LOG", "HERALD_LOG_FORMAT"];
+/// Environment variables that belong to the CLI or to the test tooling (`./scripts/test` exports
+/// `HERALD_NATS_SERVER`), not to the server.
+const CLIENT_VARS: &[&str] = &["HERALD_URL", "HERALD_LOG", "HERALD_LOG_FORMAT", "HERALD_NATS_SERVER"];
 
 impl ServerConfig {
     /// Builds the configuration: defaults, then `file` (TOML), then the `HERALD_*` variables of
