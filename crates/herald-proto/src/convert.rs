@@ -341,7 +341,7 @@ pub fn grpc_code(code: &str) -> tonic::Code {
         "invalid_topic_name" | "invalid_group_name" | "invalid_config" | "invalid_event" | "invalid_argument"
         | "invalid_url" | "corrupt_event" => Code::InvalidArgument,
         "topic_not_found" | "group_not_found" | "partition_not_found" | "unknown_member" => Code::NotFound,
-        "topic_exists" => Code::AlreadyExists,
+        "topic_exists" | "member_active" => Code::AlreadyExists,
         "limit_exceeded" | "busy" => Code::ResourceExhausted,
         "event_too_large" => Code::InvalidArgument,
         "stale_generation" | "not_in_flight" | "group_active" => Code::FailedPrecondition,

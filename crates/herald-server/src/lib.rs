@@ -58,6 +58,40 @@ pub struct AppState {
     pub subscriptions: Arc<tokio::sync::Semaphore>,
     /// Prometheus rendering.
     pub metrics: metrics::Metrics,
+    /// Group members held by this server's open streams (gRPC and SSE), by (group, member id).
+    pub members: Arc<LiveMembers>,
+}
+
+/// The (group, member id) pairs of the members this server's streams hold. The broker counts two
+/// joins under one id as one member, and the first of them to leave would take the other's
+/// membership with it: so an id held by an open stream is refused to a second one.
+#[derive(Default)]
+pub struct LiveMembers {
+    held: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+}
+
+impl LiveMembers {
+    /// Reserves `(group, member)`; `None` when an open stream holds it already. The reservation
+    /// lasts as long as the returned guard: drop the guard only after the broker's member.
+    pub fn claim(self: &Arc<Self>, group: &str, member: &str) -> Option<MemberClaim> {
+        let key = (group.to_owned(), member.to_owned());
+        if !self.held.lock().expect("live members lock poisoned").insert(key.clone()) {
+            return None;
+        }
+        Some(MemberClaim { live: self.clone(), key })
+    }
+}
+
+/// A reserved (group, member id); released on drop.
+pub struct MemberClaim {
+    live: Arc<LiveMembers>,
+    key: (String, String),
+}
+
+impl Drop for MemberClaim {
+    fn drop(&mut self) {
+        self.live.held.lock().expect("live members lock poisoned").remove(&self.key);
+    }
 }
 
 /// A running server.
@@ -92,6 +126,7 @@ impl Server {
             config,
             shutdown: CancellationToken::new(),
             metrics: metrics::Metrics::install(),
+            members: Arc::new(LiveMembers::default()),
         });
         let http_task = {
             let app = http::router(state.clone());

@@ -303,3 +303,53 @@ async fn a_batch_larger_than_one_request_is_split() {
     let stored = client.backend().read("t", 0, receipts[11].offset, 1).await.unwrap();
     assert_eq!(stored[0].event.data().len(), 900_000);
 }
+
+// ---- Regressions found in review ------------------------------------------------------------
+
+/// `read` returns at most what was asked for, and fewer is a normal answer: asking for more than
+/// the server's `max_read_events` is not an error (as on the embedded backend).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_asking_for_more_than_the_server_answers_gets_fewer() {
+    let server = TestServer::start_with(ServerConfig { max_read_events: 3, ..ServerConfig::default() }).await;
+    let client = server.client().await;
+    client.ensure_topic("t", TopicConfig::default()).await.unwrap();
+    client.backend().publish("t", (0..5).map(ev).collect()).await.unwrap();
+    let got = client.backend().read("t", 0, 0, 20_000).await.unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(client.backend().read("t", 0, 3, 20_000).await.unwrap().len(), 2);
+}
+
+/// A URL naming a port where something that does not speak gRPC listens (the server's HTTP
+/// port, a common mix-up) is not "retry for 30 s": it fails at once, non-retryable, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_that_does_not_speak_grpc_is_not_retryable() {
+    let server = TestServer::start().await;
+    let http = server.server.as_ref().unwrap().http_addr();
+    let client = herald::connect(&format!("herald://{http}")).await.unwrap();
+    let started = Instant::now();
+    let e = client.backend().list_topics().await.unwrap_err();
+    assert_eq!((e.kind(), e.code()), (ErrorKind::Invalid, "invalid_url"), "{e}");
+    assert!(e.to_string().contains("gRPC address"), "{e}");
+    let e = client.backend().publish("t", vec![ev(1)]).await.unwrap_err();
+    assert!(!e.is_retryable(), "{e}");
+    // The producer gives up at once rather than retrying for its 30 s.
+    let e = client.producer().publish("t", ev(2)).await.unwrap_err();
+    assert_eq!(e.code(), "invalid_url", "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+/// `fetch` with a wait too long to add to the clock (`Duration::MAX`) waits for a message, as
+/// the embedded backend does, instead of panicking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_with_an_endless_wait_does_not_panic() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client.ensure_topic("t", TopicConfig::default()).await.unwrap();
+    client.backend().publish("t", vec![ev(7)]).await.unwrap();
+    let options = SubscribeOptions { topics: vec!["t".into()], max_in_flight: 4, ..Default::default() };
+    let sub = client.backend().subscribe("g", options).await.unwrap();
+    let got = tokio::time::timeout(WAIT, sub.fetch(4, Duration::MAX)).await.expect("a message in time").unwrap();
+    assert_eq!(got.iter().map(|m| num(&m.event)).collect::<Vec<_>>(), vec![7]);
+    sub.ack(&got[0]).await.unwrap();
+    sub.close().await.unwrap();
+}

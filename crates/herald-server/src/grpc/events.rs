@@ -92,16 +92,12 @@ async fn publish(state: &AppState, req: PublishRequest) -> Result<PublishRespons
 
 async fn read(state: &AppState, req: ReadRequest) -> Result<ReadResponse, Status> {
     let max = state.config.max_read_events;
-    let limit = req.limit as usize;
-    if limit == 0 {
+    if req.limit == 0 {
         return Err(status("invalid_argument", format!("read limit is 0; ask for 1 to {max} events")));
     }
-    if limit > max {
-        return Err(status(
-            "limit_exceeded",
-            format!("read limit is {limit} events; the limit is {max} (max_read_events): page with offsets"),
-        ));
-    }
+    // More than `max_read_events` is answered with that many, as DlqList does: fewer than asked
+    // for is a normal answer, and a client cannot know this server's limit.
+    let limit = (req.limit as usize).min(max);
     let ReadRequest { topic, partition, offset, .. } = req;
     let stored = blocking(&state.broker, move |b| b.read(&topic, partition, offset, limit)).await?;
     // Fewer than asked for is a normal answer: the client reads on from the last offset + 1.

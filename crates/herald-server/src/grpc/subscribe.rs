@@ -31,7 +31,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::{RESPONSE_BYTES_TARGET, blocking, field_len, wire_status};
-use crate::AppState;
+use crate::{AppState, MemberClaim};
 
 /// What a `Subscribe` call streams back.
 pub type SubscribeStream = ReceiverStream<Result<SubscribeResponse, Status>>;
@@ -108,6 +108,20 @@ pub(super) async fn start(
             format!("Join.member_id is {} bytes; the limit is {MEMBER_ID_BYTES_MAX}", member_id.len()),
         ));
     }
+    let in_flight_max = state.broker.config().in_flight_max;
+    if max_in_flight > in_flight_max {
+        // Checked before the group is created: a refused Join leaves nothing behind.
+        return Err(status(
+            "limit_exceeded",
+            format!("Join.max_in_flight is {max_in_flight}; the most is {in_flight_max} (in_flight_max)"),
+        ));
+    }
+    // An id given by the client is reserved before joining: a second stream under the same id
+    // would share the member, and the first to end would remove it from under the other.
+    let mut claim = None;
+    if !member_id.is_empty() {
+        claim = Some(state.members.claim(&group, &member_id).ok_or_else(|| member_active(&group, &member_id))?);
+    }
     let config = group_config_from_proto(settings.unwrap_or_default());
     let member_config = MemberConfig { id: (!member_id.is_empty()).then_some(member_id), max_in_flight };
     let (member, session_timeout_ms) = blocking(&state.broker, move |b| {
@@ -125,6 +139,10 @@ pub(super) async fn start(
         Ok((member, session_timeout_ms))
     })
     .await?;
+    if claim.is_none() {
+        // A generated id: reserved so that no other stream can name it.
+        claim = state.members.claim(member.group(), member.id());
+    }
     let (tx, rx) = mpsc::channel(OUTBOUND_MESSAGES_MAX);
     let joined = Joined { member_id: member.id().to_owned(), generation: member.generation() };
     tx.try_send(Ok(SubscribeResponse { msg: Some(Out::Joined(joined)) })).expect("a new channel has room");
@@ -140,9 +158,20 @@ pub(super) async fn start(
         max_in_flight,
         poll_wait: third.min(POLL_WAIT_MAX),
         heartbeat: third.min(HEARTBEAT_MAX),
+        _claim: claim,
     };
     tokio::spawn(s.run(inbound, permit));
     Ok(ReceiverStream::new(rx))
+}
+
+fn member_active(group: &str, member: &str) -> Status {
+    status(
+        "member_active",
+        format!(
+            "member {member:?} of group {group:?} is held by another open Subscribe stream on this server; close \
+             that stream first (its member then leaves the group), or join with another member_id (or none)"
+        ),
+    )
 }
 
 fn describe(msg: Option<&Msg>) -> &'static str {
@@ -164,6 +193,9 @@ struct Session {
     max_in_flight: u32,
     poll_wait: Duration,
     heartbeat: Duration,
+    /// The member id's reservation; declared after `member` so that it is released only once
+    /// the member has left the group.
+    _claim: Option<MemberClaim>,
 }
 
 impl Session {

@@ -96,9 +96,8 @@ fn status_of(code: &str) -> StatusCode {
         "topic_not_found" | "group_not_found" | "partition_not_found" | "unknown_member" | "not_found" => {
             StatusCode::NOT_FOUND
         }
-        "topic_exists" | "group_active" | "stale_generation" | "not_in_flight" | "retention_overtook" => {
-            StatusCode::CONFLICT
-        }
+        "topic_exists" | "group_active" | "member_active" | "stale_generation" | "not_in_flight"
+        | "retention_overtook" => StatusCode::CONFLICT,
         "event_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "offset_below_earliest" | "offset_beyond_latest" => StatusCode::RANGE_NOT_SATISFIABLE,
         "limit_exceeded" => StatusCode::TOO_MANY_REQUESTS,

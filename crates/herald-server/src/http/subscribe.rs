@@ -178,6 +178,8 @@ pub(super) async fn subscribe(State(h): State<Http>, Seg(group): Seg, q: Params)
         "max_in_flight": max_in_flight,
     });
     tx.try_send(Ok(SseEvent::default().event("joined").data(joined.to_string()))).expect("a new channel has room");
+    // The generated id is reserved, so that no gRPC stream can join under it.
+    let claim = h.app.members.claim(member.group(), member.id());
     h.live.insert(member.clone());
     let third = (Duration::from_millis(session_timeout_ms) / 3).max(Duration::from_millis(1));
     let session = Session {
@@ -187,6 +189,7 @@ pub(super) async fn subscribe(State(h): State<Http>, Seg(group): Seg, q: Params)
         shutdown: h.app.shutdown.clone(),
         poll_wait: third.min(POLL_WAIT_MAX),
         heartbeat: third.min(POLL_WAIT_MAX),
+        _claim: claim,
     };
     tokio::spawn(session.run(permit));
     let mut res = Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response();
@@ -206,6 +209,8 @@ struct Session {
     shutdown: CancellationToken,
     poll_wait: Duration,
     heartbeat: Duration,
+    /// The member id's reservation, released after the member (declared after it).
+    _claim: Option<crate::MemberClaim>,
 }
 
 /// Why a session ends: an error for the client, or `None` when nobody is listening any more.

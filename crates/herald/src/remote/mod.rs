@@ -227,6 +227,7 @@ const CODES: &[(&str, ErrorKind)] = &[
     ("unknown_member", ErrorKind::NotFound),
     ("not_found", ErrorKind::NotFound),
     ("topic_exists", ErrorKind::Conflict),
+    ("member_active", ErrorKind::Conflict),
     ("limit_exceeded", ErrorKind::Limit),
     ("event_too_large", ErrorKind::InvalidEvent),
     ("invalid_event", ErrorKind::InvalidEvent),
@@ -275,6 +276,18 @@ fn status_error(addr: &str, what: &str, s: &tonic::Status) -> Error {
         }
         source = e.source();
     }
+    if let Some(http) = non_grpc_answer(s.message()) {
+        // Something answered, but not a gRPC server: retrying will not change that.
+        return Error::new(
+            ErrorKind::Invalid,
+            "invalid_url",
+            format!(
+                "herald://{addr}: {what}: what listens there is not a Herald gRPC server (it answered HTTP {http}): \
+                 point herald:// at the server's gRPC address (`herald serve --grpc`, port 7281 by default), not \
+                 its HTTP API ({detail})"
+            ),
+        );
+    }
     use tonic::Code;
     let code = match s.code() {
         Code::InvalidArgument => "invalid_argument",
@@ -291,6 +304,20 @@ fn status_error(addr: &str, what: &str, s: &tonic::Status) -> Error {
         ""
     };
     Error::new(kind, code, format!("herald://{addr}: {what}: {detail} (gRPC {:?}){hint}", s.code()))
+}
+
+/// The HTTP status of an answer that was not gRPC, read from tonic's message for it: `Some` when
+/// a peer answered with a status other than 200 and other than those a proxy in front of a
+/// Herald server gives while it is away (429, 502, 503, 504: still retryable).
+fn non_grpc_answer(message: &str) -> Option<u16> {
+    const MARKERS: [&str; 2] =
+        ["while receiving response with status: ", "grpc-status header missing, mapped from HTTP status code "];
+    let status = MARKERS.iter().find_map(|m| {
+        let rest = &message[message.find(m)? + m.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u16>().ok()
+    })?;
+    (!matches!(status, 200 | 429 | 502 | 503 | 504)).then_some(status)
 }
 
 #[async_trait]
@@ -548,6 +575,19 @@ mod tests {
         assert!(e.is_retryable(), "{e}");
         let e = status_error("h:1", "publish", &tonic::Status::unimplemented("no such method"));
         assert_eq!(e.kind(), ErrorKind::Unsupported);
+        // A peer that answers HTTP but not gRPC (tonic's wording for it) is a wrong address.
+        for message in [
+            "protocol error: received message with invalid compression flag: 123 (valid flags are 0 and 1) while \
+             receiving response with status: 404 Not Found",
+            "grpc-status header missing, mapped from HTTP status code 400",
+        ] {
+            let e = status_error("h:1", "publish", &tonic::Status::internal(message));
+            assert_eq!((e.kind(), e.code()), (ErrorKind::Invalid, "invalid_url"), "{message}");
+            assert!(e.to_string().contains("gRPC address"), "{e}");
+        }
+        // A proxy saying the server is away is still worth retrying.
+        let s = tonic::Status::unavailable("grpc-status header missing, mapped from HTTP status code 503");
+        assert!(status_error("h:1", "publish", &s).is_retryable());
     }
 
     #[tokio::test]

@@ -51,6 +51,8 @@ const REJOIN_PAUSE_MIN: Duration = Duration::from_millis(50);
 const REJOIN_PAUSE_MAX: Duration = Duration::from_secs(2);
 /// How often credit that did not fit into a full request queue is offered again.
 const CREDIT_RETRY: Duration = Duration::from_millis(50);
+/// The longest `fetch` waits when asked to wait longer than can be counted.
+const FETCH_WAIT_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A nack or reject reason is cut to this many bytes (the server keeps no more).
 const REASON_BYTES_MAX: usize = 1024;
 
@@ -503,7 +505,9 @@ fn truncate(s: &str, max: usize) -> &str {
 impl Subscription for RemoteSubscription {
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Message>> {
         let shared = &self.shared;
-        let deadline = tokio::time::Instant::now() + wait;
+        // A wait too long to add to now (Duration::MAX: "as long as it takes") is a year.
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(wait).unwrap_or_else(|| now + FETCH_WAIT_MAX);
         loop {
             let arrived = shared.arrived.notified();
             tokio::pin!(arrived);
