@@ -18,7 +18,10 @@
 #   BENCH_DIR [target/bench]: file:// data, and TMPDIR for --serve's and redis-server's data, so
 #                      that everything is written to the same disk (not a tmpfs /tmp)
 #   BENCH_PAYLOADS [100 1024]  BENCH_PARTITIONS [1 8]  BENCH_GROUPS [1 4]
-#   BENCH_RATES [0 10000]: the matrix (0 = max rate)
+#   BENCH_RATES [0 10000]: the matrix (0 = max rate)   BATCH [100]: events per publish call
+#   BENCH_NATS [unset]: set to 1 to add nats:// to every cell: a nats-server (HERALD_NATS_SERVER,
+#                      else target/tools/nats/bin/nats-server, else PATH) started for the run with
+#                      JetStream's `sync_interval: always`, its store under BENCH_DIR
 #
 # Each line is `herald bench --json` output plus "run" (1..RUNS), "cell" (the matrix cell),
 # "backend" (herald-serve, herald-file or redis) and "commit". Run it on a quiet machine: nothing
@@ -68,6 +71,7 @@ BENCH_PAYLOADS=${BENCH_PAYLOADS:-100 1024}
 BENCH_PARTITIONS=${BENCH_PARTITIONS:-1 8}
 BENCH_GROUPS=${BENCH_GROUPS:-1 4}
 BENCH_RATES=${BENCH_RATES:-0 10000}
+BATCH=${BATCH:-100}
 mkdir -p "$BENCH_DIR"
 OUT=${OUT:-$BENCH_DIR/bench-server-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -84,6 +88,21 @@ mkdir -p "$TMPDIR"
 data_dir=$(mktemp -d "$BENCH_DIR/file-data.XXXXXX")
 trap 'rm -rf "$data_dir"' EXIT
 
+nats_url=""
+if [ -n "${BENCH_NATS:-}" ]; then
+  nats_bin=${HERALD_NATS_SERVER:-$PWD/target/tools/nats/bin/nats-server}
+  [ -x "$nats_bin" ] || nats_bin=$(command -v nats-server)
+  nats_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  nats_dir=$(mktemp -d "$BENCH_DIR/nats.XXXXXX")
+  printf 'listen: 127.0.0.1:%s\njetstream { store_dir: "%s", sync_interval: always }\n' "$nats_port" "$nats_dir" >"$nats_dir/nats.conf"
+  "$nats_bin" -c "$nats_dir/nats.conf" >"$nats_dir/log" 2>&1 &
+  nats_pid=$!
+  trap 'kill $nats_pid 2>/dev/null; rm -rf "$data_dir" "$nats_dir"' EXIT
+  sleep 1
+  nats_url="nats://127.0.0.1:$nats_port"
+  echo "== nats-server $("$nats_bin" --version) at $nats_url, sync_interval always" >&2
+fi
+
 redis_args=()
 if [ -n "${REDIS_APPENDFSYNC:-}" ]; then redis_args=(--redis-appendfsync "$REDIS_APPENDFSYNC"); fi
 
@@ -93,6 +112,7 @@ tag() {
   while IFS= read -r line; do
     case "$line" in
       '{"system":"redis"'*) backend=redis ;;
+      *'"nats://'*) backend=nats ;;
       *'(--serve)"'*) backend=herald-serve ;;
       *) backend=herald-file ;;
     esac
@@ -113,13 +133,17 @@ for run in $(seq 1 "$RUNS"); do
           rate_name=$([ "$rate" = 0 ] && echo max || echo "$rate")
           cell="b${payload}-p${partitions}-g${groups}-r${rate_name}"
           common=(--payload-bytes "$payload" --partitions "$partitions" --groups "$groups" --rate "$rate"
-            --duration "$DURATION" --warmup "$WARMUP" --durability "$DURABILITY" --json)
+            --duration "$DURATION" --warmup "$WARMUP" --durability "$DURABILITY" --batch "$BATCH" --json)
           echo "== [$n/$((cells * RUNS))] run $run, $cell" >&2
           # A failed command is reported and the matrix goes on; its lines are missing from OUT.
           "$HERALD_BIN" bench --serve --peer redis "${redis_args[@]}" "${common[@]}" | tag "$run" "$cell" >>"$OUT" \
             || echo "!! $cell --serve --peer redis failed" >&2
           "$HERALD_BIN" bench --url "file://$data_dir" "${common[@]}" | tag "$run" "$cell" >>"$OUT" \
             || echo "!! $cell file:// failed" >&2
+          if [ -n "$nats_url" ]; then
+            "$HERALD_BIN" bench --url "$nats_url" "${common[@]}" | tag "$run" "$cell" >>"$OUT" \
+              || echo "!! $cell nats:// failed" >&2
+          fi
         done
       done
     done
