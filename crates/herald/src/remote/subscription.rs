@@ -49,8 +49,6 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Re-joining after the stream broke: the first pause, doubled after each failure up to the cap.
 const REJOIN_PAUSE_MIN: Duration = Duration::from_millis(50);
 const REJOIN_PAUSE_MAX: Duration = Duration::from_secs(2);
-/// How often credit that did not fit into a full request queue is offered again.
-const CREDIT_RETRY: Duration = Duration::from_millis(50);
 /// The longest `fetch` waits when asked to wait longer than can be counted.
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A nack or reject reason is cut to this many bytes (the server keeps no more).
@@ -100,7 +98,7 @@ struct State {
     link: Option<mpsc::Sender<v1::SubscribeRequest>>,
     /// Delivered and not yet fetched: at most `max_in_flight` (the server's credit).
     buffer: VecDeque<Message>,
-    /// Credit earned by fetches and not sent yet (the request queue was full).
+    /// Credit earned by fetches and not sent yet (no stream: re-joining).
     owed: u32,
     /// Settlements sent on the current stream, waiting for their result.
     pending: HashMap<u64, oneshot::Sender<v1::SettleResult>>,
@@ -284,8 +282,6 @@ impl Shared {
 
     /// Reads one stream until it breaks or the subscription stops.
     async fn pump(&self, epoch: u64, responses: &mut Streaming<v1::SubscribeResponse>) -> End {
-        let mut credit_retry = tokio::time::interval(CREDIT_RETRY);
-        credit_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -295,7 +291,6 @@ impl Shared {
                     Ok(None) => return End::Broken("the server ended the stream".into()),
                     Err(s) => return End::Broken(status_error(&self.addr, "subscription", &s).to_string()),
                 },
-                _ = credit_retry.tick() => flush_credit(&mut self.lock()),
             }
         }
     }
@@ -477,16 +472,26 @@ impl Shared {
     }
 }
 
-/// Sends the credit earned by fetches, unless the request queue is full (then it waits for the
-/// next try: a full queue means the server is busy reading settlements anyway).
+/// Sends the credit earned by fetches. When the request queue is full (of settlements: a client
+/// acking a fetched batch at once), the credit goes in a task that waits for room, so that the
+/// server gets it as soon as the queue moves, not at a later tick: a late credit starves the
+/// stream. At most one such task per credit unit, so at most `max_in_flight` of them.
 fn flush_credit(st: &mut State) {
     if st.owed == 0 {
         return;
     }
-    if let Some(link) = &st.link
-        && link.try_send(v1::SubscribeRequest { msg: Some(Up::Credit(v1::Credit { n: st.owed })) }).is_ok()
-    {
-        st.owed = 0;
+    let Some(link) = &st.link else { return };
+    let credit = |n| v1::SubscribeRequest { msg: Some(Up::Credit(v1::Credit { n })) };
+    match link.try_send(credit(st.owed)) {
+        Ok(()) => st.owed = 0,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            let (link, n) = (link.clone(), std::mem::take(&mut st.owed));
+            tokio::spawn(async move {
+                // A closed stream needs no credit: the next one starts with full credit.
+                let _ = link.send(credit(n)).await;
+            });
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => st.owed = 0,
     }
 }
 
@@ -588,27 +593,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn credit_waits_while_the_request_queue_is_full_and_is_not_lost() {
+    #[tokio::test]
+    async fn credit_is_not_lost_or_delayed_while_the_request_queue_is_full() {
         let (tx, mut rx) = mpsc::channel(1);
         let mut st = state(tx);
         st.owed = 3;
         flush_credit(&mut st);
         assert_eq!(st.owed, 0);
-        // The queue (of one) is full now: more credit is kept, and added up.
+        // The queue (of one) is full now: the credit waits for room in a task, not for a tick.
         st.owed = 2;
         flush_credit(&mut st);
-        st.owed += 4;
+        assert_eq!(st.owed, 0);
+        st.owed = 4;
         flush_credit(&mut st);
-        assert_eq!(st.owed, 6);
+        assert_eq!(st.owed, 0);
         let credit = |m: Option<v1::SubscribeRequest>| match m.and_then(|m| m.msg) {
             Some(Up::Credit(c)) => c.n,
             other => panic!("expected credit, got {other:?}"),
         };
-        assert_eq!(credit(rx.try_recv().ok()), 3);
-        flush_credit(&mut st);
-        assert_eq!(st.owed, 0);
-        assert_eq!(credit(rx.try_recv().ok()), 6);
+        let mut got = vec![credit(rx.recv().await)];
+        for _ in 0..2 {
+            got.push(credit(tokio::time::timeout(Duration::from_secs(1), rx.recv()).await.expect("in time")));
+        }
+        got.sort();
+        assert_eq!(got, vec![2, 3, 4], "every credit arrives as soon as the queue moves");
         // Without a stream (re-joining), credit is not sent; a new stream starts with full credit.
         st.link = None;
         st.owed = 5;
