@@ -132,7 +132,11 @@ impl Server {
             let app = http::router(state.clone());
             let stop = state.shutdown.clone();
             tokio::spawn(async move {
-                let serve = axum::serve(http_listener, app).with_graceful_shutdown(stop.cancelled_owned());
+                // No Nagle: small answers (receipts, SSE events) go out at once.
+                let listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
                 if let Err(e) = serve.await {
                     tracing::error!(error = %e, "http server failed");
                 }
@@ -142,7 +146,16 @@ impl Server {
             let routes = grpc::routes(state.clone());
             let stop = state.shutdown.clone();
             tokio::spawn(async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+                // No Nagle on accepted connections: a small frame (a receipt, a settle result, a
+                // delivery) otherwise waits for the peer's delayed ACK, adding milliseconds.
+                let incoming = tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                    |conn| {
+                        conn.inspect(|tcp| {
+                            let _ = tcp.set_nodelay(true);
+                        })
+                    },
+                );
                 let serve = tonic::transport::Server::builder()
                     .http2_keepalive_interval(Some(Duration::from_secs(10)))
                     .http2_keepalive_timeout(Some(Duration::from_secs(20)))
