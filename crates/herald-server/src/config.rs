@@ -109,7 +109,12 @@ impl ServerConfig {
                 continue;
             }
             let path: Vec<String> = name["HERALD_".len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
-            set(&mut table, &path, env_value(&value));
+            // Paths and addresses are text even when they look like numbers (HERALD_DATA_DIR=2024).
+            let value = match path.as_slice() {
+                [key] if TEXT_KEYS.contains(&key.as_str()) => toml::Value::String(value),
+                _ => env_value(&value),
+            };
+            set(&mut table, &path, value);
             check(&table, &format!("environment variable {name}"))?;
         }
         for (key, value) in flags {
@@ -167,6 +172,9 @@ fn check(table: &toml::Table, origin: &str) -> Result<(), ConfigError> {
         .map_err(|e: toml::de::Error| ConfigError::Invalid { origin: origin.to_owned(), message: e.to_string() })?;
     Ok(())
 }
+
+/// Top-level keys whose values are always text.
+const TEXT_KEYS: &[&str] = &["data_dir", "http", "grpc"];
 
 /// An environment value as TOML: integers, floats and booleans as such, anything else a string.
 fn env_value(v: &str) -> toml::Value {
@@ -243,6 +251,15 @@ mod tests {
         assert!(e.contains("nope"), "{e}");
         // The CLI's own variables are not the server's business.
         ServerConfig::load(None, env(&[("HERALD_URL", "herald://x:1")]), &[]).unwrap();
+    }
+
+    #[test]
+    fn a_data_dir_that_looks_like_a_number_is_a_path() {
+        let c = ServerConfig::load(None, env(&[("HERALD_DATA_DIR", "2024")]), &[]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("2024"));
+        // Numbers stay numbers where the key is numeric.
+        let c = ServerConfig::load(None, env(&[("HERALD_MAX_BATCH_EVENTS", "7")]), &[]).unwrap();
+        assert_eq!(c.max_batch_events, 7);
     }
 
     #[test]

@@ -716,6 +716,9 @@ async fn subscribe_refuses_bad_parameters() -> TestResult {
     let many = vec!["topic=t"; 65].join("&");
     assert!(error(&sub(&env, &many).await?, 400, "invalid_argument").contains("at most 64"));
     error(&env.get("/v1/groups/bad%20group/subscribe?topic=t").await?, 400, "invalid_group_name");
+    // HEAD (which axum routes to GET handlers) is refused before anything joins.
+    let head = env.http.head(format!("{}/v1/groups/g/subscribe?topic=t", env.base)).send().await?;
+    assert_eq!(head.status(), 405);
     assert_eq!(env.get("/v1/groups").await?.1, json!({ "groups": [] }), "no group was created by a refused subscribe");
 
     // A group that exists with other settings is joined with its stored ones.

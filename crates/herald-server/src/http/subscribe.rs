@@ -99,7 +99,20 @@ fn parse_ordering(v: &str) -> Result<OrderingMode, ApiError> {
 }
 
 /// `GET /v1/groups/{group}/subscribe`.
-pub(super) async fn subscribe(State(h): State<Http>, Seg(group): Seg, q: Params) -> Result<Response, ApiError> {
+pub(super) async fn subscribe(
+    method: axum::http::Method,
+    State(h): State<Http>,
+    Seg(group): Seg,
+    q: Params,
+) -> Result<Response, ApiError> {
+    // axum routes HEAD to GET handlers; a HEAD must not join the group, even for a moment.
+    if method == axum::http::Method::HEAD {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "HEAD is not allowed on a subscription: GET it to receive events",
+        ));
+    }
     q.only(&["topic", "from", "max_in_flight", "ordering", "ack_timeout_ms", "session_timeout_ms", "max_attempts"])?;
     let topics: Vec<String> = q.all("topic").into_iter().map(str::to_owned).collect();
     if topics.is_empty() {
