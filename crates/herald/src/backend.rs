@@ -105,6 +105,23 @@ impl Default for SubscribeOptions {
     }
 }
 
+impl SubscribeOptions {
+    /// The group settings these options ask for, on every backend (settings the options do not
+    /// name take the broker's defaults).
+    pub(crate) fn group_config(&self) -> herald_broker::GroupConfig {
+        herald_broker::GroupConfig {
+            topics: self.topics.clone(),
+            start: self.start,
+            ordering: self.ordering,
+            ack_timeout_ms: self.ack_timeout.as_millis().max(1) as u64,
+            session_timeout_ms: self.session_timeout.as_millis().max(1) as u64,
+            retry: self.retry,
+            blocking_retries: self.blocking_retries,
+            ..herald_broker::GroupConfig::default()
+        }
+    }
+}
+
 /// A broker the SDK talks to.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {

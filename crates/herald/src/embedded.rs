@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_broker::{Broker, BrokerConfig, DeliveryId, GroupConfig, Member, MemberConfig};
+use herald_broker::{Broker, BrokerConfig, DeliveryId, Member, MemberConfig};
 use herald_core::Event;
 
 use crate::backend::{
@@ -51,19 +51,6 @@ impl Embedded {
     }
 }
 
-fn group_config(o: &SubscribeOptions) -> GroupConfig {
-    GroupConfig {
-        topics: o.topics.clone(),
-        start: o.start,
-        ordering: o.ordering,
-        ack_timeout_ms: o.ack_timeout.as_millis().max(1) as u64,
-        session_timeout_ms: o.session_timeout.as_millis().max(1) as u64,
-        retry: o.retry,
-        blocking_retries: o.blocking_retries,
-        ..GroupConfig::default()
-    }
-}
-
 #[async_trait]
 impl Backend for Embedded {
     fn capabilities(&self) -> Capabilities {
@@ -81,7 +68,7 @@ impl Backend for Embedded {
     }
 
     async fn subscribe(&self, group: &str, options: SubscribeOptions) -> Result<Box<dyn Subscription>> {
-        let config = group_config(&options);
+        let config = options.group_config();
         match self.broker.create_group(group, config.clone()) {
             Ok(_) => {}
             // A group created earlier with other settings keeps them: settings are the group's,

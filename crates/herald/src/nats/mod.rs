@@ -242,16 +242,7 @@ impl Inner {
             }
             return Ok(c);
         }
-        let config = GroupConfig {
-            topics: options.topics.clone(),
-            start: options.start,
-            ordering: options.ordering,
-            ack_timeout_ms: options.ack_timeout.as_millis().max(1) as u64,
-            session_timeout_ms: options.session_timeout.as_millis().max(1) as u64,
-            retry: options.retry,
-            blocking_retries: options.blocking_retries,
-            ..GroupConfig::default()
-        };
+        let config = options.group_config();
         let kv = self.groups_bucket().await?;
         let json = serde_json::to_vec(&config).expect("group settings serialize");
         match kv.create(names::esc(group), json.into()).await {

@@ -198,20 +198,6 @@ fn split_batch(events: Vec<v1::Event>) -> Vec<Vec<v1::Event>> {
     out
 }
 
-/// The group settings a subscription asks for (the same as the embedded backend's).
-fn group_config(o: &SubscribeOptions) -> herald_broker::GroupConfig {
-    herald_broker::GroupConfig {
-        topics: o.topics.clone(),
-        start: o.start,
-        ordering: o.ordering,
-        ack_timeout_ms: o.ack_timeout.as_millis().max(1) as u64,
-        session_timeout_ms: o.session_timeout.as_millis().max(1) as u64,
-        retry: o.retry,
-        blocking_retries: o.blocking_retries,
-        ..herald_broker::GroupConfig::default()
-    }
-}
-
 /// Herald's stable codes and what kind of failure each is. The server's codes are the broker's
 /// plus a few of the API's own; `closed` and `shutting_down` mean the server is going away,
 /// which a client sees as the server being unavailable for a while.
@@ -346,7 +332,7 @@ impl Backend for Remote {
         }
         let join = v1::Join {
             group: group.to_owned(),
-            settings: Some(herald_proto::group_config_to_proto(&group_config(&options))),
+            settings: Some(herald_proto::group_config_to_proto(&options.group_config())),
             max_in_flight: options.max_in_flight,
             member_id: String::new(),
         };
