@@ -8,6 +8,19 @@ use crate::v1;
 /// Metadata key of a status that holds Herald's stable error code.
 pub const CODE_KEY: &str = "herald-code";
 
+/// `s` cut to at most `max` bytes at a character boundary (reasons and echoed input are bounded
+/// on both ends of the wire by the same rule).
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Encodes an event for the wire.
 pub fn event_to_proto(e: &Event) -> v1::Event {
     v1::Event {
@@ -382,4 +395,15 @@ pub fn code_of(s: &tonic::Status) -> String {
         _ => "internal",
     }
     .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        use super::truncate_utf8;
+        assert_eq!(truncate_utf8("abc", 10), "abc");
+        assert_eq!(truncate_utf8("abcdef", 3), "abc");
+        assert_eq!(truncate_utf8("aé", 2), "a");
+    }
 }

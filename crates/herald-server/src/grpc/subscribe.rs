@@ -292,7 +292,7 @@ impl Session {
             return Err(("invalid_argument", "Settle.id is missing; echo the id of the Delivery".to_owned()));
         };
         let id: DeliveryId = delivery_id_from_proto(id);
-        let reason = truncate(&s.reason, REASON_BYTES_MAX);
+        let reason = herald_proto::truncate_utf8(&s.reason, REASON_BYTES_MAX);
         let kind = Kind::try_from(s.kind)
             .map_err(|_| ("invalid_argument", format!("Settle.kind {} is unknown; use ACK, NACK or REJECT", s.kind)))?;
         let r = match kind {
@@ -356,15 +356,4 @@ async fn poll_some(
         Some(f) => Pin::as_mut(f).await,
         None => std::future::pending().await,
     }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

@@ -440,10 +440,10 @@ async fn settle(member: &Member, entry: &AckEntry) -> Result<(), ApiError> {
     let id = parse_token(&entry.delivery).ok_or_else(|| {
         ApiError::invalid(format!(
             "{:?} is not a delivery token; echo the \"delivery\" field of the SSE delivery event",
-            truncate(&entry.delivery, 128)
+            herald_proto::truncate_utf8(&entry.delivery, 128)
         ))
     })?;
-    let reason = truncate(entry.reason.as_deref().unwrap_or_default(), REASON_BYTES_MAX);
+    let reason = herald_proto::truncate_utf8(entry.reason.as_deref().unwrap_or_default(), REASON_BYTES_MAX);
     let r = match entry.action {
         Action::Ack | Action::Reject if entry.delay_ms.is_some() => {
             return Err(ApiError::invalid("delay_ms applies to nack only; drop it"));
@@ -453,17 +453,6 @@ async fn settle(member: &Member, entry: &AckEntry) -> Result<(), ApiError> {
         Action::Reject => member.reject_id(&id, reason).await,
     };
     r.map_err(ApiError::from)
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]

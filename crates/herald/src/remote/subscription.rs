@@ -440,7 +440,7 @@ impl Shared {
             kind: kind as i32,
             id: Some(token.id.clone()),
             delay_ms: delay.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            reason: truncate(reason, REASON_BYTES_MAX).to_owned(),
+            reason: herald_proto::truncate_utf8(reason, REASON_BYTES_MAX).to_owned(),
         };
         let exchange = async {
             if link.send(v1::SubscribeRequest { msg: Some(Up::Settle(settle)) }).await.is_err() {
@@ -493,17 +493,6 @@ fn flush_credit(st: &mut State) {
         }
         Err(mpsc::error::TrySendError::Closed(_)) => st.owed = 0,
     }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[async_trait]
@@ -622,12 +611,5 @@ mod tests {
         st.owed = 5;
         flush_credit(&mut st);
         assert_eq!(st.owed, 5);
-    }
-
-    #[test]
-    fn reasons_are_cut_at_a_char_boundary() {
-        assert_eq!(truncate("abc", 10), "abc");
-        assert_eq!(truncate("abcdef", 3), "abc");
-        assert_eq!(truncate("aé", 2), "a");
     }
 }
