@@ -213,7 +213,12 @@ async fn throughput_run(opts: &Opts, durability: Durability, size: usize, groups
 /// (one thread each), then read back `readers` times; events per second, end to end.
 fn log_peer(opts: &Opts, durability: Durability, record: &[u8], n: u64, readers: usize) -> f64 {
     let dir = fresh_dir(opts, "peer");
-    let config = LogConfig { durability: durability.into(), ..LogConfig::default() };
+    let durability = match durability {
+        Durability::Always => herald_log::Durability::Always,
+        Durability::Interval { ms } => herald_log::Durability::Interval { ms },
+        Durability::Os => herald_log::Durability::Os,
+    };
+    let config = LogConfig { durability, ..LogConfig::default() };
     let per_log = n / u64::from(PARTITIONS);
     let batch: Arc<Vec<Vec<u8>>> = Arc::new(vec![record.to_vec(); PUBLISH_BATCH]);
     let start = Instant::now();

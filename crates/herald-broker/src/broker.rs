@@ -10,9 +10,10 @@ use herald_core::codec::binary;
 
 use crate::config::{BrokerConfig, TopicConfig, valid_name};
 use crate::error::{BrokerError, Result};
-use crate::group::{Group, GroupConfig, GroupInfo, Member, MemberConfig};
+use crate::group::{Group, Member, MemberConfig};
 use crate::partition::{Partition, Receipt, StoredEvent};
 use crate::topic::{Topic, TopicInfo, TopicMeta, sync_dir};
+use herald_model::{DeadLetter, GroupConfig, GroupInfo, StartFrom};
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -26,7 +27,9 @@ async fn retention_task(inner: std::sync::Weak<BrokerInner>) {
         };
         tokio::time::sleep(every).await;
         let Some(inner) = inner.upgrade() else { return };
-        if let Err(e) = (Broker { inner }).enforce_retention() {
+        // Deleting segments is file work: off the async workers.
+        let result = (Broker { inner }).blocking(|b| b.enforce_retention()).await;
+        if let Err(e) = result {
             tracing::error!(error = %e, "retention failed");
         }
     }
@@ -129,7 +132,7 @@ impl Broker {
         if !valid_name(name) {
             return Err(BrokerError::InvalidTopicName { name: name.to_owned() });
         }
-        config.validate(&self.inner.config)?;
+        crate::config::validate_topic(&config, &self.inner.config)?;
         let mut topics = self.inner.topics.write().expect("topics lock poisoned");
         if topics.contains_key(name) {
             return Err(BrokerError::TopicExists { topic: name.to_owned() });
@@ -243,7 +246,7 @@ impl Broker {
                     limit: config.max_event_bytes,
                 });
             }
-            let p = topic.route(event.key(), event.source(), event.id(), n);
+            let p = herald_model::routing::route_event(&event, n);
             per_partition[p as usize].push((i, event, encoded));
         }
         let mut receipts: Vec<Option<Receipt>> = vec![None; count];
@@ -292,6 +295,52 @@ impl Broker {
         self.group(group)?.join(self, member)
     }
 
+    /// Joins `group` as a new member, creating the group with `config` first if it does not
+    /// exist. A group that exists keeps its stored settings — they belong to the group, not to a
+    /// member — so the member runs by [`Member::settings`], and a difference from `config` is
+    /// logged naming each setting.
+    pub fn subscribe(&self, group: &str, config: GroupConfig, member: MemberConfig) -> Result<Member> {
+        match self.create_group(group, config.clone()) {
+            Ok(_) => {}
+            Err(BrokerError::InvalidConfig(_)) if self.group(group).is_ok() => {}
+            Err(e) => return Err(e),
+        }
+        let m = self.join(group, member)?;
+        let differences = config.differences(m.settings());
+        if !differences.is_empty() {
+            tracing::warn!(group, differences = %differences.join("; "),
+                "group exists with other settings; joining with the stored ones");
+        }
+        Ok(m)
+    }
+
+    /// Moves every position of `group` to `to` (earliest, latest, or the first event at or after a
+    /// time), forgetting attempt counts and pending retries. Refused with
+    /// [`BrokerError::GroupActive`] while the group has members.
+    pub fn reset_group(&self, group: &str, to: StartFrom) -> Result<GroupInfo> {
+        let g = self.group(group)?;
+        g.reset(self, to)?;
+        Ok(g.info(self))
+    }
+
+    /// Dead letters of `group`, oldest first, at most `max`.
+    pub fn dlq_list(&self, group: &str, max: usize) -> Result<Vec<DeadLetter>> {
+        crate::group::dlq::dlq_list(self, group, max)
+    }
+
+    /// Sends `group`'s dead letters back to that group only (through its private replay topic).
+    /// A dead letter already replayed `replays_max` times is kept in the DLQ. Writes first: the
+    /// replayed letters are stored in the replay topic, the kept ones again at the DLQ's end,
+    /// and only then are they dropped from the DLQ. Returns how many were replayed.
+    pub async fn dlq_replay(&self, group: &str) -> Result<usize> {
+        crate::group::dlq::dlq_replay(self, group).await
+    }
+
+    /// Deletes every dead letter of `group`; returns how many there were.
+    pub async fn dlq_purge(&self, group: &str) -> Result<u64> {
+        crate::group::dlq::dlq_purge(self, group).await
+    }
+
     /// A group's members, partitions, positions and lag.
     pub fn describe_group(&self, name: &str) -> Result<GroupInfo> {
         Ok(self.group(name)?.info(self))
@@ -312,6 +361,15 @@ impl Broker {
             .get(name)
             .cloned()
             .ok_or_else(|| BrokerError::GroupNotFound { group: name.to_owned() })
+    }
+
+    /// Runs blocking broker work (file I/O) off the async workers.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Broker) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let b = self.clone();
+        tokio::task::spawn_blocking(move || f(&b)).await.map_err(|_| BrokerError::Closed)?
     }
 
     /// Flushes every group's positions and closes every log cleanly.

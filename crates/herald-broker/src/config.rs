@@ -18,14 +18,8 @@ pub const IN_FLIGHT_MAX_DEFAULT: u32 = 10_000;
 pub const WRITE_QUEUE_EVENTS_MAX_DEFAULT: usize = 100_000;
 /// Default most events appended in one write (one log batch).
 pub const WRITE_BATCH_EVENTS_MAX_DEFAULT: usize = 10_000;
-/// Default dedupe window (2 minutes, like JetStream's duplicate window).
-pub const DEDUPE_WINDOW_MS_DEFAULT: u64 = 120_000;
 /// Default most remembered event ids per partition for dedupe.
 pub const DEDUPE_ENTRIES_MAX_DEFAULT: usize = 1_000_000;
-/// Default largest event, encoded (1 MiB).
-pub const EVENT_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
-/// Largest allowed `max_event_bytes` (64 MiB).
-pub const EVENT_BYTES_MAX_MAX: u64 = 64 * 1024 * 1024;
 
 /// Limits of one broker. In a config file every field is optional (the default applies) and an
 /// unknown one is an error.
@@ -90,110 +84,49 @@ impl BrokerConfig {
     }
 }
 
-/// When a publish is acknowledged; see `docs/durability.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Durability {
-    /// fsync before the publish is acknowledged (group commit across publishers).
-    #[default]
-    Always,
-    /// fsync every `ms` milliseconds.
-    Interval {
-        /// Milliseconds between fsyncs.
-        ms: u64,
-    },
-    /// Leave write-back to the operating system.
-    Os,
-}
+pub use herald_model::{
+    DEDUPE_WINDOW_MS_DEFAULT, Durability, EVENT_BYTES_MAX_DEFAULT, EVENT_BYTES_MAX_MAX, TopicConfig,
+};
 
-impl From<Durability> for herald_log::Durability {
-    fn from(d: Durability) -> Self {
-        match d {
-            Durability::Always => herald_log::Durability::Always,
-            Durability::Interval { ms } => herald_log::Durability::Interval { ms },
-            Durability::Os => herald_log::Durability::Os,
-        }
+// The model's default segment size is the log's.
+const _: () = assert!(herald_model::SEGMENT_BYTES_MAX_DEFAULT == herald_log::SEGMENT_BYTES_MAX_DEFAULT);
+
+/// The log's durability for a setting.
+pub(crate) fn log_durability(d: Durability) -> herald_log::Durability {
+    match d {
+        Durability::Always => herald_log::Durability::Always,
+        Durability::Interval { ms } => herald_log::Durability::Interval { ms },
+        Durability::Os => herald_log::Durability::Os,
     }
 }
 
-/// A topic's settings, stored with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TopicConfig {
-    /// Number of partitions (at least 1).
-    pub partitions: u32,
-    /// Delete sealed segments older than this, if set.
-    pub retention_ms: Option<u64>,
-    /// Keep each partition near this many bytes, if set.
-    pub retention_bytes: Option<u64>,
-    /// When publishes are acknowledged.
-    pub durability: Durability,
-    /// Republishing an event `(source, id)` within this window stores it once.
-    pub dedupe_window_ms: u64,
-    /// Largest event accepted, encoded.
-    pub max_event_bytes: u64,
-    /// Segment size of each partition log (retention deletes whole segments).
-    pub segment_bytes_max: u64,
+/// Checks a topic's settings against the model's rules, this broker's limits and the log's.
+pub(crate) fn validate_topic(config: &TopicConfig, broker: &BrokerConfig) -> Result<()> {
+    config.validate()?;
+    if config.partitions > broker.partitions_per_topic_max {
+        return Err(BrokerError::LimitExceeded {
+            name: "partitions",
+            value: config.partitions.into(),
+            limit: broker.partitions_per_topic_max.into(),
+            key: "partitions_per_topic_max",
+        });
+    }
+    log_config(config).validate().map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+    Ok(())
 }
 
-impl Default for TopicConfig {
-    fn default() -> Self {
-        TopicConfig {
-            partitions: 1,
-            retention_ms: None,
-            retention_bytes: None,
-            durability: Durability::Always,
-            dedupe_window_ms: DEDUPE_WINDOW_MS_DEFAULT,
-            max_event_bytes: EVENT_BYTES_MAX_DEFAULT,
-            segment_bytes_max: herald_log::SEGMENT_BYTES_MAX_DEFAULT,
-        }
+/// The log settings of a topic's partitions.
+pub(crate) fn log_config(config: &TopicConfig) -> herald_log::LogConfig {
+    let record = u32::try_from(config.max_event_bytes).unwrap_or(u32::MAX);
+    let defaults = herald_log::LogConfig::default();
+    herald_log::LogConfig {
+        durability: log_durability(config.durability),
+        retention: herald_log::Retention { age_ms: config.retention_ms, bytes: config.retention_bytes },
+        record_bytes_max: record,
+        segment_bytes_max: config.segment_bytes_max,
+        batch_bytes_max: defaults.batch_bytes_max.max(record.saturating_add(64)),
+        ..defaults
     }
 }
 
-impl TopicConfig {
-    /// A topic with `partitions` partitions and defaults otherwise.
-    pub fn with_partitions(partitions: u32) -> Self {
-        TopicConfig { partitions, ..Default::default() }
-    }
-
-    pub(crate) fn validate(&self, broker: &BrokerConfig) -> Result<()> {
-        positive("partitions", self.partitions.into())?;
-        if self.partitions > broker.partitions_per_topic_max {
-            return Err(BrokerError::LimitExceeded {
-                name: "partitions",
-                value: self.partitions.into(),
-                limit: broker.partitions_per_topic_max.into(),
-                key: "partitions_per_topic_max",
-            });
-        }
-        if self.max_event_bytes == 0 || self.max_event_bytes > EVENT_BYTES_MAX_MAX {
-            return Err(BrokerError::InvalidConfig(format!(
-                "max_event_bytes is {}; it must be between 1 and {EVENT_BYTES_MAX_MAX}",
-                self.max_event_bytes
-            )));
-        }
-        self.log_config().validate().map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
-        Ok(())
-    }
-
-    pub(crate) fn log_config(&self) -> herald_log::LogConfig {
-        let record = u32::try_from(self.max_event_bytes).unwrap_or(u32::MAX);
-        let defaults = herald_log::LogConfig::default();
-        herald_log::LogConfig {
-            durability: self.durability.into(),
-            retention: herald_log::Retention { age_ms: self.retention_ms, bytes: self.retention_bytes },
-            record_bytes_max: record,
-            segment_bytes_max: self.segment_bytes_max,
-            batch_bytes_max: defaults.batch_bytes_max.max(record.saturating_add(64)),
-            ..defaults
-        }
-    }
-}
-
-/// Checks a topic or group name: `[A-Za-z0-9._-]{1,200}`, not `.` or `..`.
-pub(crate) fn valid_name(name: &str) -> bool {
-    (1..=200).contains(&name.len())
-        && name != "."
-        && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-}
+pub(crate) use herald_model::valid_name;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use herald_log::LogError;
+use herald_model::Code;
 
 /// Everything the broker can refuse or fail at.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +181,9 @@ pub enum BrokerError {
     /// The log refused or failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// A stored file was written in a format this build cannot read.
+    #[error(transparent)]
+    Format(#[from] herald_model::storage::StorageError),
     /// Metadata I/O failed.
     #[error("I/O error on {path} while {action}: {source}")]
     Io {
@@ -194,44 +198,52 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
-    /// A stable, machine-readable code for the wire (`topic_not_found`, `busy`, …).
-    pub fn code(&self) -> &'static str {
+    /// The stable code of this error (see [`Code`] for its kind, retryability and statuses).
+    pub fn code(&self) -> Code {
         match self {
-            BrokerError::InvalidTopicName { .. } => "invalid_topic_name",
-            BrokerError::InvalidGroupName { .. } => "invalid_group_name",
-            BrokerError::TopicNotFound { .. } => "topic_not_found",
-            BrokerError::TopicExists { .. } => "topic_exists",
-            BrokerError::GroupNotFound { .. } => "group_not_found",
-            BrokerError::GroupActive { .. } => "group_active",
-            BrokerError::PartitionNotFound { .. } => "partition_not_found",
-            BrokerError::LimitExceeded { .. } => "limit_exceeded",
-            BrokerError::InvalidConfig(_) => "invalid_config",
-            BrokerError::EventTooLarge { .. } => "event_too_large",
-            BrokerError::Busy { .. } => "busy",
-            BrokerError::StaleGeneration { .. } => "stale_generation",
-            BrokerError::UnknownMember { .. } => "unknown_member",
-            BrokerError::NotInFlight { .. } => "not_in_flight",
-            BrokerError::RetentionOvertook { .. } => "retention_overtook",
-            BrokerError::Closed => "closed",
-            BrokerError::CorruptEvent { .. } => "corrupt_event",
-            BrokerError::Event(_) => "invalid_event",
-            BrokerError::WriteFailed { .. } => "storage",
-            BrokerError::Log(LogError::OffsetBelowEarliest { .. }) => "offset_below_earliest",
-            BrokerError::Log(LogError::OffsetBeyondLatest { .. }) => "offset_beyond_latest",
-            BrokerError::Log(LogError::Corrupt { .. }) => "corrupt",
-            BrokerError::Log(_) => "storage",
-            BrokerError::Io { .. } => "storage",
+            BrokerError::InvalidTopicName { .. } => Code::InvalidTopicName,
+            BrokerError::InvalidGroupName { .. } => Code::InvalidGroupName,
+            BrokerError::TopicNotFound { .. } => Code::TopicNotFound,
+            BrokerError::TopicExists { .. } => Code::TopicExists,
+            BrokerError::GroupNotFound { .. } => Code::GroupNotFound,
+            BrokerError::GroupActive { .. } => Code::GroupActive,
+            BrokerError::PartitionNotFound { .. } => Code::PartitionNotFound,
+            BrokerError::LimitExceeded { .. } => Code::LimitExceeded,
+            BrokerError::InvalidConfig(_) => Code::InvalidConfig,
+            BrokerError::EventTooLarge { .. } => Code::EventTooLarge,
+            BrokerError::Busy { .. } => Code::Busy,
+            BrokerError::StaleGeneration { .. } => Code::StaleGeneration,
+            BrokerError::UnknownMember { .. } => Code::UnknownMember,
+            BrokerError::NotInFlight { .. } => Code::NotInFlight,
+            BrokerError::RetentionOvertook { .. } => Code::RetentionOvertook,
+            BrokerError::Closed => Code::Closed,
+            BrokerError::CorruptEvent { .. } => Code::CorruptEvent,
+            BrokerError::Event(herald_core::EventError::EventTooLarge { .. }) => Code::EventTooLarge,
+            BrokerError::Event(_) => Code::InvalidEvent,
+            BrokerError::WriteFailed { .. } => Code::Storage,
+            BrokerError::Log(LogError::OffsetBelowEarliest { .. }) => Code::OffsetBelowEarliest,
+            BrokerError::Log(LogError::OffsetBeyondLatest { .. }) => Code::OffsetBeyondLatest,
+            BrokerError::Log(LogError::Corrupt { .. }) => Code::Corrupt,
+            BrokerError::Log(_) => Code::Storage,
+            BrokerError::Format(_) => Code::Storage,
+            BrokerError::Io { .. } => Code::Storage,
         }
     }
 
     /// Whether the same request may succeed if retried later (the SDK retries these).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, BrokerError::Busy { .. })
+        self.code().is_retryable()
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str) -> impl FnOnce(std::io::Error) -> BrokerError {
         let path = path.into();
         move |source| BrokerError::Io { path, action, source }
+    }
+}
+
+impl From<herald_model::InvalidSettings> for BrokerError {
+    fn from(e: herald_model::InvalidSettings) -> Self {
+        BrokerError::InvalidConfig(e.0)
     }
 }
 

@@ -33,16 +33,18 @@ mod config;
 mod error;
 mod group;
 mod partition;
-pub mod partitioner;
 mod store;
 mod topic;
 
 pub use broker::Broker;
 pub use config::*;
 pub use error::{BrokerError, Result};
-pub use group::{
-    COMMIT_EVENTS_MAX, COMMIT_INTERVAL_MS, DeadLetter, Delivery, DeliveryId, GROUP_NAME_BYTES_MAX, GroupConfig,
-    GroupInfo, GroupPartitionInfo, Member, MemberConfig, OrderingMode, RetryPolicy, StartFrom, dlq_headers,
+pub use group::{COMMIT_EVENTS_MAX, COMMIT_INTERVAL_MS, Delivery, Member, MemberConfig, dlq_headers};
+/// Key → partition routing (Kafka's murmur2), shared with every backend.
+pub use herald_model::routing as partitioner;
+pub use herald_model::{
+    Code, DeadLetter, DeliveryId, GROUP_NAME_BYTES_MAX, GroupConfig, GroupInfo, GroupPartitionInfo, OrderingMode,
+    RetryPolicy, StartFrom,
 };
 pub use partition::{Receipt, StoredEvent};
 pub use topic::{PartitionInfo, TopicInfo};

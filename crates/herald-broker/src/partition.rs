@@ -14,49 +14,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::broker::now_ms;
 use crate::error::{BrokerError, Result};
 
-/// An event as stored: the event plus where and when the broker put it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredEvent {
-    /// The event, exactly as published.
-    pub event: Event,
-    /// Its topic.
-    pub topic: Arc<str>,
-    /// Its partition.
-    pub partition: u32,
-    /// Its offset in the partition.
-    pub offset: u64,
-    /// When the broker appended it (ms since the Unix epoch).
-    pub append_time_ms: i64,
-}
-
-/// Where a published event is stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    /// The topic.
-    pub topic: Arc<str>,
-    /// The partition.
-    pub partition: u32,
-    /// The offset: for a duplicate, the offset of the first copy.
-    pub offset: u64,
-    /// The event `(source, id)` was already stored within the dedupe window; nothing was written.
-    pub duplicate: bool,
-}
+pub use herald_model::{Receipt, StoredEvent};
 
 struct WriteRequest {
     events: Vec<(Event, Vec<u8>)>,
     reply: oneshot::Sender<Result<Vec<(u64, bool)>, String>>,
-}
-
-/// Limits for decoding what this broker stored: the hard maxima. Events were checked against
-/// their topic's limits when published (dead letters carry extra headers), and a stored event
-/// must always be readable.
-pub(crate) fn stored_limits() -> herald_core::Limits {
-    herald_core::Limits {
-        key_bytes_max: herald_core::Limits::KEY_BYTES_HARD_MAX,
-        header_value_bytes_max: herald_core::Limits::HEADER_VALUE_BYTES_HARD_MAX,
-        headers_count_max: herald_core::Limits::HEADERS_COUNT_HARD_MAX,
-        event_bytes_max: herald_core::Limits::EVENT_BYTES_HARD_MAX,
-    }
 }
 
 /// `source`, a zero byte, `id`: one shared allocation per event, in the map and the queue.
@@ -174,13 +136,14 @@ impl Partition {
                     let Some(last) = records.last() else { break };
                     next = last.offset + 1;
                     for r in records {
-                        let event =
-                            binary::decode_with(&r.data, &stored_limits()).map_err(|e| BrokerError::CorruptEvent {
+                        let event = binary::decode_with(&r.data, &herald_core::Limits::HARD).map_err(|e| {
+                            BrokerError::CorruptEvent {
                                 topic: topic.to_string(),
                                 partition: id,
                                 offset: r.offset,
                                 reason: e.to_string(),
-                            })?;
+                            }
+                        })?;
                         dedupe.insert(dedupe_key(&event), r.offset, r.timestamp_ms);
                     }
                 }
@@ -225,15 +188,18 @@ impl Partition {
 
     /// Reads stored events from `offset`.
     pub fn read(&self, offset: u64, max_bytes: usize, max_events: usize) -> Result<Vec<StoredEvent>> {
+        crate::group::assert_no_group_lock("reading a partition");
         let records = self.log.read(offset, max_bytes, max_events)?;
         records
             .into_iter()
             .map(|r| {
-                let event = binary::decode_with(&r.data, &stored_limits()).map_err(|e| BrokerError::CorruptEvent {
-                    topic: self.topic.to_string(),
-                    partition: self.id,
-                    offset: r.offset,
-                    reason: e.to_string(),
+                let event = binary::decode_with(&r.data, &herald_core::Limits::HARD).map_err(|e| {
+                    BrokerError::CorruptEvent {
+                        topic: self.topic.to_string(),
+                        partition: self.id,
+                        offset: r.offset,
+                        reason: e.to_string(),
+                    }
                 })?;
                 Ok(StoredEvent {
                     event,

@@ -1,6 +1,11 @@
 //! A group's durable state: a `herald-log` of state records (deliveries with their attempt
 //! numbers, acks, failures, partition starts) with periodic checkpoints; segments wholly before
 //! the latest checkpoint are deleted. Recovery replays from the earliest record kept.
+//!
+//! Records are versioned: a record is a JSON object whose `v` is its format, absent for format 1
+//! (what main wrote before formats were named, and still writes). A reader accepts every format
+//! up to [`RECORD_FORMAT`] and refuses a newer one, or a kind it does not know, with an error
+//! that says to upgrade; unknown fields of a known kind are ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -9,6 +14,37 @@ use herald_log::{Durability, Log, LogConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BrokerError, Result};
+
+/// The newest state record format this build writes and reads.
+pub(crate) const RECORD_FORMAT: u32 = 1;
+
+fn format_1() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+struct Version {
+    #[serde(default = "format_1")]
+    v: u32,
+}
+
+/// A record as stored (format 1: the record's JSON, no `v`).
+pub(crate) fn encode(record: &StateRecord) -> Vec<u8> {
+    serde_json::to_vec(record).expect("state records serialize")
+}
+
+/// A stored record, or why it cannot be read.
+pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<StateRecord, String> {
+    let Version { v } = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if v > RECORD_FORMAT {
+        return Err(format!(
+            "the record has format {v}; this build of Herald reads formats up to {RECORD_FORMAT}: upgrade Herald"
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        format!("{e} (a record kind this build does not know was written by a newer Herald: upgrade Herald)")
+    })
+}
 
 /// One change of a group's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,26 +117,69 @@ fn store_config(durability: Durability) -> LogConfig {
 
 impl GroupStore {
     pub fn open(dir: &Path, durability: Durability) -> Result<(GroupStore, Recovered)> {
+        crate::group::assert_no_group_lock("opening a group store");
         let log = Log::open(dir, store_config(durability))?;
-        let mut parts: BTreeMap<(String, u32), Part> = BTreeMap::new();
-        let mut records = 0;
+        let mut recovery = Recovery::default();
         let mut next = log.earliest_offset();
         loop {
             let batch = log.read(next, 4 << 20, 10_000)?;
             let Some(last) = batch.last() else { break };
             next = last.offset + 1;
             for r in batch {
-                let rec: StateRecord = serde_json::from_slice(&r.data).map_err(|e| BrokerError::CorruptEvent {
+                let rec = decode(&r.data).map_err(|reason| BrokerError::CorruptEvent {
                     topic: format!("group state {}", dir.display()),
                     partition: 0,
                     offset: r.offset,
-                    reason: e.to_string(),
+                    reason,
                 })?;
-                records += 1;
-                apply(&mut parts, rec, &mut records);
+                recovery.apply(rec);
             }
         }
-        let parts = parts
+        Ok((GroupStore { log }, recovery.finish()))
+    }
+
+    /// Appends records durably (fsync before returning; concurrent callers share it).
+    pub fn append(&self, records: &[StateRecord]) -> Result<()> {
+        crate::group::assert_no_group_lock("appending to a group store");
+        let encoded: Vec<Vec<u8>> = records.iter().map(encode).collect();
+        for chunk in encoded.chunks(10_000) {
+            self.log.append(chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint and drops the segments before it.
+    pub fn checkpoint(&self, parts: Vec<PartCheckpoint>) -> Result<()> {
+        crate::group::assert_no_group_lock("checkpointing a group store");
+        let rec = encode(&StateRecord::Checkpoint { parts });
+        let at = self.log.append(&[rec])?.base_offset;
+        self.log.delete_before(at)?;
+        Ok(())
+    }
+
+    pub fn close(&self) -> Result<()> {
+        Ok(self.log.close()?)
+    }
+}
+
+/// Rebuilds a group's durable state from its records, in order: a pure function, shared by
+/// [`GroupStore::open`] and the state machine's model test.
+#[derive(Default)]
+pub(crate) struct Recovery {
+    parts: BTreeMap<(String, u32), Part>,
+    /// Records since the last checkpoint.
+    records: usize,
+}
+
+impl Recovery {
+    pub fn apply(&mut self, rec: StateRecord) {
+        self.records += 1;
+        apply(&mut self.parts, rec, &mut self.records);
+    }
+
+    pub fn finish(self) -> Recovered {
+        let parts = self
+            .parts
             .into_iter()
             .map(|((topic, partition), p)| PartCheckpoint {
                 topic,
@@ -110,29 +189,7 @@ impl GroupStore {
                 done: p.done.into_iter().collect(),
             })
             .collect();
-        Ok((GroupStore { log }, Recovered { parts, records }))
-    }
-
-    /// Appends records durably (fsync before returning; concurrent callers share it).
-    pub fn append(&self, records: &[StateRecord]) -> Result<()> {
-        let encoded: Vec<Vec<u8>> =
-            records.iter().map(|r| serde_json::to_vec(r).expect("state records serialize")).collect();
-        for chunk in encoded.chunks(10_000) {
-            self.log.append(chunk)?;
-        }
-        Ok(())
-    }
-
-    /// Writes a checkpoint and drops the segments before it.
-    pub fn checkpoint(&self, parts: Vec<PartCheckpoint>) -> Result<()> {
-        let rec = serde_json::to_vec(&StateRecord::Checkpoint { parts }).expect("serializes");
-        let at = self.log.append(&[rec])?.base_offset;
-        self.log.delete_before(at)?;
-        Ok(())
-    }
-
-    pub fn close(&self) -> Result<()> {
-        Ok(self.log.close()?)
+        Recovered { parts, records: self.records }
     }
 }
 
@@ -187,5 +244,32 @@ fn apply(parts: &mut BTreeMap<(String, u32), Part>, rec: StateRecord, records: &
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_as_main_wrote_them_before_formats_read_as_format_1() {
+        let old = br#"{"kind":"delivered","topic":"orders","partition":0,"offsets":[[5,2]]}"#;
+        assert_eq!(
+            decode(old).unwrap(),
+            StateRecord::Delivered { topic: "orders".into(), partition: 0, offsets: vec![(5, 2)] }
+        );
+        // Format 1 is still written without `v`: a rollback reads it.
+        assert_eq!(encode(&decode(old).unwrap()), old.to_vec());
+    }
+
+    #[test]
+    fn newer_formats_and_unknown_kinds_are_refused_with_what_to_do() {
+        let e = decode(br#"{"v":2,"kind":"done","topic":"t","partition":0,"offsets":[]}"#).unwrap_err();
+        assert!(e.contains("format 2") && e.contains("upgrade"), "{e}");
+        let e = decode(br#"{"kind":"teleported","topic":"t"}"#).unwrap_err();
+        assert!(e.contains("upgrade"), "{e}");
+        // An unknown field of a known kind is ignored.
+        let r = decode(br#"{"kind":"forget","topic":"t","since_ms":5}"#).unwrap();
+        assert_eq!(r, StateRecord::Forget { topic: "t".into() });
     }
 }

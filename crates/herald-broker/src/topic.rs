@@ -7,47 +7,54 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use herald_model::storage::{self, StoredTopicConfig};
+pub use herald_model::{PartitionInfo, TopicInfo};
+
 use crate::config::{BrokerConfig, TopicConfig};
 use crate::error::{BrokerError, Result};
 use crate::partition::{Listeners, Partition, PartitionSettings};
 
 const META_FILE: &str = "topic.json";
 
-/// What a topic is, as stored in `<data>/topics/<name>/topic.json`.
+/// What a topic is, as stored in `<data>/topics/<name>/topic.json` (versioned: see
+/// [`herald_model::storage`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+pub(crate) struct StoredTopicMeta {
+    #[serde(default = "format_1")]
+    pub format: u32,
+    pub name: String,
+    pub config: StoredTopicConfig,
+    #[serde(default)]
+    pub created_ms: i64,
+}
+
+fn format_1() -> u32 {
+    1
+}
+
+impl storage::Stored for StoredTopicMeta {
+    fn format(&self) -> u32 {
+        self.format.max(self.config.format)
+    }
+}
+
+/// A topic's metadata in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TopicMeta {
     pub name: String,
     pub config: TopicConfig,
     pub created_ms: i64,
 }
 
-/// Per-partition figures of [`crate::Broker::describe_topic`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionInfo {
-    /// Partition number.
-    pub partition: u32,
-    /// Earliest offset still stored.
-    pub earliest_offset: u64,
-    /// Offset the next event will get.
-    pub latest_offset: u64,
-    /// Bytes on disk.
-    pub bytes: u64,
-    /// Segment files.
-    pub segments: usize,
-}
-
-/// A topic as described by [`crate::Broker::describe_topic`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicInfo {
-    /// Its name.
-    pub name: String,
-    /// Its settings.
-    pub config: TopicConfig,
-    /// Creation time, ms since the Unix epoch.
-    pub created_ms: i64,
-    /// Each partition.
-    pub partitions: Vec<PartitionInfo>,
+impl TopicMeta {
+    fn to_stored(&self) -> Vec<u8> {
+        storage::write(&StoredTopicMeta {
+            format: storage::SETTINGS_FORMAT,
+            name: self.name.clone(),
+            config: StoredTopicConfig::from(&self.config),
+            created_ms: self.created_ms,
+        })
+    }
 }
 
 pub(crate) struct Topic {
@@ -61,6 +68,7 @@ pub(crate) struct Topic {
 
 /// Writes `data` to `path` durably: temp file, fsync, rename, fsync the directory.
 pub(crate) fn write_durably(path: &Path, data: &[u8]) -> Result<()> {
+    crate::group::assert_no_group_lock("writing a metadata file");
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp).map_err(BrokerError::io(&tmp, "creating a metadata file"))?;
     f.write_all(data).map_err(BrokerError::io(&tmp, "writing a metadata file"))?;
@@ -71,6 +79,7 @@ pub(crate) fn write_durably(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    crate::group::assert_no_group_lock("fsyncing a directory");
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(BrokerError::io(dir, "fsyncing a directory"))
 }
 
@@ -78,7 +87,7 @@ impl Topic {
     fn settings(meta: &TopicMeta, broker: &BrokerConfig, listeners: &Arc<Listeners>) -> PartitionSettings {
         PartitionSettings {
             listeners: listeners.clone(),
-            log: meta.config.log_config(),
+            log: crate::config::log_config(&meta.config),
             dedupe_window_ms: meta.config.dedupe_window_ms,
             dedupe_entries_max: broker.dedupe_entries_max,
             queue_max: broker.write_queue_events_max,
@@ -107,8 +116,7 @@ impl Topic {
         let dir = topics_dir.join(&meta.name);
         fs::create_dir_all(dir.join("partitions")).map_err(BrokerError::io(&dir, "creating a topic directory"))?;
         sync_dir(topics_dir)?;
-        let json = serde_json::to_vec_pretty(&meta).expect("topic metadata serializes");
-        write_durably(&dir.join(META_FILE), &json)?;
+        write_durably(&dir.join(META_FILE), &meta.to_stored())?;
         Self::open_dir(dir, meta, broker)
     }
 
@@ -116,8 +124,8 @@ impl Topic {
     pub fn open(dir: PathBuf, broker: &BrokerConfig) -> Result<Topic> {
         let path = dir.join(META_FILE);
         let bytes = fs::read(&path).map_err(BrokerError::io(&path, "reading topic metadata"))?;
-        let meta: TopicMeta = serde_json::from_slice(&bytes)
-            .map_err(|e| BrokerError::InvalidConfig(format!("{}: {e}", path.display())))?;
+        let stored: StoredTopicMeta = storage::read(&path.display().to_string(), &bytes)?;
+        let meta = TopicMeta { name: stored.name, config: stored.config.into(), created_ms: stored.created_ms };
         Self::open_dir(dir, meta, broker)
     }
 
@@ -148,8 +156,8 @@ impl Topic {
         }
         let mut next = meta.clone();
         next.config.partitions = count;
-        next.config.validate(broker)?;
-        write_durably(&self.dir.join(META_FILE), &serde_json::to_vec_pretty(&next).expect("serializes"))?;
+        crate::config::validate_topic(&next.config, broker)?;
+        write_durably(&self.dir.join(META_FILE), &next.to_stored())?;
         let added = Self::open_partitions(&self.name, &self.dir, &next, broker, &self.listeners, current)?;
         let mut parts = self.partitions.write().expect("partitions lock poisoned");
         let mut all = (**parts).clone();
@@ -173,21 +181,5 @@ impl Topic {
             })
             .collect();
         TopicInfo { name: meta.name, config: meta.config, created_ms: meta.created_ms, partitions }
-    }
-
-    /// Picks the partition of an event: by key when it has one; otherwise by its `(source, id)`,
-    /// which spreads events evenly and sends a republished event to the same partition, where
-    /// dedupe sees it.
-    pub fn route(&self, key: Option<&str>, source: &str, id: &str, partitions: u32) -> u32 {
-        match key {
-            Some(k) => crate::partitioner::partition_for_key(k.as_bytes(), partitions),
-            None => {
-                let mut buf = Vec::with_capacity(source.len() + id.len() + 1);
-                buf.extend_from_slice(source.as_bytes());
-                buf.push(0);
-                buf.extend_from_slice(id.as_bytes());
-                crate::partitioner::partition_for_key(&buf, partitions)
-            }
-        }
     }
 }

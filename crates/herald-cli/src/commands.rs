@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use herald::{Client, Event, GroupInfo, StartFrom, SubscribeOptions, Timestamp, TopicConfig, TopicInfo};
-use herald_broker::{Durability, dlq_headers};
 use herald_core::codec::json::to_json_value;
+use herald_model::Durability;
+use herald_model::dead_letter::headers as dlq_headers;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
@@ -756,15 +757,13 @@ fn origin_text(e: &Event) -> String {
 async fn find_dead_letter(client: &Client, group: &str, id: &str, page: usize) -> Result<Option<(u64, Event)>> {
     let b = client.backend();
     b.describe_group(group).await?;
-    let dlq_topic = format!("{group}.dlq");
-    let info = match b.describe_topic(&dlq_topic).await {
-        Ok(info) => info,
-        // No dead letter was ever written.
-        Err(e) if e.kind() == herald::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
+    // The first dead letter in view says where the DLQ starts (replayed and purged letters
+    // before it stay in the topic's log until their segment is deleted).
+    let Some(first) = b.dead_letters(group, 1).await?.into_iter().next() else { return Ok(None) };
+    let dlq_topic = herald_model::dead_letter::dlq_topic(group);
+    let info = b.describe_topic(&dlq_topic).await?;
     let Some(p) = info.partitions.first() else { return Ok(None) };
-    let mut next = p.earliest_offset;
+    let mut next = first.dlq_offset;
     while next < p.latest_offset {
         let events = b.read(&dlq_topic, 0, next, page).await?;
         let Some(last) = events.last() else { break };

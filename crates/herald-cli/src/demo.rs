@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use herald::{CancellationToken, Client, Event, HandlerError, RetryPolicy, RunReport, TopicConfig};
-use herald_broker::dlq_headers;
+use herald_model::dead_letter::headers as dlq_headers;
 
 use crate::Global;
 

@@ -46,6 +46,16 @@ impl Limits {
     /// Highest accepted [`Limits::event_bytes_max`]: 64 MiB.
     pub const EVENT_BYTES_HARD_MAX: usize = 67_108_864;
 
+    /// Every limit at its hard maximum: what an event that was validated where it was stored is
+    /// checked against when it is read back (a dead letter carries headers its original did not,
+    /// and a stored event must always be readable).
+    pub const HARD: Limits = Limits {
+        key_bytes_max: Self::KEY_BYTES_HARD_MAX,
+        header_value_bytes_max: Self::HEADER_VALUE_BYTES_HARD_MAX,
+        headers_count_max: Self::HEADERS_COUNT_HARD_MAX,
+        event_bytes_max: Self::EVENT_BYTES_HARD_MAX,
+    };
+
     /// Checks that every limit lies in `1..=` its hard maximum.
     pub fn validate(&self) -> Result<(), LimitsError> {
         let checks = [

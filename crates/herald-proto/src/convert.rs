@@ -1,25 +1,15 @@
 //! Conversions between `herald.v1` messages and Herald's types, and error mapping.
 
-use herald_broker as broker;
 use herald_core::{Event, EventError, Limits, Timestamp};
+use herald_model as broker;
+use herald_model::Code;
 
 use crate::v1;
 
 /// Metadata key of a status that holds Herald's stable error code.
 pub const CODE_KEY: &str = "herald-code";
 
-/// `s` cut to at most `max` bytes at a character boundary (reasons and echoed input are bounded
-/// on both ends of the wire by the same rule).
-pub fn truncate_utf8(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+pub use herald_model::dead_letter::truncate_utf8;
 
 /// Encodes an event for the wire.
 pub fn event_to_proto(e: &Event) -> v1::Event {
@@ -97,7 +87,7 @@ pub fn stored_to_proto(s: &broker::StoredEvent) -> v1::StoredEvent {
 
 /// Decodes a stored event; events from the server are trusted up to the hard limits.
 pub fn stored_from_proto(s: v1::StoredEvent) -> Result<broker::StoredEvent, EventError> {
-    let event = event_from_proto(s.event.unwrap_or_default(), &hard_limits())?;
+    let event = event_from_proto(s.event.unwrap_or_default(), &Limits::HARD)?;
     Ok(broker::StoredEvent {
         event,
         topic: s.topic.into(),
@@ -105,16 +95,6 @@ pub fn stored_from_proto(s: v1::StoredEvent) -> Result<broker::StoredEvent, Even
         offset: s.offset,
         append_time_ms: s.append_time_ms,
     })
-}
-
-/// The most permissive limits: for events that were validated where they were stored.
-pub fn hard_limits() -> Limits {
-    Limits {
-        key_bytes_max: Limits::KEY_BYTES_HARD_MAX,
-        header_value_bytes_max: Limits::HEADER_VALUE_BYTES_HARD_MAX,
-        headers_count_max: Limits::HEADERS_COUNT_HARD_MAX,
-        event_bytes_max: Limits::EVENT_BYTES_HARD_MAX,
-    }
 }
 
 fn durability_to_proto(d: broker::Durability) -> (i32, Option<u64>) {
@@ -347,54 +327,49 @@ pub fn delivery_id_from_proto(d: v1::DeliveryId) -> broker::DeliveryId {
     }
 }
 
-/// gRPC status code for one of Herald's stable error codes.
-pub fn grpc_code(code: &str) -> tonic::Code {
-    use tonic::Code;
-    match code {
-        "invalid_topic_name" | "invalid_group_name" | "invalid_config" | "invalid_event" | "invalid_argument"
-        | "invalid_url" | "corrupt_event" => Code::InvalidArgument,
-        "topic_not_found" | "group_not_found" | "partition_not_found" | "unknown_member" => Code::NotFound,
-        "topic_exists" | "member_active" => Code::AlreadyExists,
-        "limit_exceeded" | "busy" => Code::ResourceExhausted,
-        "event_too_large" => Code::InvalidArgument,
-        "stale_generation" | "not_in_flight" | "group_active" => Code::FailedPrecondition,
-        "offset_below_earliest" | "offset_beyond_latest" | "retention_overtook" => Code::OutOfRange,
-        "closed" | "shutting_down" => Code::Unavailable,
-        "unsupported" => Code::Unimplemented,
-        _ => Code::Internal,
-    }
+/// The gRPC status code of one of Herald's stable error codes.
+pub fn grpc_code(code: Code) -> tonic::Code {
+    tonic::Code::from_i32(code.grpc_status() as i32)
 }
 
 /// A status carrying Herald's stable `code` in its metadata and `message` as its text.
-pub fn status(code: &str, message: impl Into<String>) -> tonic::Status {
+pub fn status(code: Code, message: impl Into<String>) -> tonic::Status {
     let mut s = tonic::Status::new(grpc_code(code), message);
-    if let Ok(v) = code.parse() {
-        s.metadata_mut().insert(CODE_KEY, v);
-    }
+    s.metadata_mut().insert(CODE_KEY, tonic::metadata::MetadataValue::from_static(code.as_str()));
     s
-}
-
-/// A broker error as a status.
-pub fn broker_status(e: &broker::BrokerError) -> tonic::Status {
-    status(e.code(), e.to_string())
 }
 
 /// Herald's stable code of a status: from its metadata, or derived from the gRPC code for
 /// statuses that did not come from a Herald server (transport failures and the like).
-pub fn code_of(s: &tonic::Status) -> String {
+pub fn code_of(s: &tonic::Status) -> Code {
     if let Some(v) = s.metadata().get(CODE_KEY).and_then(|v| v.to_str().ok()) {
-        return v.to_owned();
+        return Code::from_wire(v);
     }
-    use tonic::Code;
+    use tonic::Code as G;
     match s.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled => "unavailable",
-        Code::ResourceExhausted => "busy",
-        Code::InvalidArgument => "invalid_argument",
-        Code::NotFound => "not_found",
-        Code::Unimplemented => "unsupported",
-        _ => "internal",
+        G::Unavailable | G::DeadlineExceeded | G::Aborted | G::Cancelled => Code::Unavailable,
+        G::ResourceExhausted => Code::Busy,
+        G::InvalidArgument => Code::InvalidArgument,
+        G::NotFound => Code::NotFound,
+        G::Unimplemented => Code::Unsupported,
+        _ => Code::Internal,
     }
-    .to_owned()
+}
+
+#[cfg(test)]
+mod code_tests {
+    use super::*;
+
+    #[test]
+    fn every_code_crosses_a_status_unchanged_with_its_grpc_status() {
+        for &c in Code::ALL {
+            let s = status(c, "m");
+            assert_eq!(code_of(&s), c);
+            assert_eq!(s.code() as i32, c.grpc_status() as i32, "{c}");
+            assert_ne!(s.code(), tonic::Code::Unknown, "{c}");
+        }
+        let _: herald_model::GrpcStatus = Code::Busy.grpc_status();
+    }
 }
 
 #[cfg(test)]

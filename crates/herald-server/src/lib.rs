@@ -45,6 +45,16 @@ pub enum ServerError {
     Broker(#[from] herald_broker::BrokerError),
 }
 
+/// The code the server answers a broker error with: the broker's, except that a broker closing
+/// under a request means this server is shutting down (retry elsewhere or later), not that the
+/// client closed something.
+pub(crate) fn code_of(e: &herald_broker::BrokerError) -> herald_model::Code {
+    match e.code() {
+        herald_model::Code::Closed => herald_model::Code::ShuttingDown,
+        c => c,
+    }
+}
+
 /// What the API handlers share.
 pub struct AppState {
     /// The broker.

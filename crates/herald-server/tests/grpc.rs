@@ -129,7 +129,7 @@ fn join(group: &str, topic: &str, max_in_flight: u32) -> Join {
 #[track_caller]
 fn assert_code(s: &Status, code: &str) {
     assert!(s.metadata().get(CODE_KEY).is_some(), "no {CODE_KEY} in {s:?}");
-    assert_eq!(code_of(s), code, "{s:?}");
+    assert_eq!(code_of(s).as_str(), code, "{s:?}");
 }
 
 /// One open Subscribe stream.
@@ -598,7 +598,7 @@ async fn batch_over_max_batch_events_is_refused() -> TestResult {
     env.topic("t", 1).await?;
     env.publish("t", (0..5).map(event).collect()).await?;
     let e = env.publish("t", (10..16).map(event).collect()).await.unwrap_err();
-    assert_code(&e, "limit_exceeded");
+    assert_code(&e, "request_too_large");
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert!(e.message().contains("6 events") && e.message().contains("max_batch_events"), "{e:?}");
     env.server.shutdown().await?;
@@ -630,15 +630,15 @@ async fn message_over_max_request_bytes_is_refused() -> TestResult {
     let events: Vec<v1::Event> = (0..20).map(|i| v1::Event { data: vec![b'a'; 900].into(), ..event(i) }).collect();
     let e = env.publish("t", events).await.unwrap_err();
     assert!(matches!(e.code(), Code::ResourceExhausted | Code::OutOfRange), "{e:?}");
-    assert_code(&e, "limit_exceeded");
+    assert_code(&e, "request_too_large");
     assert!(e.message().contains("max_request_bytes"), "{e:?}");
     // The same on a Subscribe stream, after the Join.
     let mut sub = env.subscribe(join("g", "t", 1)).await?;
     let huge = Settle { seq: 1, reason: "r".repeat(10_000), ..Default::default() };
     sub.send(Msg::Settle(huge)).await;
     match sub.next(PATIENCE).await {
-        Some(Err(s)) => assert_code(&s, "limit_exceeded"),
-        other => panic!("expected the stream to end with limit_exceeded: {other:?}"),
+        Some(Err(s)) => assert_code(&s, "request_too_large"),
+        other => panic!("expected the stream to end with request_too_large: {other:?}"),
     }
     // The connection still serves.
     env.publish("t", vec![event(99)]).await?;
@@ -701,7 +701,7 @@ async fn subscriptions_over_max_subscriptions_are_refused() -> TestResult {
     loop {
         match env.subscribe(join("c", "t", 1)).await {
             Ok(_) => break,
-            Err(e) if code_of(&e) == "limit_exceeded" && Instant::now() < deadline => {
+            Err(e) if matches!(code_of(&e), herald_model::Code::LimitExceeded) && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => panic!("{e:?}"),
@@ -888,7 +888,7 @@ async fn frames_claiming_huge_lengths_are_refused_without_allocating() -> TestRe
             body.extend_from_slice(&claimed.to_be_bytes());
             body.extend_from_slice(&[0x0a; 4096]);
             let a = raw_call(&env.channel, path, body).await;
-            assert_eq!(a.herald_code.as_deref(), Some("limit_exceeded"), "{path}: {a:?}");
+            assert_eq!(a.herald_code.as_deref(), Some("request_too_large"), "{path}: {a:?}");
             assert!(a.message.contains("max_request_bytes"), "{a:?}");
         }
     }
@@ -920,7 +920,7 @@ async fn a_member_id_held_by_an_open_stream_is_refused() -> TestResult {
     let mut b = loop {
         match env.subscribe(named("m-1")).await {
             Ok(b) => break b,
-            Err(e) if code_of(&e) == "member_active" && Instant::now() < deadline => {
+            Err(e) if matches!(code_of(&e), herald_model::Code::MemberActive) && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => panic!("{e:?}"),

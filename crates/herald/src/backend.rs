@@ -10,16 +10,16 @@ use async_trait::async_trait;
 use herald_core::Event;
 
 /// Where a published event was stored (the same type on every backend).
-pub use herald_broker::Receipt;
-pub use herald_broker::{
-    DeadLetter, GroupInfo, GroupPartitionInfo, OrderingMode, PartitionInfo, RetryPolicy, StartFrom, StoredEvent,
-    TopicConfig, TopicInfo,
+pub use herald_model::Receipt;
+pub use herald_model::{
+    DeadLetter, GroupConfig, GroupInfo, GroupPartitionInfo, OrderingMode, PartitionInfo, RetryPolicy, StartFrom,
+    StoredEvent, TopicConfig, TopicInfo,
 };
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Code, Error, Result};
 
 fn unsupported(what: &str) -> Error {
-    Error::new(ErrorKind::Unsupported, "unsupported", format!("this backend does not support {what}"))
+    Error::new(Code::Unsupported, format!("this backend does not support {what}"))
 }
 
 /// What a backend can do, so that callers (and the conformance suite) adapt to it.
@@ -108,8 +108,8 @@ impl Default for SubscribeOptions {
 impl SubscribeOptions {
     /// The group settings these options ask for, on every backend (settings the options do not
     /// name take the broker's defaults).
-    pub(crate) fn group_config(&self) -> herald_broker::GroupConfig {
-        herald_broker::GroupConfig {
+    pub(crate) fn group_config(&self) -> herald_model::GroupConfig {
+        herald_model::GroupConfig {
             topics: self.topics.clone(),
             start: self.start,
             ordering: self.ordering,
@@ -117,7 +117,7 @@ impl SubscribeOptions {
             session_timeout_ms: self.session_timeout.as_millis().max(1) as u64,
             retry: self.retry,
             blocking_retries: self.blocking_retries,
-            ..herald_broker::GroupConfig::default()
+            ..herald_model::GroupConfig::default()
         }
     }
 }
@@ -185,6 +185,10 @@ pub trait Backend: Send + Sync + 'static {
 /// One member of a consumer group.
 #[async_trait]
 pub trait Subscription: Send + Sync {
+    /// The group's settings in effect: the stored ones, which may differ from what the
+    /// subscription asked for (settings belong to the group). Backoff, attempts, dead letters
+    /// and order follow these on every backend.
+    fn settings(&self) -> &GroupConfig;
     /// Waits up to `wait` for messages; at most `max`.
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Message>>;
     /// Done with it.

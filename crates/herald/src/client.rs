@@ -1,14 +1,12 @@
 //! `connect(url)` and the client handle.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use herald_core::Event;
 
 use crate::backend::{Backend, Capabilities, TopicConfig};
 use crate::consumer::Consumer;
-use crate::embedded::Embedded;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Code, Error, Result};
 use crate::producer::{Producer, ProducerConfig};
 
 /// A connection to a backend. Cheap to clone.
@@ -25,33 +23,59 @@ pub struct Client {
 ///
 /// Must be called inside a Tokio runtime.
 pub async fn connect(url: &str) -> Result<Client> {
-    let invalid =
-        |why: &str| Error::new(ErrorKind::Invalid, "invalid_url", format!("cannot connect to {url:?}: {why}"));
+    let invalid = |why: &str| Error::new(Code::InvalidUrl, format!("cannot connect to {url:?}: {why}"));
     let (scheme, rest) =
         url.split_once("://").ok_or_else(|| invalid("expected scheme://…, e.g. mem:// or file:///var/lib/herald"))?;
     let backend: Arc<dyn Backend> = match scheme {
+        "mem" | "file" | "herald" | "nats" => open(scheme, rest, url, &invalid).await?,
+        other => return Err(invalid(&format!("unknown scheme {other:?}; use mem://, file://, herald:// or nats://"))),
+    };
+    Ok(Client { backend })
+}
+
+/// A backend left out of this build: what to enable to get it.
+#[allow(dead_code)]
+fn not_built(scheme: &str, feature: &str) -> Error {
+    Error::new(
+        Code::Unsupported,
+        format!("this build of herald has no {scheme}:// backend: enable the crate feature `{feature}` of `herald`"),
+    )
+}
+
+async fn open(scheme: &str, rest: &str, url: &str, invalid: &dyn Fn(&str) -> Error) -> Result<Arc<dyn Backend>> {
+    let _ = (rest, url, invalid);
+    match scheme {
+        #[cfg(feature = "embedded")]
         "mem" => {
             if !rest.is_empty() {
                 return Err(invalid("mem:// takes no path"));
             }
-            Arc::new(Embedded::memory()?)
+            Ok(Arc::new(crate::embedded::Embedded::memory()?))
         }
+        #[cfg(feature = "embedded")]
         "file" => {
             if !rest.starts_with('/') {
                 return Err(invalid("file:// needs an absolute path, e.g. file:///var/lib/herald"));
             }
-            Arc::new(Embedded::open(&PathBuf::from(rest))?)
+            Ok(Arc::new(crate::embedded::Embedded::open(&std::path::PathBuf::from(rest))?))
         }
+        #[cfg(not(feature = "embedded"))]
+        "mem" | "file" => Err(not_built(scheme, "embedded")),
+        #[cfg(feature = "remote")]
         "herald" => {
             if rest.is_empty() || rest.contains('/') {
                 return Err(invalid("herald:// needs host:port, e.g. herald://127.0.0.1:7281"));
             }
-            crate::remote::connect(rest).await?
+            crate::remote::connect(rest).await
         }
-        "nats" => crate::nats::connect(url).await?,
-        other => return Err(invalid(&format!("unknown scheme {other:?}; use mem://, file://, herald:// or nats://"))),
-    };
-    Ok(Client { backend })
+        #[cfg(not(feature = "remote"))]
+        "herald" => Err(not_built(scheme, "remote")),
+        #[cfg(feature = "nats")]
+        "nats" => crate::nats::connect(url).await,
+        #[cfg(not(feature = "nats"))]
+        "nats" => Err(not_built(scheme, "nats")),
+        _ => unreachable!("schemes are matched by connect"),
+    }
 }
 
 impl Client {

@@ -14,8 +14,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, Message, OrderingMode, RetryPolicy, StartFrom, SubscribeOptions, Subscription};
-use crate::error::{Error, ErrorKind, HandlerError, Result};
+use crate::backend::{
+    Backend, GroupConfig, Message, OrderingMode, RetryPolicy, StartFrom, SubscribeOptions, Subscription,
+};
+use crate::error::{Code, Error, ErrorKind, HandlerError, Result};
 use crate::producer::HANDLING;
 
 type BoxFuture = Pin<Box<dyn Future<Output = std::result::Result<(), HandlerError>> + Send>>;
@@ -104,8 +106,10 @@ impl Consumer {
         self
     }
 
-    /// Attempts and backoff (blocking retries: a failing event holds its key until it succeeds
-    /// or is dead-lettered, so order per key is kept).
+    /// Attempts and backoff for a group this consumer creates (blocking retries: a failing event
+    /// holds its key until it succeeds or is dead-lettered, so order per key is kept). Settings
+    /// belong to the group: when it exists already with other settings, its stored ones apply,
+    /// and the consumer logs which differ.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.options.retry = policy;
         self
@@ -124,6 +128,14 @@ impl Consumer {
         self.handler_timeout = t;
         // The broker must not redeliver while the handler may still run.
         self.options.ack_timeout = self.options.ack_timeout.max(t + Duration::from_secs(1));
+        self
+    }
+
+    /// A delivery not settled within this is redelivered (default 30 s; raised to the handler
+    /// timeout plus a second). Like every group setting, it applies when this consumer creates
+    /// the group.
+    pub fn ack_timeout(mut self, t: Duration) -> Self {
+        self.options.ack_timeout = t.max(self.handler_timeout + Duration::from_secs(1));
         self
     }
 
@@ -183,19 +195,32 @@ impl Consumer {
     /// Runs until `shutdown` is cancelled: then stops fetching, lets running handlers finish
     /// within the grace period, and leaves the group (whatever is unsettled is redelivered).
     pub async fn run(self, shutdown: CancellationToken) -> Result<RunReport> {
-        let handler = self
-            .handler
-            .clone()
-            .ok_or_else(|| Error::new(ErrorKind::Invalid, "invalid_config", "a consumer needs a handler"))?;
+        let handler =
+            self.handler.clone().ok_or_else(|| Error::new(Code::InvalidConfig, "a consumer needs a handler"))?;
         if self.options.topics.is_empty() {
-            return Err(Error::new(ErrorKind::Invalid, "invalid_config", "a consumer needs at least one topic"));
+            return Err(Error::new(Code::InvalidConfig, "a consumer needs at least one topic"));
         }
         let sub: Arc<dyn Subscription> = Arc::from(self.backend.subscribe(&self.group, self.options.clone()).await?);
+        // The group's stored settings decide backoff, attempts and dead letters: the runtime
+        // follows them, whatever this builder asked for.
+        let settings: GroupConfig = sub.settings().clone();
+        let differences = self.options.group_config().differences(&settings);
+        if !differences.is_empty() {
+            tracing::warn!(group = %self.group, differences = %differences.join("; "),
+                "the group exists with other settings; running with the group's");
+        }
+        let ack_timeout = Duration::from_millis(settings.ack_timeout_ms);
+        if ack_timeout <= self.handler_timeout {
+            tracing::warn!(group = %self.group, ?ack_timeout, handler_timeout = ?self.handler_timeout,
+                "the group's ack timeout is not above the handler timeout: a slow handler's event is redelivered while it runs");
+        }
         let rt = Arc::new(Runtime {
             sub: sub.clone(),
             group: self.group.clone(),
             handler,
-            retry: self.options.retry,
+            retry: settings.retry,
+            budget: Budget::new(self.concurrency, self.options.max_in_flight as usize, ack_timeout),
+            settled: tokio::sync::Notify::new(),
             timeout: self.handler_timeout,
             keys: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(self.concurrency)),
@@ -205,17 +230,24 @@ impl Consumer {
             meters: self.options.topics.iter().map(|t| (t.clone(), Meters::new(t, &self.group))).collect(),
         });
         let mut tasks = tokio::task::JoinSet::new();
-        let low_water = (self.options.max_in_flight as usize / 2).max(1);
         let lag_reporter = tokio::spawn(report_lag(self.backend.clone(), self.group.clone(), shutdown.clone()));
         loop {
-            // Fetch only what we can hold: the in-flight budget is the backpressure. And fetch
-            // in bulk: wait until half the budget is free rather than polling for every event
-            // that completes (each poll costs the broker a lock and a durable delivery record).
-            let free = rt.held.available_permits();
-            if free < low_water {
+            // Fetch only what can start before its ack deadline: the budget is what `concurrency`
+            // handlers at the observed handler latency start within half the group's ack timeout
+            // (and never more than `max_in_flight`). Fetched events wait for a handler while their
+            // deadline runs, so fetching more would time them out though no handler failed. And
+            // fetch in bulk: wait until half the budget is free rather than polling for every
+            // event that completes (each poll costs the broker a durable delivery record).
+            let limit = rt.budget.limit();
+            let holding = self.options.max_in_flight as usize - rt.held.available_permits();
+            let free = limit.saturating_sub(holding);
+            if free < (limit / 2).max(1) {
+                let settled = rt.settled.notified();
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    p = rt.held.clone().acquire_many_owned(low_water as u32) => drop(p),
+                    _ = settled => {}
+                    // The limit may grow as latencies are observed.
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 }
                 continue;
             }
@@ -293,11 +325,52 @@ impl Meters {
     }
 }
 
+/// How many events the runtime may hold: what its handlers can start before the ack deadline.
+struct Budget {
+    concurrency: usize,
+    max_in_flight: usize,
+    /// Half the group's ack timeout: the time a fetched event may wait for a handler.
+    window: Duration,
+    /// Moving average of handler latency, in microseconds (0 until the first event).
+    latency_us: std::sync::atomic::AtomicU64,
+}
+
+impl Budget {
+    fn new(concurrency: usize, max_in_flight: usize, ack_timeout: Duration) -> Budget {
+        Budget { concurrency, max_in_flight, window: ack_timeout / 2, latency_us: Default::default() }
+    }
+
+    /// Events to hold at most now.
+    fn limit(&self) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        let latency = self.latency_us.load(Relaxed);
+        // Nothing observed yet (latency 0): as many as can start at once.
+        let startable = match (self.window.as_micros() as u64).checked_div(latency) {
+            Some(per_handler) => self.concurrency.saturating_mul(per_handler.max(1) as usize),
+            None => self.concurrency,
+        };
+        startable.clamp(1, self.max_in_flight)
+    }
+
+    fn observe(&self, latency: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let us = (latency.as_micros() as u64).max(1);
+        // An average that follows slowdowns at once and speed-ups gradually.
+        let _ = self
+            .latency_us
+            .fetch_update(Relaxed, Relaxed, |old| Some(if old == 0 || us > old { us } else { old - (old - us) / 8 }));
+    }
+}
+
 struct Runtime {
     sub: Arc<dyn Subscription>,
     group: String,
     handler: Handler,
+    /// The group's retry policy (its stored settings).
     retry: RetryPolicy,
+    budget: Budget,
+    /// Woken whenever an event is settled (room in the budget).
+    settled: tokio::sync::Notify,
     timeout: Duration,
     /// Keys with a chain running, and the messages queued behind it.
     keys: Mutex<HashMap<String, VecDeque<(Message, tokio::sync::OwnedSemaphorePermit)>>>,
@@ -335,6 +408,7 @@ impl Runtime {
             self.handle(&m).await;
             drop(permit);
             drop(hold);
+            self.settled.notify_one();
             let Some(key) = m.event.key().map(str::to_owned) else { return };
             let mut keys = self.keys.lock().expect("keys lock poisoned");
             let next = keys.get_mut(&key).and_then(VecDeque::pop_front);
@@ -394,14 +468,13 @@ impl Runtime {
                 }
                 self.settle(m, Outcome::Ok, self.sub.ack(m).await)
             }
-            Err(e) if e.is_permanent() || m.attempt >= self.retry.max_attempts => {
+            Err(e) if e.is_permanent() || self.retry.exhausted(m.attempt) => {
                 self.settle(m, Outcome::Dlq, self.sub.reject(m, e.message()).await)
             }
-            Err(e) => {
-                let delay = self.retry.backoff(m.attempt);
-                self.settle(m, Outcome::Retry, self.sub.nack(m, Some(delay), e.message()).await)
-            }
+            // The backoff is the group's: the backend applies its stored policy.
+            Err(e) => self.settle(m, Outcome::Retry, self.sub.nack(m, None, e.message()).await),
         };
+        self.budget.observe(latency);
         self.record(m, outcome, latency);
     }
 

@@ -10,10 +10,10 @@ use herald_broker::{Broker, BrokerConfig, DeliveryId, Member, MemberConfig};
 use herald_core::Event;
 
 use crate::backend::{
-    Backend, Capabilities, DeadLetter, GroupInfo, Message, Receipt, StartFrom, StoredEvent, SubscribeOptions,
-    Subscription, TopicConfig, TopicInfo,
+    Backend, Capabilities, DeadLetter, GroupConfig, GroupInfo, Message, Receipt, StartFrom, StoredEvent,
+    SubscribeOptions, Subscription, TopicConfig, TopicInfo,
 };
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Code, Error, Result};
 
 /// Herald's broker, in-process.
 pub struct Embedded {
@@ -29,7 +29,7 @@ impl Embedded {
         let tmp = tempfile::Builder::new()
             .prefix("herald-mem-")
             .tempdir()
-            .map_err(|e| Error::new(ErrorKind::Storage, "storage", format!("creating a temporary directory: {e}")))?;
+            .map_err(|e| Error::new(Code::Storage, format!("creating a temporary directory: {e}")))?;
         let broker = Broker::open(tmp.path(), BrokerConfig::default())?;
         Ok(Embedded { broker, durable: false, _tmp: Some(tmp) })
     }
@@ -48,6 +48,18 @@ impl Embedded {
     /// The broker itself, for what the traits do not cover.
     pub fn broker(&self) -> &Broker {
         &self.broker
+    }
+
+    /// Runs a broker call that does file I/O (fsync, reads, metadata) off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Broker) -> std::result::Result<T, herald_broker::BrokerError> + Send + 'static,
+    ) -> Result<T> {
+        let broker = self.broker.clone();
+        tokio::task::spawn_blocking(move || f(&broker))
+            .await
+            .map_err(|e| Error::new(Code::Internal, format!("a broker call failed: {e}")))?
+            .map_err(Error::from)
     }
 }
 
@@ -68,27 +80,23 @@ impl Backend for Embedded {
     }
 
     async fn subscribe(&self, group: &str, options: SubscribeOptions) -> Result<Box<dyn Subscription>> {
-        let config = options.group_config();
-        match self.broker.create_group(group, config.clone()) {
-            Ok(_) => {}
-            // A group created earlier with other settings keeps them: settings are the group's,
-            // not the member's. (Changing them needs an admin call.)
-            Err(e) if e.code() == "invalid_config" && self.broker.describe_group(group).is_ok() => {
-                tracing::warn!(group, "group exists with other settings; joining with the stored ones");
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let member = self.broker.join(group, MemberConfig { id: None, max_in_flight: options.max_in_flight })?;
-        Ok(Box::new(EmbeddedSubscription { member: Mutex::new(Some(Arc::new(member))) }))
+        // Settings belong to the group: a group created earlier with other settings keeps them,
+        // and the subscription reports the ones in effect.
+        let (group, config) = (group.to_owned(), options.group_config());
+        let member = MemberConfig { id: None, max_in_flight: options.max_in_flight };
+        let member = self.blocking(move |b| b.subscribe(&group, config, member)).await?;
+        let settings = member.settings().clone();
+        Ok(Box::new(EmbeddedSubscription { member: Mutex::new(Some(Arc::new(member))), settings }))
     }
 
     async fn ensure_topic(&self, topic: &str, config: TopicConfig) -> Result<()> {
-        self.broker.ensure_topic(topic, config)?;
-        Ok(())
+        let topic = topic.to_owned();
+        self.blocking(move |b| b.ensure_topic(&topic, config)).await.map(drop)
     }
 
     async fn delete_topic(&self, topic: &str) -> Result<()> {
-        Ok(self.broker.delete_topic(topic)?)
+        let topic = topic.to_owned();
+        self.blocking(move |b| b.delete_topic(&topic)).await
     }
 
     async fn list_topics(&self) -> Result<Vec<String>> {
@@ -101,7 +109,7 @@ impl Backend for Embedded {
     }
 
     async fn dlq_list(&self, group: &str, max: usize) -> Result<Vec<Event>> {
-        Ok(self.broker.dlq_list(group, max)?.into_iter().map(|d| d.event).collect())
+        Ok(self.dead_letters(group, max).await?.into_iter().map(|d| d.event).collect())
     }
 
     async fn dlq_replay(&self, group: &str) -> Result<usize> {
@@ -125,11 +133,13 @@ impl Backend for Embedded {
     }
 
     async fn reset_group(&self, group: &str, to: StartFrom) -> Result<GroupInfo> {
-        Ok(self.broker.reset_group(group, to)?)
+        let group = group.to_owned();
+        self.blocking(move |b| b.reset_group(&group, to)).await
     }
 
     async fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<DeadLetter>> {
-        Ok(self.broker.dlq_list(group, max)?)
+        let group = group.to_owned();
+        self.blocking(move |b| b.dlq_list(&group, max)).await
     }
 
     async fn dlq_purge(&self, group: &str) -> Result<u64> {
@@ -137,18 +147,20 @@ impl Backend for Embedded {
     }
 
     async fn read(&self, topic: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<StoredEvent>> {
-        Ok(self.broker.read(topic, partition, offset, max)?)
+        let topic = topic.to_owned();
+        self.blocking(move |b| b.read(&topic, partition, offset, max)).await
     }
 }
 
 struct EmbeddedSubscription {
     member: Mutex<Option<Arc<Member>>>,
+    settings: GroupConfig,
 }
 
 impl EmbeddedSubscription {
     fn member(&self) -> Result<Arc<Member>> {
         let guard = self.member.lock().expect("member lock poisoned");
-        guard.clone().ok_or_else(|| Error::new(ErrorKind::Closed, "closed", "the subscription is closed"))
+        guard.clone().ok_or_else(|| Error::new(Code::Closed, "the subscription is closed"))
     }
 }
 
@@ -158,6 +170,10 @@ fn delivery(m: &Message) -> &DeliveryId {
 
 #[async_trait]
 impl Subscription for EmbeddedSubscription {
+    fn settings(&self) -> &GroupConfig {
+        &self.settings
+    }
+
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Message>> {
         let member = self.member()?;
         Ok(member

@@ -1,91 +1,52 @@
-//! The SDK's error: a [`ErrorKind`] to branch on, and a message that says what happened.
+//! The SDK's error: a stable [`Code`] (whose [`ErrorKind`] code branches on) and a message that
+//! says what happened. Codes, kinds and retryability come from `herald_model::Code`, the same
+//! table the broker and the server use, so every backend reports a failure alike.
 
-use herald_broker::BrokerError;
-
-/// What kind of failure, for code that branches on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// The URL, a setting or an argument is invalid.
-    Invalid,
-    /// A topic, group or member does not exist.
-    NotFound,
-    /// It exists already with other settings.
-    Conflict,
-    /// The backend is busy or unreachable for now: retry with backoff (the SDK does).
-    Unavailable,
-    /// A limit was exceeded.
-    Limit,
-    /// The event is invalid or too large.
-    InvalidEvent,
-    /// The delivery cannot be settled any more (reassigned, timed out, already settled).
-    Stale,
-    /// The client or consumer was closed.
-    Closed,
-    /// Stored data is damaged, or the storage failed.
-    Storage,
-    /// The backend does not offer this operation.
-    Unsupported,
-    /// A group is busy (e.g. has members while being reset).
-    Busy,
-}
+pub use herald_model::{Code, ErrorKind};
 
 /// An SDK error.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Error {
-    kind: ErrorKind,
-    code: &'static str,
+    code: Code,
     message: String,
 }
 
 impl Error {
-    pub(crate) fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
-        Error { kind, code, message: message.into() }
+    pub(crate) fn new(code: Code, message: impl Into<String>) -> Self {
+        Error { code, message: message.into() }
     }
 
     /// What kind of failure.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.code.kind()
     }
 
     /// The backend's stable code (`topic_not_found`, `busy`, …).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         self.code
     }
 
     /// Whether retrying the same call later may succeed.
     pub fn is_retryable(&self) -> bool {
-        self.kind == ErrorKind::Unavailable
+        self.code.is_retryable()
     }
 }
 
-impl From<BrokerError> for Error {
-    fn from(e: BrokerError) -> Self {
-        let code = e.code();
-        let kind = match &e {
-            BrokerError::InvalidTopicName { .. }
-            | BrokerError::InvalidGroupName { .. }
-            | BrokerError::InvalidConfig(_) => ErrorKind::Invalid,
-            BrokerError::TopicNotFound { .. }
-            | BrokerError::GroupNotFound { .. }
-            | BrokerError::PartitionNotFound { .. }
-            | BrokerError::UnknownMember { .. } => ErrorKind::NotFound,
-            BrokerError::TopicExists { .. } => ErrorKind::Conflict,
-            BrokerError::LimitExceeded { .. } => ErrorKind::Limit,
-            BrokerError::EventTooLarge { .. } | BrokerError::Event(_) => ErrorKind::InvalidEvent,
-            BrokerError::Busy { .. } => ErrorKind::Unavailable,
-            BrokerError::StaleGeneration { .. } | BrokerError::NotInFlight { .. } => ErrorKind::Stale,
-            BrokerError::Closed => ErrorKind::Closed,
-            _ => ErrorKind::Storage,
-        };
-        Error::new(kind, code, e.to_string())
+#[cfg(feature = "embedded")]
+impl From<herald_broker::BrokerError> for Error {
+    fn from(e: herald_broker::BrokerError) -> Self {
+        Error::new(e.code(), e.to_string())
     }
 }
 
 impl From<herald_core::EventError> for Error {
     fn from(e: herald_core::EventError) -> Self {
-        Error::new(ErrorKind::InvalidEvent, "invalid_event", e.to_string())
+        let code = match e {
+            herald_core::EventError::EventTooLarge { .. } => Code::EventTooLarge,
+            _ => Code::InvalidEvent,
+        };
+        Error::new(code, e.to_string())
     }
 }
 

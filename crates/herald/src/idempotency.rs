@@ -7,14 +7,18 @@
 //! its own to make idempotent.
 
 use std::collections::{HashMap, VecDeque};
+#[cfg(feature = "embedded")]
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+#[cfg(feature = "embedded")]
 use herald_log::{Durability, Log, LogConfig, Retention};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
+#[cfg(feature = "embedded")]
+use crate::error::{Code, Error};
 
 /// Where completed event ids are remembered.
 #[async_trait]
@@ -108,15 +112,18 @@ impl IdempotencyStore for MemoryIdempotency {
 
 /// Remembers completed ids durably in a `herald-log` in `dir` (fsynced before `complete`
 /// returns), reloading those younger than `ttl` at open. Old segments are deleted by age.
+/// (Feature `embedded`.)
+#[cfg(feature = "embedded")]
 pub struct FileIdempotency {
     log: Arc<Log>,
     memory: Mutex<Memory>,
 }
 
+#[cfg(feature = "embedded")]
 impl FileIdempotency {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path, ttl: Duration) -> Result<Arc<Self>> {
-        let storage = |e: herald_log::LogError| Error::new(ErrorKind::Storage, "storage", e.to_string());
+        let storage = |e: herald_log::LogError| Error::new(Code::Storage, e.to_string());
         let ttl_ms = ttl.as_millis().min(u64::MAX as u128 / 4) as u64;
         let config = LogConfig {
             durability: Durability::Always,
@@ -144,6 +151,7 @@ impl FileIdempotency {
     }
 }
 
+#[cfg(feature = "embedded")]
 #[async_trait]
 impl IdempotencyStore for FileIdempotency {
     async fn completed(&self, group: &str, key: &str) -> Result<bool> {
@@ -156,8 +164,8 @@ impl IdempotencyStore for FileIdempotency {
         let record = k.clone().into_bytes();
         let appended = tokio::task::spawn_blocking(move || log.append(&[record]))
             .await
-            .map_err(|e| Error::new(ErrorKind::Storage, "storage", format!("the store task failed: {e}")))?
-            .map_err(|e| Error::new(ErrorKind::Storage, "storage", e.to_string()))?;
+            .map_err(|e| Error::new(Code::Storage, format!("the store task failed: {e}")))?
+            .map_err(|e| Error::new(Code::Storage, e.to_string()))?;
         self.memory.lock().expect("store lock poisoned").insert(k, appended.timestamp_ms);
         Ok(())
     }

@@ -33,31 +33,39 @@
 //! # }).unwrap();
 //! ```
 //!
-//! Backends: `mem://` (in-process, ephemeral), `file:///path/to/dir` (in-process, durable).
-//! The server (`herald://`) and NATS JetStream (`nats://`) backends plug into the same
-//! [`Backend`] trait.
+//! Backends, each behind a cargo feature: `mem://` (in-process, ephemeral) and
+//! `file:///path/to/dir` (in-process, durable) with `embedded` (on by default); a Herald server
+//! (`herald://`) with `remote`, which compiles no broker; NATS JetStream (`nats://`) with `nats`.
+//! All plug into the same [`Backend`] trait.
 #![deny(missing_docs)]
 
 mod backend;
 mod client;
 mod consumer;
+#[cfg(feature = "embedded")]
 mod embedded;
 mod error;
 pub mod idempotency;
+#[cfg(feature = "nats")]
 mod nats;
 mod producer;
+#[cfg(feature = "remote")]
 mod remote;
 
 pub use backend::{
-    Backend, Capabilities, DeadLetter, GroupInfo, GroupPartitionInfo, Message, OrderingMode, PartitionInfo, Receipt,
-    RetryPolicy, StartFrom, StoredEvent, SubscribeOptions, Subscription, TopicConfig, TopicInfo,
+    Backend, Capabilities, DeadLetter, GroupConfig, GroupInfo, GroupPartitionInfo, Message, OrderingMode,
+    PartitionInfo, Receipt, RetryPolicy, StartFrom, StoredEvent, SubscribeOptions, Subscription, TopicConfig,
+    TopicInfo,
 };
 pub use client::{Client, connect};
 pub use consumer::{Consumer, Outcome, RunReport};
+#[cfg(feature = "embedded")]
 pub use embedded::Embedded;
-pub use error::{Error, ErrorKind, HandlerError, Result};
+pub use error::{Code, Error, ErrorKind, HandlerError, Result};
 pub use herald_core::{Event, EventBuilder, Timestamp};
-pub use idempotency::{FileIdempotency, IdempotencyStore, MemoryIdempotency};
+#[cfg(feature = "embedded")]
+pub use idempotency::FileIdempotency;
+pub use idempotency::{IdempotencyStore, MemoryIdempotency};
 pub use producer::{Producer, ProducerConfig};
 pub use tokio_util::sync::CancellationToken;
 
@@ -70,5 +78,6 @@ const _: () = {
     send_sync::<Error>();
     send_sync::<HandlerError>();
     send_sync::<MemoryIdempotency>();
+    #[cfg(feature = "embedded")]
     send_sync::<FileIdempotency>();
 };

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{Backend, Receipt};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Code, Error, Result};
 
 /// Producer settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,8 +93,8 @@ impl Producer {
         self.tx
             .send(Pending { topic: topic.to_owned(), event, reply })
             .await
-            .map_err(|_| Error::new(ErrorKind::Closed, "closed", "the producer is closed"))?;
-        rx.await.map_err(|_| Error::new(ErrorKind::Closed, "closed", "the producer is closed"))?
+            .map_err(|_| Error::new(Code::Closed, "the producer is closed"))?;
+        rx.await.map_err(|_| Error::new(Code::Closed, "the producer is closed"))?
     }
 
     /// Publishes several events; receipts in order.
@@ -106,12 +106,12 @@ impl Producer {
             self.tx
                 .send(Pending { topic: topic.to_owned(), event, reply })
                 .await
-                .map_err(|_| Error::new(ErrorKind::Closed, "closed", "the producer is closed"))?;
+                .map_err(|_| Error::new(Code::Closed, "the producer is closed"))?;
             waits.push(rx);
         }
         let mut out = Vec::with_capacity(waits.len());
         for rx in waits {
-            out.push(rx.await.map_err(|_| Error::new(ErrorKind::Closed, "closed", "the producer is closed"))??);
+            out.push(rx.await.map_err(|_| Error::new(Code::Closed, "the producer is closed"))??);
         }
         Ok(out)
     }
@@ -192,7 +192,7 @@ fn spawn_topic_worker(backend: Arc<dyn Backend>, topic: String, retry_for: Durat
                 }
                 Err(e) => {
                     for p in pending {
-                        let _ = p.reply.send(Err(Error::new(e.kind(), e.code(), e.to_string())));
+                        let _ = p.reply.send(Err(Error::new(e.code(), e.to_string())));
                     }
                 }
             }

@@ -141,3 +141,69 @@ async fn a_full_dlq_refuses_more_and_keeps_the_event_pending() {
     let info = broker.describe_group("g").unwrap();
     assert_eq!(info.partitions.iter().find(|p| p.topic == "orders").unwrap().lag, 1);
 }
+
+const REPLAY_DIR_VAR: &str = "HERALD_BROKER_REPLAY_CRASH_DIR";
+const REPLAY_LETTERS: u64 = 200;
+
+/// The child of `a_replay_killed_at_any_moment_loses_no_dead_letter`: replays the DLQ in a loop
+/// until it is killed. Every letter is kept (`replays_max` 0), so each replay writes them all
+/// back to the DLQ and drops the old copies.
+#[test]
+fn replay_crash_child() {
+    let Ok(dir) = std::env::var(REPLAY_DIR_VAR) else { return };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async move {
+        let broker = open(std::path::Path::new(&dir));
+        loop {
+            broker.dlq_replay("g").await.unwrap();
+        }
+    });
+}
+
+/// Was a bug: `dlq_replay` emptied the DLQ and then wrote back the letters it keeps, so a crash
+/// (or an error) in between lost them. A replay now writes first and drops old copies after:
+/// a SIGKILL at any moment leaves every dead letter in the DLQ (some perhaps twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_killed_at_any_moment_loses_no_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    {
+        let broker = open(dir.path());
+        broker.create_topic("orders", TopicConfig::default()).unwrap();
+        broker.create_group("g", GroupConfig { replays_max: 0, ..config(1) }).unwrap();
+        let events: Vec<_> = (0..REPLAY_LETTERS).map(|i| event(Some(&format!("k{i}")), i)).collect();
+        ids.extend(events.iter().map(|e| e.id().to_owned()));
+        broker.publish_batch("orders", events).await.unwrap();
+        let m = broker.join("g", MemberConfig::default()).unwrap();
+        let mut rejected = 0;
+        while rejected < REPLAY_LETTERS {
+            for d in m.poll(256, Duration::from_millis(100)).await.unwrap() {
+                m.reject(&d, "poison").await.unwrap();
+                rejected += 1;
+            }
+        }
+        drop(m);
+        assert_eq!(broker.dlq_list("g", usize::MAX).unwrap().len() as u64, REPLAY_LETTERS);
+        broker.close().await.unwrap();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = rand::rng();
+    for cycle in 0..6 {
+        let mut child = std::process::Command::new(&exe)
+            .args(["--exact", "dlq::replay_crash_child", "--test-threads", "1"])
+            .env(REPLAY_DIR_VAR, dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pause = Duration::from_millis(rand::Rng::random_range(&mut rng, 150..600));
+        tokio::time::sleep(pause).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let broker = open(dir.path());
+        let letters: std::collections::BTreeSet<String> =
+            broker.dlq_list("g", usize::MAX).unwrap().into_iter().map(|l| l.event.id().to_owned()).collect();
+        let lost: Vec<&String> = ids.difference(&letters).collect();
+        assert!(lost.is_empty(), "cycle {cycle}: {} dead letters lost by a killed replay", lost.len());
+        broker.close().await.unwrap();
+    }
+}

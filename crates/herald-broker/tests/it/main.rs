@@ -7,3 +7,4 @@ mod groups;
 mod publish;
 mod review;
 mod topics;
+mod upgrade;

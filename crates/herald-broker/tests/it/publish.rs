@@ -98,7 +98,7 @@ async fn oversized_events_are_refused_with_the_topic_limit() {
     broker.create_topic("small", TopicConfig { max_event_bytes: 1000, ..TopicConfig::default() }).unwrap();
     let big = Event::builder("x").data(vec![7u8; 2000], "application/octet-stream").build().unwrap();
     let err = broker.publish("small", big).await.unwrap_err();
-    assert_eq!(err.code(), "event_too_large");
+    assert_eq!(err.code().as_str(), "event_too_large");
     assert!(err.to_string().contains("accepts at most 1000 (max_event_bytes)"), "{err}");
     assert_eq!(broker.describe_topic("small").unwrap().partitions[0].latest_offset, 0);
 }
@@ -123,7 +123,7 @@ async fn a_full_write_queue_answers_busy_and_stores_nothing_twice() {
         match t.await.unwrap() {
             Ok(r) => stored += r.len() as u64,
             Err(e) => {
-                assert_eq!(e.code(), "busy");
+                assert_eq!(e.code().as_str(), "busy");
                 assert!(e.is_retryable());
                 assert!(e.to_string().contains("write_queue_events_max"), "{e}");
                 busy += 1;

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use herald_broker::Durability;
+use herald_model::Durability;
 
 use crate::Global;
 

@@ -112,7 +112,7 @@ impl Admin for AdminService {
     async fn dlq_replay(&self, request: Request<GroupName>) -> Result<Response<Count>, Status> {
         let group = request.into_inner().group;
         counted("DlqReplay", async {
-            let n = self.state.broker.dlq_replay(&group).await.map_err(|e| herald_proto::broker_status(&e))?;
+            let n = self.state.broker.dlq_replay(&group).await.map_err(|e| crate::grpc::broker_status(&e))?;
             Ok(Count { count: n as u64 })
         })
         .await
@@ -121,7 +121,7 @@ impl Admin for AdminService {
     async fn dlq_purge(&self, request: Request<GroupName>) -> Result<Response<Count>, Status> {
         let group = request.into_inner().group;
         counted("DlqPurge", async {
-            let n = self.state.broker.dlq_purge(&group).await.map_err(|e| herald_proto::broker_status(&e))?;
+            let n = self.state.broker.dlq_purge(&group).await.map_err(|e| crate::grpc::broker_status(&e))?;
             Ok(Count { count: n })
         })
         .await

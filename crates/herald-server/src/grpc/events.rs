@@ -1,5 +1,6 @@
 //! `Events.Publish` and `Events.Read`; `Subscribe` lives in `subscribe.rs`.
 
+use herald_model::Code;
 use std::sync::Arc;
 
 use herald_core::EventError;
@@ -19,8 +20,8 @@ pub(super) struct EventsService {
 /// Counts one request by method and outcome.
 pub(super) fn count_request<T>(method: &'static str, r: &Result<T, Status>) {
     let code = match r {
-        Ok(_) => "ok".to_owned(),
-        Err(s) => herald_proto::code_of(s),
+        Ok(_) => "ok",
+        Err(s) => herald_proto::code_of(s).as_str(),
     };
     metrics::counter!("herald_server_requests_total", "api" => "grpc", "method" => method, "code" => code).increment(1);
 }
@@ -55,11 +56,11 @@ async fn publish(state: &AppState, req: PublishRequest) -> Result<PublishRespons
     let max = state.config.max_batch_events;
     let n = req.events.len();
     if n == 0 {
-        return Err(status("invalid_argument", "the publish request holds no events; send at least one"));
+        return Err(status(Code::InvalidArgument, "the publish request holds no events; send at least one"));
     }
     if n > max {
         return Err(status(
-            "limit_exceeded",
+            Code::RequestTooLarge,
             format!(
                 "the publish request holds {n} events; the limit is {max} (max_batch_events): split it into \
                  requests of at most {max} events"
@@ -73,14 +74,14 @@ async fn publish(state: &AppState, req: PublishRequest) -> Result<PublishRespons
             Ok(e) => events.push(e),
             Err(e) => {
                 let code = match e {
-                    EventError::EventTooLarge { .. } => "event_too_large",
-                    _ => "invalid_event",
+                    EventError::EventTooLarge { .. } => Code::EventTooLarge,
+                    _ => Code::InvalidEvent,
                 };
                 return Err(status(code, format!("event {i} of the batch (counting from 0) is invalid: {e}")));
             }
         }
     }
-    let receipts = state.broker.publish_batch(&req.topic, events).await.map_err(|e| herald_proto::broker_status(&e))?;
+    let receipts = state.broker.publish_batch(&req.topic, events).await.map_err(|e| crate::grpc::broker_status(&e))?;
     let duplicates = receipts.iter().filter(|r| r.duplicate).count();
     metrics::counter!("herald_server_published_events_total", "api" => "grpc")
         .increment((receipts.len() - duplicates) as u64);
@@ -93,7 +94,7 @@ async fn publish(state: &AppState, req: PublishRequest) -> Result<PublishRespons
 async fn read(state: &AppState, req: ReadRequest) -> Result<ReadResponse, Status> {
     let max = state.config.max_read_events;
     if req.limit == 0 {
-        return Err(status("invalid_argument", format!("read limit is 0; ask for 1 to {max} events")));
+        return Err(status(Code::InvalidArgument, format!("read limit is 0; ask for 1 to {max} events")));
     }
     // More than `max_read_events` is answered with that many, as DlqList does: fewer than asked
     // for is a normal answer, and a client cannot know this server's limit.

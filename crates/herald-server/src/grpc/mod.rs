@@ -17,6 +17,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use herald_broker::{Broker, BrokerError};
+use herald_model::Code;
 use herald_proto::v1::admin_server::AdminServer;
 use herald_proto::v1::events_server::EventsServer;
 use herald_proto::{CODE_KEY, status};
@@ -83,9 +84,14 @@ where
 {
     let broker = broker.clone();
     match tokio::task::spawn_blocking(move || f(&broker)).await {
-        Ok(r) => r.map_err(|e| herald_proto::broker_status(&e)),
-        Err(e) => Err(status("internal", format!("broker call failed: {e}"))),
+        Ok(r) => r.map_err(|e| broker_status(&e)),
+        Err(e) => Err(status(Code::Internal, format!("broker call failed: {e}"))),
     }
+}
+
+/// A broker error as a status, with the server's code for it ([`crate::code_of`]).
+pub(crate) fn broker_status(e: &BrokerError) -> Status {
+    status(crate::code_of(e), e.to_string())
 }
 
 /// A status tonic produced itself (while decoding a request), given Herald's code and a message
@@ -94,23 +100,23 @@ fn wire_status(s: &Status, max_request_bytes: usize) -> Status {
     if s.metadata().contains_key(CODE_KEY) {
         return s.clone();
     }
-    use tonic::Code;
+    use tonic::Code as G;
     match s.code() {
-        Code::OutOfRange | Code::ResourceExhausted => status(
-            "limit_exceeded",
+        G::OutOfRange | G::ResourceExhausted => status(
+            Code::RequestTooLarge,
             format!(
                 "request message too large: {}; this server accepts messages up to {max_request_bytes} bytes \
                  (max_request_bytes): send fewer events per request",
                 s.message()
             ),
         ),
-        Code::Internal | Code::InvalidArgument => status(
-            "invalid_argument",
+        G::Internal | G::InvalidArgument => status(
+            Code::InvalidArgument,
             format!("the request is not a valid herald.v1 message ({}); use the herald.v1 .proto", s.message()),
         ),
-        Code::Unimplemented => status("unsupported", s.message().to_owned()),
-        Code::Cancelled | Code::Unavailable | Code::DeadlineExceeded => status("unavailable", s.message().to_owned()),
-        _ => status("internal", s.message().to_owned()),
+        G::Unimplemented => status(Code::Unsupported, s.message().to_owned()),
+        G::Cancelled | G::Unavailable | G::DeadlineExceeded => status(Code::Unavailable, s.message().to_owned()),
+        _ => status(Code::Internal, s.message().to_owned()),
     }
 }
 

@@ -15,17 +15,19 @@
 //! members), when the client closes its side or goes away, when a send fails, on a broker error,
 //! and when the server shuts down (the client then gets `shutting_down`).
 
+use herald_model::Code;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::grpc::broker_status;
 use futures::future::BoxFuture;
 use herald_broker::{BrokerError, Delivery, DeliveryId, Member, MemberConfig};
 use herald_proto::v1::settle::Kind;
 use herald_proto::v1::subscribe_request::Msg;
 use herald_proto::v1::subscribe_response::Msg as Out;
 use herald_proto::v1::{self, Deliveries, Join, Joined, Settle, SettleResult, SubscribeRequest, SubscribeResponse};
-use herald_proto::{broker_status, delivery_id_from_proto, delivery_id_to_proto, group_config_from_proto, status};
+use herald_proto::{delivery_id_from_proto, delivery_id_to_proto, group_config_from_proto, status};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
@@ -56,7 +58,7 @@ const REASON_BYTES_MAX: usize = 1024;
 type End = Option<Status>;
 
 fn shutting_down() -> Status {
-    status("shutting_down", "the server is shutting down; subscribe again once it is back (or to another server)")
+    status(Code::ShuttingDown, "the server is shutting down; subscribe again once it is back (or to another server)")
 }
 
 /// Opens a stream: permit, `Join`, group, member; then hands the rest to a [`Session`] task.
@@ -67,7 +69,7 @@ pub(super) async fn start(
     let max_subscriptions = state.config.max_subscriptions;
     let permit = state.subscriptions.clone().try_acquire_owned().map_err(|_| {
         status(
-            "limit_exceeded",
+            Code::LimitExceeded,
             format!(
                 "the server has {max_subscriptions} subscription streams open (gRPC and SSE together), its limit \
                  (max_subscriptions): close one, or raise max_subscriptions"
@@ -81,16 +83,16 @@ pub(super) async fn start(
     let join = match first {
         Err(_) => {
             return Err(status(
-                "invalid_argument",
+                Code::InvalidArgument,
                 format!("no Join within {} s of opening the Subscribe stream; send Join first", JOIN_WAIT.as_secs()),
             ));
         }
         Ok(Err(s)) => return Err(wire_status(&s, state.config.max_request_bytes)),
-        Ok(Ok(None)) => return Err(status("invalid_argument", "the Subscribe stream ended before its Join")),
+        Ok(Ok(None)) => return Err(status(Code::InvalidArgument, "the Subscribe stream ended before its Join")),
         Ok(Ok(Some(SubscribeRequest { msg: Some(Msg::Join(join)) }))) => join,
         Ok(Ok(Some(SubscribeRequest { msg }))) => {
             return Err(status(
-                "invalid_argument",
+                Code::InvalidArgument,
                 format!("the first message of a Subscribe stream must be Join, not {}", describe(msg.as_ref())),
             ));
         }
@@ -98,13 +100,13 @@ pub(super) async fn start(
     let Join { group, settings, max_in_flight, member_id } = join;
     if max_in_flight == 0 {
         return Err(status(
-            "invalid_argument",
+            Code::InvalidArgument,
             "Join.max_in_flight is 0; set it to the most unsettled deliveries the client will hold (at least 1)",
         ));
     }
     if member_id.len() > MEMBER_ID_BYTES_MAX {
         return Err(status(
-            "invalid_argument",
+            Code::InvalidArgument,
             format!("Join.member_id is {} bytes; the limit is {MEMBER_ID_BYTES_MAX}", member_id.len()),
         ));
     }
@@ -112,7 +114,7 @@ pub(super) async fn start(
     if max_in_flight > in_flight_max {
         // Checked before the group is created: a refused Join leaves nothing behind.
         return Err(status(
-            "limit_exceeded",
+            Code::LimitExceeded,
             format!("Join.max_in_flight is {max_in_flight}; the most is {in_flight_max} (in_flight_max)"),
         ));
     }
@@ -124,27 +126,20 @@ pub(super) async fn start(
     }
     let config = group_config_from_proto(settings.unwrap_or_default());
     let member_config = MemberConfig { id: (!member_id.is_empty()).then_some(member_id), max_in_flight };
-    let (member, session_timeout_ms) = blocking(&state.broker, move |b| {
-        match b.create_group(&group, config) {
-            Ok(_) => {}
-            // As in the SDK's embedded backend: settings belong to the group, so a member that
-            // asks for other ones joins with the stored ones.
-            Err(e) if e.code() == "invalid_config" && b.describe_group(&group).is_ok() => {
-                tracing::warn!(group, "group exists with other settings; joining with the stored ones");
-            }
-            Err(e) => return Err(e),
-        }
-        let member = b.join(&group, member_config)?;
-        let session_timeout_ms = b.describe_group(&group)?.config.session_timeout_ms;
-        Ok((member, session_timeout_ms))
-    })
-    .await?;
+    // Settings belong to the group: a member that asks for other ones joins with the stored
+    // ones, and `Joined` tells the client which are in effect.
+    let member = blocking(&state.broker, move |b| b.subscribe(&group, config, member_config)).await?;
+    let session_timeout_ms = member.settings().session_timeout_ms;
     if claim.is_none() {
         // A generated id: reserved so that no other stream can name it.
         claim = state.members.claim(member.group(), member.id());
     }
     let (tx, rx) = mpsc::channel(OUTBOUND_MESSAGES_MAX);
-    let joined = Joined { member_id: member.id().to_owned(), generation: member.generation() };
+    let joined = Joined {
+        member_id: member.id().to_owned(),
+        generation: member.generation(),
+        settings: Some(herald_proto::group_config_to_proto(member.settings())),
+    };
     tx.try_send(Ok(SubscribeResponse { msg: Some(Out::Joined(joined)) })).expect("a new channel has room");
     // Polling refreshes the session, and so does a heartbeat: both well within the timeout.
     let session = Duration::from_millis(session_timeout_ms);
@@ -166,7 +161,7 @@ pub(super) async fn start(
 
 fn member_active(group: &str, member: &str) -> Status {
     status(
-        "member_active",
+        Code::MemberActive,
         format!(
             "member {member:?} of group {group:?} is held by another open Subscribe stream on this server; close \
              that stream first (its member then leaves the group), or join with another member_id (or none)"
@@ -268,7 +263,7 @@ impl Session {
                 let seq = s.seq;
                 let (error_code, error_message) = match self.settle(s).await {
                     Ok(()) => (String::new(), String::new()),
-                    Err((code, message)) => (code.to_owned(), message),
+                    Err((code, message)) => (code.as_str().to_owned(), message),
                 };
                 let result = SettleResult { seq, error_code, error_message };
                 self.send(SubscribeResponse { msg: Some(Out::Settled(result)) }).await
@@ -279,7 +274,7 @@ impl Session {
                 Ok(())
             }
             Some(Msg::Join(_)) => Err(Some(status(
-                "invalid_argument",
+                Code::InvalidArgument,
                 "Join came twice on one Subscribe stream; open another stream to join again",
             ))),
             // A message kind this server does not know (a newer client): nothing to do.
@@ -287,14 +282,15 @@ impl Session {
         }
     }
 
-    async fn settle(&self, s: Settle) -> Result<(), (&'static str, String)> {
+    async fn settle(&self, s: Settle) -> Result<(), (Code, String)> {
         let Some(id) = s.id else {
-            return Err(("invalid_argument", "Settle.id is missing; echo the id of the Delivery".to_owned()));
+            return Err((Code::InvalidArgument, "Settle.id is missing; echo the id of the Delivery".to_owned()));
         };
         let id: DeliveryId = delivery_id_from_proto(id);
         let reason = herald_proto::truncate_utf8(&s.reason, REASON_BYTES_MAX);
-        let kind = Kind::try_from(s.kind)
-            .map_err(|_| ("invalid_argument", format!("Settle.kind {} is unknown; use ACK, NACK or REJECT", s.kind)))?;
+        let kind = Kind::try_from(s.kind).map_err(|_| {
+            (Code::InvalidArgument, format!("Settle.kind {} is unknown; use ACK, NACK or REJECT", s.kind))
+        })?;
         let r = match kind {
             Kind::Ack => self.member.ack_id(&id),
             Kind::Nack => self.member.nack_id(&id, s.delay_ms.map(Duration::from_millis), reason),
@@ -305,10 +301,10 @@ impl Session {
             Kind::Nack => "nack",
             Kind::Reject => "reject",
         };
-        let code = r.as_ref().err().map_or("ok", BrokerError::code);
+        let code = r.as_ref().err().map_or("ok", |e| crate::code_of(e).as_str());
         metrics::counter!("herald_server_settled_events_total", "api" => "grpc", "kind" => kind_name, "code" => code)
             .increment(1);
-        r.map_err(|e| (e.code(), e.to_string()))
+        r.map_err(|e| (crate::code_of(&e), e.to_string()))
     }
 
     /// Sends what a poll returned, spending credit, in messages of about

@@ -20,6 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use herald_broker::{Durability, GroupConfig, GroupInfo, TopicConfig, TopicInfo};
 use herald_core::Timestamp;
+use herald_model::Code;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -237,8 +238,7 @@ pub(super) async fn dlq_list(State(h): State<Http>, Seg(group): Seg, q: Params) 
     }
     if max > cap {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "limit_exceeded",
+            Code::LimitExceeded,
             format!("max is {max} dead letters; the most is {cap} (max_read_events)"),
         ));
     }

@@ -19,6 +19,7 @@
 //! stored. The answer lists one receipt per event, in order: 201 when anything was stored, 200
 //! when every event was a duplicate.
 
+use herald_model::Code;
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -50,8 +51,7 @@ fn mode(headers: &HeaderMap) -> Result<Mode, ApiError> {
         Some(CONTENT_TYPE) => Ok(Mode::Structured),
         Some(BATCH_CONTENT_TYPE) => Ok(Mode::Batch),
         Some(m) if m.starts_with("application/cloudevents") => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            Code::UnsupportedMediaType,
             format!(
                 "event format {m:?} is not supported; send {CONTENT_TYPE} (one event), {BATCH_CONTENT_TYPE} (a \
                  batch), or the event's data with ce-* headers (binary mode)"
@@ -112,16 +112,11 @@ fn batch(bytes: &[u8], limits: &Limits, max: usize) -> Result<Vec<Event>, ApiErr
     if let Ok(items) = serde_json::from_slice::<Vec<IgnoredAny>>(bytes) {
         let n = items.len();
         if n == 0 {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_event",
-                "the batch is an empty array; send at least one event",
-            ));
+            return Err(ApiError::new(Code::InvalidEvent, "the batch is an empty array; send at least one event"));
         }
         if n > max {
             return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "limit_exceeded",
+                Code::RequestTooLarge,
                 format!(
                     "the batch holds {n} events; the limit is {max} (max_batch_events): split it into batches of at \
                      most {max}"
@@ -168,8 +163,7 @@ fn header_text(name: &str, raw: &[u8]) -> Result<String, ApiError> {
     }
     String::from_utf8(bytes).map_err(|_| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_event",
+            Code::InvalidEvent,
             format!("header {name} is not UTF-8 once percent-decoded; percent-encode its value as UTF-8"),
         )
     })
@@ -177,8 +171,7 @@ fn header_text(name: &str, raw: &[u8]) -> Result<String, ApiError> {
 
 fn missing(header: &str) -> ApiError {
     ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_event",
+        Code::InvalidEvent,
         format!(
             "required attribute {header} is missing; binary mode needs the headers ce-id, ce-source, ce-type and \
              ce-specversion: 1.0 (or send the event as JSON with Content-Type: {CONTENT_TYPE})"
@@ -187,7 +180,7 @@ fn missing(header: &str) -> ApiError {
 }
 
 fn bad_attribute(header: &str, message: String) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", format!("header {header}: {message}"))
+    ApiError::new(Code::InvalidEvent, format!("header {header}: {message}"))
 }
 
 /// Builds the event of a binary-mode request.
@@ -325,8 +318,7 @@ pub(super) async fn read(State(h): State<Http>, Seg(topic): Seg, q: Params) -> R
     }
     if limit > max {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "limit_exceeded",
+            Code::LimitExceeded,
             format!("limit is {limit} events; the most is {max} (max_read_events): page with offset"),
         ));
     }

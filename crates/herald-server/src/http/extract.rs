@@ -1,12 +1,13 @@
 //! Reading requests under the limits, every failure a JSON [`ApiError`].
 
+use herald_model::Code;
 use std::str::FromStr;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use bytes::BytesMut;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
@@ -19,8 +20,7 @@ pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn too_large(what: String, max: usize) -> ApiError {
     ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "limit_exceeded",
+        Code::RequestTooLarge,
         format!(
             "the request body is {what}; this server accepts at most {max} bytes (max_request_bytes): send fewer \
              or smaller events per request"
@@ -57,8 +57,7 @@ pub(crate) async fn read_body(h: &Http, headers: &HeaderMap, body: Body) -> Resu
     };
     tokio::time::timeout(BODY_READ_TIMEOUT, read).await.unwrap_or_else(|_| {
         Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            Code::RequestTimeout,
             format!("the request body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs()),
         ))
     })
@@ -84,8 +83,7 @@ impl<T: DeserializeOwned> FromRequest<Http> for JsonBody<T> {
         let json = media_type(&parts.headers)?.is_some_and(|m| m == "application/json" || m.ends_with("+json"));
         if !json {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                Code::UnsupportedMediaType,
                 "this request takes a JSON body: send it with Content-Type: application/json",
             ));
         }

@@ -24,12 +24,13 @@
 //! 429 `limit_exceeded`; a request beyond `max_http_requests` in flight is 503 `busy` (health
 //! probes are not counted); a body that does not arrive within 60 s is 408.
 
+use herald_model::Code;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -98,8 +99,7 @@ async fn limit_requests(State(h): State<Http>, req: Request, next: Next) -> Resp
     let Ok(_permit) = h.requests.clone().try_acquire_owned() else {
         let max = h.app.config.max_http_requests;
         return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
+            Code::Busy,
             format!(
                 "the server is handling {max} HTTP requests, its limit (max_http_requests); retry with backoff, or \
                  raise max_http_requests"
@@ -123,7 +123,7 @@ async fn count_requests(req: Request, next: Next) -> Response {
         _ => "other",
     };
     let res = next.run(req).await;
-    let code = res.extensions().get::<error::Code>().map_or("ok", |c| c.0);
+    let code = res.extensions().get::<error::AnsweredCode>().map_or("ok", |c| c.0.as_str());
     metrics::counter!("herald_server_requests_total", "api" => "http", "method" => format!("{verb} {route}"), "code" => code)
         .increment(1);
     res
@@ -131,18 +131,13 @@ async fn count_requests(req: Request, next: Next) -> Response {
 
 async fn not_found(req: Request) -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
+        Code::NotFound,
         format!("no route {} {}; the API lives under /v1/topics and /v1/groups", req.method(), req.uri().path()),
     )
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("{} is not allowed on {}", req.method(), req.uri().path()),
-    )
+    ApiError::new(Code::MethodNotAllowed, format!("{} is not allowed on {}", req.method(), req.uri().path()))
 }
 
 /// 200 while the process runs.

@@ -18,6 +18,7 @@
 //!
 //! A delivery token is `topic:partition:offset:generation:attempt` (topic names hold no `:`).
 
+use herald_model::Code;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use herald_broker::{
@@ -108,8 +109,7 @@ pub(super) async fn subscribe(
     // axum routes HEAD to GET handlers; a HEAD must not join the group, even for a moment.
     if method == axum::http::Method::HEAD {
         return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            Code::MethodNotAllowed,
             "HEAD is not allowed on a subscription: GET it to receive events",
         ));
     }
@@ -148,8 +148,7 @@ pub(super) async fn subscribe(
     if max_in_flight > in_flight_max {
         // Checked before the group is created: a refused subscribe leaves nothing behind.
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "limit_exceeded",
+            Code::LimitExceeded,
             format!("max_in_flight is {max_in_flight}; the most is {in_flight_max} (in_flight_max)"),
         ));
     }
@@ -159,29 +158,16 @@ pub(super) async fn subscribe(
     let permit = h.app.subscriptions.clone().try_acquire_owned().map_err(|_| {
         let max = h.app.config.max_subscriptions;
         ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "limit_exceeded",
+            Code::LimitExceeded,
             format!(
                 "the server has {max} subscription streams open (SSE and gRPC together), its limit \
                  (max_subscriptions): close one, or raise max_subscriptions"
             ),
         )
     })?;
-    let (member, session_timeout_ms) = blocking(&h, move |b| {
-        match b.create_group(&group, config) {
-            Ok(_) => {}
-            // Settings belong to the group: a member asking for other ones joins with the stored
-            // ones (as the SDK's embedded backend does).
-            Err(e) if e.code() == "invalid_config" && b.describe_group(&group).is_ok() => {
-                tracing::warn!(group, "group exists with other settings; joining with the stored ones");
-            }
-            Err(e) => return Err(e),
-        }
-        let member = b.join(&group, MemberConfig { id: None, max_in_flight })?;
-        let session_timeout_ms = b.describe_group(&group)?.config.session_timeout_ms;
-        Ok((member, session_timeout_ms))
-    })
-    .await?;
+    // Settings belong to the group: a member asking for other ones joins with the stored ones.
+    let member = blocking(&h, move |b| b.subscribe(&group, config, MemberConfig { id: None, max_in_flight })).await?;
+    let session_timeout_ms = member.settings().session_timeout_ms;
     let member = Arc::new(member);
     let (tx, rx) = mpsc::channel(OUTBOUND_EVENTS_MAX);
     let joined = serde_json::json!({
@@ -239,7 +225,7 @@ impl Session {
         let end = self.serve().await;
         match &end {
             Some(e) => {
-                tracing::info!(%group, %member, code = e.code, reason = %e.message, "sse subscriber ended");
+                tracing::info!(%group, %member, code = %e.code, reason = %e.message, "sse subscriber ended");
                 let _ = self.tx.try_send(Ok(SseEvent::default().event("end").data(e.to_json())));
             }
             None => tracing::info!(%group, %member, "sse subscriber left"),
@@ -398,8 +384,7 @@ pub(super) async fn acks(
     let max = h.app.config.max_batch_events;
     if req.acks.len() > max {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "limit_exceeded",
+            Code::RequestTooLarge,
             format!(
                 "{} acks in one request; the limit is {max} (max_batch_events): send them in several requests",
                 req.acks.len()
@@ -408,8 +393,7 @@ pub(super) async fn acks(
     }
     let member = h.live.get(&group, &req.member).ok_or_else(|| {
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_member",
+            Code::UnknownMember,
             format!(
                 "member {:?} has no open subscription to group {group:?} on this server (it disconnected, or the id \
                  is wrong): subscribe again and settle what the new stream delivers",
@@ -425,12 +409,14 @@ pub(super) async fn acks(
             Action::Nack => "nack",
             Action::Reject => "reject",
         };
-        let code = r.as_ref().err().map_or("ok", |e| e.code);
+        let code = r.as_ref().err().map_or("ok", |e| e.code.as_str());
         metrics::counter!("herald_server_settled_events_total", "api" => "http", "kind" => kind, "code" => code)
             .increment(1);
         results.push(match r {
             Ok(()) => AckResult { delivery: entry.delivery, ok: true, code: None, message: None },
-            Err(e) => AckResult { delivery: entry.delivery, ok: false, code: Some(e.code), message: Some(e.message) },
+            Err(e) => {
+                AckResult { delivery: entry.delivery, ok: false, code: Some(e.code.as_str()), message: Some(e.message) }
+            }
         });
     }
     Ok(Json(AcksJson { results }))

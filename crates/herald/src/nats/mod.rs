@@ -24,8 +24,10 @@ use crate::backend::{
     Backend, Capabilities, DeadLetter, GroupInfo, GroupPartitionInfo, Receipt, StartFrom, SubscribeOptions,
     Subscription, TopicConfig, TopicInfo,
 };
-use crate::error::{Error, ErrorKind, Result};
-use herald_broker::{GroupConfig, PartitionInfo, dlq_headers};
+use crate::error::{Code, Error, Result};
+use herald_model::dead_letter;
+use herald_model::storage::{self, StoredGroupConfig, StoredTopicConfig};
+use herald_model::{GroupConfig, PartitionInfo};
 
 /// Most partitions of a topic on NATS (each is a subject, and each group a consumer per partition).
 pub(crate) const PARTITIONS_MAX: u32 = 256;
@@ -40,14 +42,13 @@ const META_TOPIC: &str = "herald.topic";
 const META_CONFIG: &str = "herald.config";
 
 pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Unavailable, "unavailable", format!("NATS: {what}: {e}"))
+    Error::new(Code::Unavailable, format!("NATS: {what}: {e}"))
 }
 
 fn publish_error(topic: &str, e: jetstream::context::PublishError) -> Error {
     match e.kind() {
         jetstream::context::PublishErrorKind::MaxPayloadExceeded => Error::new(
-            ErrorKind::InvalidEvent,
-            "event_too_large",
+            Code::EventTooLarge,
             format!("publishing to {topic:?}: the event exceeds the server's max_payload: {e}"),
         ),
         // "No responders" included: JetStream may be electing a leader or starting up.
@@ -56,37 +57,16 @@ fn publish_error(topic: &str, e: jetstream::context::PublishError) -> Error {
 }
 
 fn topic_not_found(topic: &str) -> Error {
-    Error::new(ErrorKind::NotFound, "topic_not_found", format!("topic {topic:?} does not exist; create it first"))
+    Error::new(Code::TopicNotFound, format!("topic {topic:?} does not exist; create it first"))
 }
 
 fn group_not_found(group: &str) -> Error {
-    Error::new(ErrorKind::NotFound, "group_not_found", format!("group {group:?} does not exist"))
+    Error::new(Code::GroupNotFound, format!("group {group:?} does not exist"))
 }
 
-/// Limits under which stored events are decoded: the hard maxima (dead letters carry extra
-/// headers, and a stored event must always be readable).
-pub(crate) fn stored_limits() -> Limits {
-    Limits {
-        key_bytes_max: Limits::KEY_BYTES_HARD_MAX,
-        header_value_bytes_max: Limits::HEADER_VALUE_BYTES_HARD_MAX,
-        headers_count_max: Limits::HEADERS_COUNT_HARD_MAX,
-        event_bytes_max: Limits::EVENT_BYTES_HARD_MAX,
-    }
-}
-
-/// The partition of an event, as on the embedded broker: murmur2 of the key, or of
-/// `source \0 id` for an unkeyed event (so a republished event meets its first copy).
+/// The partition of an event, as on the embedded broker (one routing for every backend).
 pub(crate) fn route(event: &Event, partitions: u32) -> u32 {
-    match event.key() {
-        Some(k) => herald_broker::partitioner::partition_for_key(k.as_bytes(), partitions),
-        None => {
-            let mut buf = Vec::with_capacity(event.source().len() + event.id().len() + 1);
-            buf.extend_from_slice(event.source().as_bytes());
-            buf.push(0);
-            buf.extend_from_slice(event.id().as_bytes());
-            herald_broker::partitioner::partition_for_key(&buf, partitions)
-        }
-    }
+    herald_model::routing::route_event(event, partitions)
 }
 
 /// What publish needs to know of a topic.
@@ -104,8 +84,7 @@ struct Settings {
 }
 
 fn parse_url(url: &str) -> Result<Settings> {
-    let invalid =
-        |why: String| Error::new(ErrorKind::Invalid, "invalid_url", format!("cannot connect to {url:?}: {why}"));
+    let invalid = |why: String| Error::new(Code::InvalidUrl, format!("cannot connect to {url:?}: {why}"));
     let rest = url.strip_prefix("nats://").ok_or_else(|| invalid("expected nats://host:port".into()))?;
     let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
     let mut servers = Vec::new();
@@ -143,7 +122,7 @@ pub(crate) async fn connect(url: &str) -> Result<Arc<dyn Backend>> {
         .iter()
         .map(|s| s.parse())
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::new(ErrorKind::Invalid, "invalid_url", format!("cannot connect to {url:?}: {e}")))?;
+        .map_err(|e| Error::new(Code::InvalidUrl, format!("cannot connect to {url:?}: {e}")))?;
     let client = async_nats::ConnectOptions::new()
         .name("herald")
         .connection_timeout(Duration::from_secs(3))
@@ -174,7 +153,7 @@ pub(crate) struct Inner {
 
 fn stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
     matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
-        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+        if matches!(j.error_code(), jetstream::ErrorCode::STREAM_NOT_FOUND))
 }
 
 impl Inner {
@@ -189,17 +168,16 @@ impl Inner {
             Err(e) if stream_not_found(&e) => return Err(topic_not_found(topic)),
             Err(e) => return Err(unavailable(&format!("looking up topic {topic:?}"), e)),
         };
-        let config: TopicConfig =
-            info.config.metadata.get(META_CONFIG).and_then(|c| serde_json::from_str(c).ok()).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Conflict,
-                    "not_a_herald_topic",
-                    format!(
-                        "stream {} exists but was not created by Herald (no {META_CONFIG} metadata)",
-                        info.config.name
-                    ),
-                )
-            })?;
+        let stored = info.config.metadata.get(META_CONFIG).ok_or_else(|| {
+            Error::new(
+                Code::NotAHeraldTopic,
+                format!("stream {} exists but was not created by Herald (no {META_CONFIG} metadata)", info.config.name),
+            )
+        })?;
+        let what = format!("the settings of stream {}", info.config.name);
+        let config: TopicConfig = storage::read::<StoredTopicConfig>(&what, stored.as_bytes())
+            .map_err(|e| Error::new(Code::Storage, e.to_string()))?
+            .into();
         let meta = Arc::new(TopicMeta { config });
         self.topics.lock().expect("topics lock poisoned").insert(topic.to_owned(), meta.clone());
         Ok(meta)
@@ -209,9 +187,9 @@ impl Inner {
     pub(crate) async fn group_config(&self, group: &str) -> Result<Option<GroupConfig>> {
         let kv = self.groups_bucket().await?;
         match kv.get(names::esc(group)).await {
-            Ok(Some(bytes)) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                Error::new(ErrorKind::Storage, "storage", format!("group {group:?}: stored settings do not parse: {e}"))
-            }),
+            Ok(Some(bytes)) => storage::read::<StoredGroupConfig>(&format!("the settings of group {group:?}"), &bytes)
+                .map(|s| Some(s.into()))
+                .map_err(|e| Error::new(Code::Storage, e.to_string())),
             Ok(None) => Ok(None),
             Err(e) => Err(unavailable(&format!("reading group {group:?}"), e)),
         }
@@ -236,15 +214,18 @@ impl Inner {
 
     /// Creates the group unless it exists; returns its settings (the stored ones if it existed).
     async fn ensure_group(&self, group: &str, options: &SubscribeOptions) -> Result<GroupConfig> {
+        let asked = options.group_config();
         if let Some(c) = self.group_config(group).await? {
-            if c.topics != options.topics {
-                tracing::warn!(group, "group exists with other settings; joining with the stored ones");
+            let differences = asked.differences(&c);
+            if !differences.is_empty() {
+                tracing::warn!(group, differences = %differences.join("; "),
+                    "group exists with other settings; joining with the stored ones");
             }
             return Ok(c);
         }
-        let config = options.group_config();
+        let config = asked;
         let kv = self.groups_bucket().await?;
-        let json = serde_json::to_vec(&config).expect("group settings serialize");
+        let json = storage::write(&StoredGroupConfig::from(&config));
         match kv.create(names::esc(group), json.into()).await {
             Ok(_) => Ok(config),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
@@ -270,8 +251,7 @@ impl Inner {
                     // a setting to change, not something to retry.
                     Err(e) => Err(match e.kind() {
                         jetstream::context::CreateStreamErrorKind::JetStream(j) => Error::new(
-                            ErrorKind::Invalid,
-                            "invalid_config",
+                            Code::InvalidConfig,
                             format!("creating stream {name}: the NATS server refused it: {j}"),
                         ),
                         _ => unavailable(&format!("creating stream {name}"), e),
@@ -342,7 +322,7 @@ impl Inner {
             match stream.get_raw_message(seq).await {
                 Ok(m) => {
                     let time = (m.time.unix_timestamp_nanos() / 1_000_000) as i64;
-                    match binary::decode_with(&m.payload, &stored_limits()) {
+                    match binary::decode_with(&m.payload, &Limits::HARD) {
                         Ok(e) => out.push((seq, e, time)),
                         Err(e) => {
                             tracing::error!(stream = %info.config.name, seq, error = %e, "skipping a message that is not a Herald event")
@@ -429,7 +409,10 @@ fn stream_config(topic: &str, config: &TopicConfig, replicas: usize) -> stream::
         allow_direct: true,
         metadata: HashMap::from([
             (META_TOPIC.to_owned(), topic.to_owned()),
-            (META_CONFIG.to_owned(), serde_json::to_string(config).expect("topic settings serialize")),
+            (
+                META_CONFIG.to_owned(),
+                String::from_utf8(storage::write(&StoredTopicConfig::from(config))).expect("JSON is UTF-8"),
+            ),
         ]),
         ..Default::default()
     }
@@ -444,8 +427,7 @@ impl Backend for Nats {
     async fn publish(&self, topic: &str, events: Vec<Event>) -> Result<Vec<Receipt>> {
         if events.len() > PUBLISH_BATCH_MAX {
             return Err(Error::new(
-                ErrorKind::Limit,
-                "limit_exceeded",
+                Code::LimitExceeded,
                 format!("{} events in one publish; at most {PUBLISH_BATCH_MAX} (split the batch)", events.len()),
             ));
         }
@@ -456,8 +438,7 @@ impl Backend for Nats {
             let bytes = binary::encode(e);
             if bytes.len() as u64 > meta.config.max_event_bytes {
                 return Err(Error::new(
-                    ErrorKind::InvalidEvent,
-                    "event_too_large",
+                    Code::EventTooLarge,
                     format!(
                         "event {:?} is {} bytes encoded; topic {topic:?} accepts at most {} (max_event_bytes)",
                         e.id(),
@@ -503,11 +484,7 @@ impl Backend for Nats {
     async fn subscribe(&self, group: &str, options: SubscribeOptions) -> Result<Box<dyn Subscription>> {
         names::check_group(group)?;
         if options.topics.is_empty() {
-            return Err(Error::new(
-                ErrorKind::Invalid,
-                "invalid_config",
-                "a group must subscribe to at least one topic",
-            ));
+            return Err(Error::new(Code::InvalidConfig, "a group must subscribe to at least one topic"));
         }
         for t in &options.topics {
             self.inner.topic(t).await?;
@@ -520,15 +497,13 @@ impl Backend for Nats {
         names::check_topic(topic)?;
         if config.partitions == 0 || config.partitions > PARTITIONS_MAX {
             return Err(Error::new(
-                ErrorKind::Invalid,
-                "invalid_config",
+                Code::InvalidConfig,
                 format!("partitions is {}; on NATS it must be between 1 and {PARTITIONS_MAX}", config.partitions),
             ));
         }
         if config.max_event_bytes == 0 || config.max_event_bytes > 64 << 20 {
             return Err(Error::new(
-                ErrorKind::Invalid,
-                "invalid_config",
+                Code::InvalidConfig,
                 format!("max_event_bytes is {}; it must be between 1 and {}", config.max_event_bytes, 64 << 20),
             ));
         }
@@ -545,7 +520,7 @@ impl Backend for Nats {
         self.inner.topics.lock().expect("topics lock poisoned").remove(topic);
         match self.inner.js.delete_stream(names::topic_stream(topic)).await {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.kind(), jetstream::context::DeleteStreamErrorKind::JetStream(j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {
+            Err(e) if matches!(e.kind(), jetstream::context::DeleteStreamErrorKind::JetStream(j) if matches!(j.error_code(), jetstream::ErrorCode::STREAM_NOT_FOUND)) => {
                 Err(topic_not_found(topic))
             }
             Err(e) => Err(unavailable(&format!("deleting topic {topic:?}"), e)),
@@ -583,7 +558,7 @@ impl Backend for Nats {
                             jetstream::context::ConsumerInfoErrorKind::NotFound
                                 | jetstream::context::ConsumerInfoErrorKind::StreamNotFound
                         ) || matches!(e.kind(), jetstream::context::ConsumerInfoErrorKind::JetStream(j)
-                            if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) =>
+                            if matches!(j.error_code(), jetstream::ErrorCode::CONSUMER_NOT_FOUND)) =>
                     {
                         continue;
                     }
@@ -609,13 +584,12 @@ impl Backend for Nats {
         let mut replay = Vec::new();
         let mut keep = Vec::new();
         for (seq, e, _) in letters {
-            let replays: u32 = e.header(dlq_headers::REPLAYS).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let replays = dead_letter::replays(&e);
             if replays >= config.replays_max {
                 keep.push((format!("kept:{seq}"), e));
                 continue;
             }
-            let again = e.to_builder().header(dlq_headers::REPLAYS, (replays + 1).to_string());
-            replay.push((format!("replay:{seq}"), again.build_with(&stored_limits()).unwrap_or(e)));
+            replay.push((format!("replay:{seq}"), dead_letter::for_replay(&e)));
         }
         let count = replay.len();
         self.inner.replay_stream(group).await?;
@@ -756,14 +730,14 @@ mod tests {
         assert_eq!(s.topic_replicas["orders"], 1);
         for bad in ["nats://", "nats://h", "nats://h:x", "nats://h:1?replicas=9", "nats://h:1?foo=1", "nats://h:1/x"] {
             let e = parse_url(bad).unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::Invalid, "{bad}");
+            assert_eq!(e.kind(), crate::ErrorKind::Invalid, "{bad}");
         }
     }
 
     #[test]
     fn routing_matches_the_embedded_broker() {
         let e = Event::builder("t").key("customer-7").build().unwrap();
-        assert_eq!(route(&e, 8), herald_broker::partitioner::partition_for_key(b"customer-7", 8));
+        assert_eq!(route(&e, 8), herald_model::routing::partition_for_key(b"customer-7", 8));
         assert_eq!(unescape(&names::esc("a.b_c")), "a.b_c");
     }
 }

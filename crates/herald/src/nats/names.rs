@@ -3,7 +3,9 @@
 //! injectively: `_` → `__`, `.` → `_d`. The escape never yields `_` followed by an upper-case
 //! letter, so the `HERALD__DLQ_` and `HERALD__REPLAY_` prefixes never collide with a topic.
 
-use crate::error::{Error, ErrorKind, Result};
+#[cfg(test)]
+use crate::error::ErrorKind;
+use crate::error::{Code, Error, Result};
 
 /// Longest stream or bucket name produced (the server stores each under a directory of that name).
 const NAME_BYTES_MAX: usize = 240;
@@ -29,8 +31,7 @@ fn valid_name(kind: &str, name: &str, max: usize) -> Result<()> {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !ok {
         return Err(Error::new(
-            ErrorKind::Invalid,
-            if kind == "topic" { "invalid_topic_name" } else { "invalid_group_name" },
+            if kind == "topic" { Code::InvalidTopicName } else { Code::InvalidGroupName },
             format!(
                 "invalid {kind} name {name:?}: use 1-{max} characters from A-Z a-z 0-9 . _ - (on NATS the escaped \
                  name must fit in {NAME_BYTES_MAX} bytes)"
@@ -39,8 +40,7 @@ fn valid_name(kind: &str, name: &str, max: usize) -> Result<()> {
     }
     if esc(name).len() + 20 > NAME_BYTES_MAX {
         return Err(Error::new(
-            ErrorKind::Invalid,
-            if kind == "topic" { "invalid_topic_name" } else { "invalid_group_name" },
+            if kind == "topic" { Code::InvalidTopicName } else { Code::InvalidGroupName },
             format!("{kind} name {name:?} is too long for NATS: its escaped form must fit in {NAME_BYTES_MAX} bytes"),
         ));
     }
@@ -151,7 +151,7 @@ mod tests {
         assert_eq!(check_topic("").unwrap_err().kind(), ErrorKind::Invalid);
         assert_eq!(check_topic("a b").unwrap_err().kind(), ErrorKind::Invalid);
         assert_eq!(check_topic(&"_".repeat(150)).unwrap_err().kind(), ErrorKind::Invalid);
-        assert_eq!(check_group("g*").unwrap_err().code(), "invalid_group_name");
+        assert_eq!(check_group("g*").unwrap_err().code(), Code::InvalidGroupName);
     }
 
     #[test]

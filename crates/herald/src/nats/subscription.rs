@@ -24,16 +24,17 @@ use async_nats::jetstream::message::{AckKind, Acker};
 use async_nats::jetstream::{self, kv};
 use async_trait::async_trait;
 use futures::StreamExt;
-use herald_broker::{GroupConfig, OrderingMode, dlq_headers};
 use herald_core::Event;
 use herald_core::codec::binary;
+use herald_model::dead_letter::Envelope;
+use herald_model::{GroupConfig, OrderingMode};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Inner, consumer_config, names, stored_limits, unavailable};
+use super::{Inner, consumer_config, names, unavailable};
 use crate::backend::{Message, SubscribeOptions, Subscription};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Code, Error, Result};
 
 /// How long one pull request waits on the server.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
@@ -117,7 +118,7 @@ fn now_ms() -> i64 {
 }
 
 fn closed() -> Error {
-    Error::new(ErrorKind::Closed, "closed", "the subscription is closed")
+    Error::new(Code::Closed, "the subscription is closed")
 }
 
 impl NatsSubscription {
@@ -372,7 +373,7 @@ impl Shared {
             return None;
         };
         let (message, acker) = m.split();
-        let event = match binary::decode_with(&message.payload, &stored_limits()) {
+        let event = match binary::decode_with(&message.payload, &herald_core::Limits::HARD) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(group = %self.group, seq, error = %e, "not a Herald event; terminating it");
@@ -457,6 +458,29 @@ impl Shared {
 
     /// After a settle: `done` (acked or dead-lettered) frees the key; otherwise (nacked) the
     /// key stays held under blocking retries until the redelivery is settled.
+    /// Refuses to settle a message that is not in flight for this member: settled already (a
+    /// second ack), or of a partition this member no longer owns — as on every backend.
+    fn check_in_flight(&self, t: &Token, m: &Message) -> Result<()> {
+        let st = self.state.lock().expect("state lock poisoned");
+        match st.owned.get(&t.idx).filter(|o| o.epoch == t.epoch) {
+            Some(o) if o.out.get(&t.seq) == Some(&t.reply) => Ok(()),
+            Some(_) => Err(Error::new(
+                Code::NotInFlight,
+                format!(
+                    "{}/{}@{} is not in flight for member {:?} of group {:?} (already settled, or redelivered)",
+                    m.topic, m.partition, m.offset, self.member, self.group
+                ),
+            )),
+            None => Err(Error::new(
+                Code::StaleGeneration,
+                format!(
+                    "{}/{} was reassigned away from member {:?} of group {:?}: drop the event, it will be redelivered to its new owner",
+                    m.topic, m.partition, self.member, self.group
+                ),
+            )),
+        }
+    }
+
     fn settled(&self, t: &Token, done: bool) {
         let mut st = self.state.lock().expect("state lock poisoned");
         let blocking = self.config.blocking_retries;
@@ -583,25 +607,17 @@ impl Shared {
     fn dead_letter(&self, m: &Message, t: &Token, reason: &str) -> Event {
         let first = self.state.lock().expect("state lock poisoned").failures.get(&(t.idx, t.seq)).copied();
         let now = now_ms();
-        let ts = |ms: i64| herald_core::Timestamp::from_unix_nanos(ms.saturating_mul(1_000_000)).to_rfc3339();
-        let reason: String = reason.chars().take(1024).collect();
-        let mut b = m.event.to_builder();
-        for (k, v) in [
-            (dlq_headers::REASON, reason),
-            (dlq_headers::ATTEMPTS, m.attempt.to_string()),
-            (dlq_headers::TOPIC, m.topic.to_string()),
-            (dlq_headers::PARTITION, m.partition.to_string()),
-            (dlq_headers::OFFSET, m.offset.to_string()),
-            (dlq_headers::GROUP, self.group.clone()),
-            (dlq_headers::FIRST_FAILURE, ts(first.unwrap_or(now))),
-            (dlq_headers::LAST_FAILURE, ts(now)),
-        ] {
-            b = b.header(k, v);
+        Envelope {
+            reason,
+            attempts: m.attempt,
+            topic: &m.topic,
+            partition: m.partition,
+            offset: m.offset,
+            group: &self.group,
+            first_failure_ms: first.unwrap_or(now),
+            last_failure_ms: now,
         }
-        b.build_with(&stored_limits()).unwrap_or_else(|e| {
-            tracing::error!(group = %self.group, error = %e, "dead letter stored without its dlq headers");
-            m.event.clone()
-        })
+        .letter(&m.event)
     }
 }
 
@@ -618,6 +634,10 @@ impl Drop for NatsSubscription {
 
 #[async_trait]
 impl Subscription for NatsSubscription {
+    fn settings(&self) -> &GroupConfig {
+        &self.shared.config
+    }
+
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Message>> {
         let s = &self.shared;
         let deadline = tokio::time::Instant::now() + wait;
@@ -642,6 +662,7 @@ impl Subscription for NatsSubscription {
 
     async fn ack(&self, message: &Message) -> Result<()> {
         let t = token(message);
+        self.shared.check_in_flight(t, message)?;
         match self.shared.acker(&t.reply).double_ack().await {
             Ok(()) => {
                 self.shared.settled(t, true);
@@ -656,6 +677,7 @@ impl Subscription for NatsSubscription {
 
     async fn nack(&self, message: &Message, delay: Option<Duration>, _reason: &str) -> Result<()> {
         let t = token(message);
+        self.shared.check_in_flight(t, message)?;
         let delay = delay.unwrap_or_else(|| self.shared.config.retry.backoff(message.attempt)).max(GIVE_BACK);
         match self.shared.acker(&t.reply).double_ack_with(AckKind::Nak(Some(delay))).await {
             Ok(()) => {
@@ -671,6 +693,7 @@ impl Subscription for NatsSubscription {
 
     async fn reject(&self, message: &Message, reason: &str) -> Result<()> {
         let t = token(message);
+        self.shared.check_in_flight(t, message)?;
         let letter = self.shared.dead_letter(message, t, reason);
         // The dead letter is stored first, then the message terminated: a crash in between
         // redelivers it and its dead letter is deduplicated by its id.

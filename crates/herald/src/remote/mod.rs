@@ -27,7 +27,7 @@ use crate::backend::{
     Backend, Capabilities, DeadLetter, GroupInfo, Receipt, StartFrom, StoredEvent, SubscribeOptions, Subscription,
     TopicConfig, TopicInfo,
 };
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Code, Error, ErrorKind, Result};
 
 mod subscription;
 
@@ -72,9 +72,8 @@ pub(crate) async fn connect(addr: &str) -> Result<Arc<dyn Backend>> {
 
 impl Remote {
     fn new(addr: &str) -> Result<Remote> {
-        let invalid = |why: String| {
-            Error::new(ErrorKind::Invalid, "invalid_url", format!("cannot connect to \"herald://{addr}\": {why}"))
-        };
+        let invalid =
+            |why: String| Error::new(Code::InvalidUrl, format!("cannot connect to \"herald://{addr}\": {why}"));
         let (host, port) =
             addr.rsplit_once(':').ok_or_else(|| invalid("expected host:port, e.g. herald://127.0.0.1:7281".into()))?;
         if host.is_empty() {
@@ -102,11 +101,7 @@ impl Remote {
 
     fn check_open(&self) -> Result<()> {
         if self.closed.is_cancelled() {
-            return Err(Error::new(
-                ErrorKind::Closed,
-                "closed",
-                format!("the client of herald://{} is closed", self.addr),
-            ));
+            return Err(Error::new(Code::Closed, format!("the client of herald://{} is closed", self.addr)));
         }
         Ok(())
     }
@@ -122,8 +117,7 @@ impl Remote {
             Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(s)) => Err(status_error(&self.addr, what, &s)),
             Err(_) => Err(Error::new(
-                ErrorKind::Unavailable,
-                "unavailable",
+                Code::Unavailable,
                 format!(
                     "herald://{}: {what}: no answer within {} s; the server is overloaded or unreachable",
                     self.addr,
@@ -143,7 +137,7 @@ impl Remote {
         let mut attempt = 1;
         loop {
             match self.once(what, call()).await {
-                Err(e) if e.code() == "unavailable" && attempt < IDEMPOTENT_ATTEMPTS => {
+                Err(e) if matches!(e.code(), Code::Unavailable) && attempt < IDEMPOTENT_ATTEMPTS => {
                     tracing::debug!(addr = %self.addr, what, error = %e, "call failed to reach the server; retrying");
                     attempt += 1;
                     tokio::select! {
@@ -164,8 +158,7 @@ impl Remote {
         let response = self.once(&format!("publish to {topic:?}"), client.publish(request)).await?;
         if response.receipts.len() != n {
             return Err(Error::new(
-                ErrorKind::Storage,
-                "remote",
+                Code::Remote,
                 format!(
                     "herald://{}: publish to {topic:?}: the server answered {} receipts for {n} events",
                     self.addr,
@@ -198,52 +191,9 @@ fn split_batch(events: Vec<v1::Event>) -> Vec<Vec<v1::Event>> {
     out
 }
 
-/// Herald's stable codes and what kind of failure each is. The server's codes are the broker's
-/// plus a few of the API's own; `closed` and `shutting_down` mean the server is going away,
-/// which a client sees as the server being unavailable for a while.
-const CODES: &[(&str, ErrorKind)] = &[
-    ("invalid_topic_name", ErrorKind::Invalid),
-    ("invalid_group_name", ErrorKind::Invalid),
-    ("invalid_config", ErrorKind::Invalid),
-    ("invalid_argument", ErrorKind::Invalid),
-    ("invalid_url", ErrorKind::Invalid),
-    ("topic_not_found", ErrorKind::NotFound),
-    ("group_not_found", ErrorKind::NotFound),
-    ("partition_not_found", ErrorKind::NotFound),
-    ("unknown_member", ErrorKind::NotFound),
-    ("not_found", ErrorKind::NotFound),
-    ("topic_exists", ErrorKind::Conflict),
-    ("member_active", ErrorKind::Conflict),
-    ("limit_exceeded", ErrorKind::Limit),
-    ("event_too_large", ErrorKind::InvalidEvent),
-    ("invalid_event", ErrorKind::InvalidEvent),
-    ("busy", ErrorKind::Unavailable),
-    ("unavailable", ErrorKind::Unavailable),
-    ("shutting_down", ErrorKind::Unavailable),
-    ("closed", ErrorKind::Unavailable),
-    ("stale_generation", ErrorKind::Stale),
-    ("not_in_flight", ErrorKind::Stale),
-    ("group_active", ErrorKind::Busy),
-    ("unsupported", ErrorKind::Unsupported),
-    ("retention_overtook", ErrorKind::Storage),
-    ("offset_below_earliest", ErrorKind::Storage),
-    ("offset_beyond_latest", ErrorKind::Storage),
-    ("corrupt_event", ErrorKind::Storage),
-    ("corrupt", ErrorKind::Storage),
-    ("storage", ErrorKind::Storage),
-    ("internal", ErrorKind::Storage),
-];
-
-/// The kind of a stable code, and the code as a `&'static str`; unknown codes (a newer server)
-/// are `remote`.
-fn classify(code: &str) -> (ErrorKind, &'static str) {
-    CODES.iter().find(|(c, _)| *c == code).map_or((ErrorKind::Storage, "remote"), |&(c, k)| (k, c))
-}
-
 /// An error from a code and message the server sent (a status or a `SettleResult`).
-fn coded_error(addr: &str, what: &str, code: &str, message: &str) -> Error {
-    let (kind, code) = classify(code);
-    Error::new(kind, code, format!("herald://{addr}: {what}: {message}"))
+fn coded_error(addr: &str, what: &str, code: Code, message: &str) -> Error {
+    Error::new(code, format!("herald://{addr}: {what}: {message}"))
 }
 
 /// A failed call as an [`Error`]. A status from a Herald server carries its stable code; one
@@ -251,7 +201,7 @@ fn coded_error(addr: &str, what: &str, code: &str, message: &str) -> Error {
 /// retryable, except for the few gRPC codes that say the request itself is wrong.
 fn status_error(addr: &str, what: &str, s: &tonic::Status) -> Error {
     if s.metadata().contains_key(herald_proto::CODE_KEY) {
-        return coded_error(addr, what, &herald_proto::code_of(s), s.message());
+        return coded_error(addr, what, herald_proto::code_of(s), s.message());
     }
     let mut detail = s.message().to_owned();
     let mut source = std::error::Error::source(s);
@@ -265,8 +215,7 @@ fn status_error(addr: &str, what: &str, s: &tonic::Status) -> Error {
     if let Some(http) = non_grpc_answer(s.message()) {
         // Something answered, but not a gRPC server: retrying will not change that.
         return Error::new(
-            ErrorKind::Invalid,
-            "invalid_url",
+            Code::InvalidUrl,
             format!(
                 "herald://{addr}: {what}: what listens there is not a Herald gRPC server (it answered HTTP {http}): \
                  point herald:// at the server's gRPC address (`herald serve --grpc`, port 7281 by default), not \
@@ -274,22 +223,21 @@ fn status_error(addr: &str, what: &str, s: &tonic::Status) -> Error {
             ),
         );
     }
-    use tonic::Code;
+    use tonic::Code as G;
     let code = match s.code() {
-        Code::InvalidArgument => "invalid_argument",
-        Code::NotFound => "not_found",
-        Code::Unimplemented => "unsupported",
-        Code::OutOfRange => "limit_exceeded",
-        Code::ResourceExhausted => "busy",
-        _ => "unavailable",
+        G::InvalidArgument => Code::InvalidArgument,
+        G::NotFound => Code::NotFound,
+        G::Unimplemented => Code::Unsupported,
+        G::OutOfRange => Code::LimitExceeded,
+        G::ResourceExhausted => Code::Busy,
+        _ => Code::Unavailable,
     };
-    let (kind, code) = classify(code);
-    let hint = if kind == ErrorKind::Unavailable {
+    let hint = if code.kind() == ErrorKind::Unavailable {
         "; is the Herald server (`herald serve`) running and listening there? Retry once it is"
     } else {
         ""
     };
-    Error::new(kind, code, format!("herald://{addr}: {what}: {detail} (gRPC {:?}){hint}", s.code()))
+    Error::new(code, format!("herald://{addr}: {what}: {detail} (gRPC {:?}){hint}", s.code()))
 }
 
 /// The HTTP status of an answer that was not gRPC, read from tonic's message for it: `Some` when
@@ -325,8 +273,7 @@ impl Backend for Remote {
         self.check_open()?;
         if options.max_in_flight == 0 {
             return Err(Error::new(
-                ErrorKind::Invalid,
-                "invalid_config",
+                Code::InvalidConfig,
                 "max_in_flight is 0; a subscription must be able to hold at least one event",
             ));
         }
@@ -360,7 +307,7 @@ impl Backend for Remote {
             .await;
         match r {
             // As on the embedded backend: a topic that exists (with whatever settings) is fine.
-            Err(e) if e.code() == "topic_exists" => Ok(()),
+            Err(e) if matches!(e.code(), Code::TopicExists) => Ok(()),
             other => other.map(drop),
         }
     }
@@ -456,7 +403,7 @@ impl Backend for Remote {
         r.dead_letters
             .into_iter()
             .map(|d| {
-                let event = herald_proto::event_from_proto(d.event.unwrap_or_default(), &herald_proto::hard_limits())
+                let event = herald_proto::event_from_proto(d.event.unwrap_or_default(), &herald_core::Limits::HARD)
                     .map_err(|e| undecodable(&self.addr, &what, e))?;
                 Ok(DeadLetter { dlq_offset: d.dlq_offset, event })
             })
@@ -495,11 +442,7 @@ impl Backend for Remote {
 
 /// The server sent an event this client cannot decode (a newer server, or a bug).
 fn undecodable(addr: &str, what: &str, e: herald_core::EventError) -> Error {
-    Error::new(
-        ErrorKind::Storage,
-        "corrupt_event",
-        format!("herald://{addr}: {what}: the server sent an invalid event: {e}"),
-    )
+    Error::new(Code::CorruptEvent, format!("herald://{addr}: {what}: the server sent an invalid event: {e}"))
 }
 
 #[cfg(test)]
@@ -530,31 +473,24 @@ mod tests {
     }
 
     #[test]
-    fn codes_map_to_kinds() {
-        let table = [
-            ("busy", ErrorKind::Unavailable, "busy"),
-            ("shutting_down", ErrorKind::Unavailable, "shutting_down"),
-            ("stale_generation", ErrorKind::Stale, "stale_generation"),
-            ("not_in_flight", ErrorKind::Stale, "not_in_flight"),
-            ("topic_not_found", ErrorKind::NotFound, "topic_not_found"),
-            ("event_too_large", ErrorKind::InvalidEvent, "event_too_large"),
-            ("group_active", ErrorKind::Busy, "group_active"),
-            ("limit_exceeded", ErrorKind::Limit, "limit_exceeded"),
-            ("something_new", ErrorKind::Storage, "remote"),
-        ];
-        for (code, kind, static_code) in table {
-            assert_eq!(classify(code), (kind, static_code), "{code}");
+    fn codes_from_the_server_keep_their_kind_and_unknown_ones_are_remote() {
+        for &c in Code::ALL {
+            let e = coded_error("h:1", "x", herald_proto::code_of(&herald_proto::status(c, "m")), "m");
+            assert_eq!((e.code(), e.kind(), e.is_retryable()), (c, c.kind(), c.is_retryable()), "{c}");
         }
+        let mut s = tonic::Status::internal("m");
+        s.metadata_mut().insert(herald_proto::CODE_KEY, "something_new".parse().unwrap());
+        assert_eq!(status_error("h:1", "x", &s).code(), Code::Remote);
     }
 
     #[test]
     fn statuses_keep_the_server_code_and_transport_failures_are_retryable() {
-        let s = herald_proto::status("topic_not_found", "topic \"t\" does not exist");
+        let s = herald_proto::status(Code::TopicNotFound, "topic \"t\" does not exist");
         let e = status_error("h:1", "publish", &s);
-        assert_eq!((e.kind(), e.code()), (ErrorKind::NotFound, "topic_not_found"));
+        assert_eq!((e.kind(), e.code()), (ErrorKind::NotFound, Code::TopicNotFound));
         assert!(e.to_string().contains("topic \"t\" does not exist"), "{e}");
         let e = status_error("h:1", "publish", &tonic::Status::unavailable("tcp connect error"));
-        assert_eq!((e.kind(), e.code()), (ErrorKind::Unavailable, "unavailable"));
+        assert_eq!((e.kind(), e.code()), (ErrorKind::Unavailable, Code::Unavailable));
         assert!(e.is_retryable());
         assert!(e.to_string().contains("herald serve"), "{e}");
         let e = status_error("h:1", "publish", &tonic::Status::unknown("h2 protocol error"));
@@ -568,7 +504,7 @@ mod tests {
             "grpc-status header missing, mapped from HTTP status code 400",
         ] {
             let e = status_error("h:1", "publish", &tonic::Status::internal(message));
-            assert_eq!((e.kind(), e.code()), (ErrorKind::Invalid, "invalid_url"), "{message}");
+            assert_eq!((e.kind(), e.code()), (ErrorKind::Invalid, Code::InvalidUrl), "{message}");
             assert!(e.to_string().contains("gRPC address"), "{e}");
         }
         // A proxy saying the server is away is still worth retrying.
@@ -580,7 +516,7 @@ mod tests {
     async fn bad_addresses_are_refused_with_what_to_do() {
         for addr in ["nohost", ":7281", "h:0", "h:99999", "h:port"] {
             let e = Remote::new(addr).err().unwrap_or_else(|| panic!("{addr} accepted"));
-            assert_eq!((e.kind(), e.code()), (ErrorKind::Invalid, "invalid_url"), "{addr}");
+            assert_eq!((e.kind(), e.code()), (ErrorKind::Invalid, Code::InvalidUrl), "{addr}");
             assert!(e.to_string().contains(addr), "{e}");
         }
         Remote::new("127.0.0.1:7281").unwrap();

@@ -11,7 +11,7 @@
 //!   group on a new stream, retrying with capped exponential backoff, while `fetch` keeps
 //!   answering (with nothing until the new stream delivers). What the old stream delivered can
 //!   no longer be settled: its member left the group, the broker redelivers those events, and
-//!   settling one fails with [`ErrorKind::Stale`]. A failure to re-join that is not a transport
+//!   settling one fails with [`crate::ErrorKind::Stale`]. A failure to re-join that is not a transport
 //!   failure (the group's topic was deleted, say) is returned once by the next `fetch`.
 //! - `close` ends the stream, which makes the server's member leave the group, and waits
 //!   (bounded) until the server has ended its side, i.e. until the member is gone.
@@ -35,8 +35,9 @@ use tonic::Streaming;
 use tonic::transport::Channel;
 
 use super::{IDEMPOTENT_ATTEMPTS, IDEMPOTENT_RETRY_PAUSE, coded_error, status_error};
+use crate::backend::GroupConfig;
 use crate::backend::{Message, Subscription};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Code, Error, Result};
 
 /// Requests (settlements, credit) queued towards the server before senders wait.
 const REQUESTS_MAX: usize = 64;
@@ -69,10 +70,14 @@ struct Token {
 struct Stream {
     requests: mpsc::Sender<v1::SubscribeRequest>,
     responses: Streaming<v1::SubscribeResponse>,
+    /// The group's settings in effect, from the server's `Joined` (`None` from a server too old
+    /// to send them).
+    settings: Option<GroupConfig>,
 }
 
 pub(super) struct RemoteSubscription {
     shared: Arc<Shared>,
+    settings: GroupConfig,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -130,7 +135,7 @@ impl RemoteSubscription {
         let stream = loop {
             match open_stream(&addr, &events, &join).await {
                 Ok(s) => break s,
-                Err(e) if e.code() == "unavailable" && attempt < IDEMPOTENT_ATTEMPTS => {
+                Err(e) if matches!(e.code(), Code::Unavailable) && attempt < IDEMPOTENT_ATTEMPTS => {
                     attempt += 1;
                     tokio::time::sleep(pause).await;
                     pause *= 4;
@@ -159,8 +164,10 @@ impl RemoteSubscription {
         });
         // Attached before the task starts, so that the first fetch already waits on this stream.
         let epoch = shared.attach(stream.requests.clone());
+        let asked = || herald_proto::group_config_from_proto(join.settings.clone().unwrap_or_default());
+        let settings = stream.settings.clone().unwrap_or_else(asked);
         let task = tokio::spawn(keep(shared.clone(), events, join, stream, epoch));
-        Ok(RemoteSubscription { shared, task: Mutex::new(Some(task)) })
+        Ok(RemoteSubscription { shared, settings, task: Mutex::new(Some(task)) })
     }
 }
 
@@ -171,12 +178,31 @@ async fn open_stream(addr: &str, events: &EventsClient<Channel>, join: &v1::Join
     let (requests, rx) = mpsc::channel(REQUESTS_MAX);
     requests.try_send(v1::SubscribeRequest { msg: Some(Up::Join(join.clone())) }).expect("a new channel has room");
     let mut client = events.clone();
-    match tokio::time::timeout(JOIN_TIMEOUT, client.subscribe(ReceiverStream::new(rx))).await {
-        Ok(Ok(response)) => Ok(Stream { requests, responses: response.into_inner() }),
+    let joined = async {
+        let mut responses = client.subscribe(ReceiverStream::new(rx)).await?.into_inner();
+        // The server answers a join with `Joined` first: it names the settings in effect.
+        let first = responses.message().await?;
+        Ok::<_, tonic::Status>((responses, first))
+    };
+    match tokio::time::timeout(JOIN_TIMEOUT, joined).await {
+        Ok(Ok((responses, first))) => {
+            let settings = match first.and_then(|m| m.msg) {
+                Some(Down::Joined(j)) => {
+                    tracing::debug!(addr, group = %join.group, member = %j.member_id, generation = j.generation, "joined");
+                    j.settings.map(herald_proto::group_config_from_proto)
+                }
+                _ => {
+                    return Err(Error::new(
+                        Code::Unavailable,
+                        format!("herald://{addr}: {what}: the stream ended or did not start with Joined"),
+                    ));
+                }
+            };
+            Ok(Stream { requests, responses, settings })
+        }
         Ok(Err(s)) => Err(status_error(addr, &what, &s)),
         Err(_) => Err(Error::new(
-            ErrorKind::Unavailable,
-            "unavailable",
+            Code::Unavailable,
             format!("herald://{addr}: {what}: no answer within {} s", JOIN_TIMEOUT.as_secs()),
         )),
     }
@@ -234,13 +260,12 @@ impl Shared {
     }
 
     fn closed_error(&self) -> Error {
-        Error::new(ErrorKind::Closed, "closed", format!("the subscription to group {:?} is closed", self.group))
+        Error::new(Code::Closed, format!("the subscription to group {:?} is closed", self.group))
     }
 
     fn stale_error(&self, what: &str, why: &str) -> Error {
         Error::new(
-            ErrorKind::Stale,
-            "stale_generation",
+            Code::StaleGeneration,
             format!(
                 "herald://{}: {what}: {why}; the member that received it left group {:?}, which redelivers it",
                 self.addr, self.group
@@ -379,7 +404,7 @@ impl Shared {
             st.buffer.clear();
         }
         self.arrived.notify_waiters();
-        let Stream { requests, mut responses } = stream;
+        let Stream { requests, mut responses, .. } = stream;
         drop(requests);
         let drained = tokio::time::timeout(LEAVE_TIMEOUT, async {
             while let Ok(Some(m)) = responses.message().await {
@@ -408,8 +433,7 @@ impl Shared {
             Some(t) if t.subscription == self.id => t,
             _ => {
                 return Err(Error::new(
-                    ErrorKind::Invalid,
-                    "invalid_argument",
+                    Code::InvalidArgument,
                     format!(
                         "{what}: the message was not received through this subscription; settle it through its own"
                     ),
@@ -449,7 +473,7 @@ impl Shared {
             drop(link);
             match answer.await {
                 Ok(r) if r.error_code.is_empty() => Ok(()),
-                Ok(r) => Err(coded_error(&self.addr, &what, &r.error_code, &r.error_message)),
+                Ok(r) => Err(coded_error(&self.addr, &what, Code::from_wire(&r.error_code), &r.error_message)),
                 Err(_) if self.lock().closed => Err(self.closed_error()),
                 Err(_) => Err(self.stale_error(&what, "the stream broke before the server confirmed the settlement")),
             }
@@ -459,8 +483,7 @@ impl Shared {
             Err(_) => {
                 self.lock().pending.remove(&seq);
                 Err(Error::new(
-                    ErrorKind::Unavailable,
-                    "unavailable",
+                    Code::Unavailable,
                     format!(
                         "herald://{}: {what}: no answer within {} s; if it was not recorded, the event is redelivered",
                         self.addr,
@@ -497,6 +520,10 @@ fn flush_credit(st: &mut State) {
 
 #[async_trait]
 impl Subscription for RemoteSubscription {
+    fn settings(&self) -> &GroupConfig {
+        &self.settings
+    }
+
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Message>> {
         let shared = &self.shared;
         // A wait too long to add to now (Duration::MAX: "as long as it takes") is a year.

@@ -11,6 +11,7 @@ mod suite;
 mod backend;
 mod cluster;
 mod harness;
+mod parity;
 mod server;
 
 conformance!(conformance, crate::harness::Harness::nats());

@@ -150,3 +150,94 @@ async fn a_tiny_producer_buffer_makes_publishers_wait_but_loses_nothing() {
     run_until_idle(&client, "g", None, runs.clone()).await;
     assert_eq!(runs.load(Ordering::SeqCst), 300);
 }
+
+/// Was a bug: the runtime fetched up to `max_in_flight` (256) events but ran `concurrency`
+/// handlers (default 1), and the ack deadline starts at the fetch: with handlers slower than the
+/// deadline allows for the queue, waiting events timed out, counted as failed attempts and were
+/// dead-lettered although no handler failed (`ok=220 retried=71` with 200 ms handlers). The
+/// runtime now fetches only what its handlers can start before the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_handlers_never_let_fetched_events_time_out() {
+    const EVENTS: u64 = 60;
+    let client = herald::connect("mem://").await.unwrap();
+    client.ensure_topic("t", TopicConfig::with_partitions(1)).await.unwrap();
+    let producer = client.producer();
+    for i in 0..EVENTS {
+        producer.publish("t", Event::builder("x").key(format!("k{i}")).build().unwrap()).await.unwrap();
+    }
+    let handled = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let (h, s) = (handled.clone(), stop.clone());
+    let report = client
+        .consumer("g")
+        .subscribe(["t"])
+        .handler_timeout(Duration::from_millis(300))
+        // 60 events × 50 ms = 3 s of work, twice the deadline: a runtime that fetches all of
+        // them at once sees half of them time out.
+        .ack_timeout(Duration::from_millis(1500))
+        .handler(move |_e: Event| {
+            let (h, s) = (h.clone(), s.clone());
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if h.fetch_add(1, Ordering::SeqCst) + 1 == EVENTS {
+                    s.cancel();
+                }
+                Ok(())
+            }
+        })
+        .run(stop)
+        .await
+        .unwrap();
+    assert_eq!((report.ok, report.retried, report.dead_lettered), (EVENTS, 0, 0), "{report:?}");
+    assert!(client.dlq_list("g", 10).await.unwrap().is_empty());
+}
+
+/// Was a bug: the runtime decided backoff and dead-lettering from its builder settings while a
+/// join kept the group's stored settings, so the two retry policies could disagree silently (the
+/// runtime counting a retry for an event the broker dead-lettered). The group's stored policy
+/// now decides, and the runtime follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_group_s_stored_retry_policy_decides_when_an_event_is_dead_lettered() {
+    let client = herald::connect("mem://").await.unwrap();
+    client.ensure_topic("t", TopicConfig::default()).await.unwrap();
+    let fast = |max_attempts| herald::RetryPolicy {
+        max_attempts,
+        backoff_base_ms: 1,
+        backoff_factor: 2.0,
+        backoff_max_ms: 5,
+        jitter: 0.0,
+    };
+    // The group exists with 2 attempts (made by an earlier consumer).
+    let options = herald::SubscribeOptions { topics: vec!["t".into()], retry: fast(2), ..Default::default() };
+    client.backend().subscribe("g", options).await.unwrap().close().await.unwrap();
+    client.producer().publish("t", Event::builder("x").build().unwrap()).await.unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let r = runs.clone();
+    let consumer = client
+        .consumer("g")
+        .subscribe(["t"])
+        .retry(fast(5))
+        .handler(move |_e: Event| {
+            r.fetch_add(1, Ordering::SeqCst);
+            async { Err(HandlerError::retryable("always fails")) }
+        })
+        .run(stop.clone());
+    let running = tokio::spawn(consumer);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while client.dlq_list("g", 10).await.unwrap().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give a wrong runtime the chance to run the handler a third time.
+    let settled = std::time::Instant::now() + Duration::from_millis(300);
+    while std::time::Instant::now() < settled && runs.load(Ordering::SeqCst) < 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    let report = running.await.unwrap().unwrap();
+    let letters = client.dlq_list("g", 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].header("dlqattempts"), Some("2"));
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "the handler ran more often than the group allows");
+    assert_eq!((report.retried, report.dead_lettered), (1, 1), "{report:?}");
+}

@@ -1,6 +1,6 @@
-//! Key → partition routing. Stable and documented: the same key always lands on the same
-//! partition for a given partition count, and the function is Kafka's default partitioner
-//! (murmur2, positive part, modulo), so keys route alike on a future Kafka backend.
+//! Which partition an event goes to. Stable and documented: the same key always lands on the same
+//! partition for a given partition count, with Kafka's default partitioner (murmur2, positive
+//! part, modulo), so keys route alike on every backend, including a future Kafka one.
 
 /// Kafka's murmur2 (seed `0x9747b28c`).
 pub fn murmur2(data: &[u8]) -> u32 {
@@ -39,6 +39,26 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
     (murmur2(key) & 0x7fff_ffff) % partitions
 }
 
+/// The partition of an event: by its key when it has one; otherwise by its `(source, id)`, which
+/// spreads events evenly and sends a republished event to the same partition, where dedupe sees it.
+pub fn route(key: Option<&str>, source: &str, id: &str, partitions: u32) -> u32 {
+    match key {
+        Some(k) => partition_for_key(k.as_bytes(), partitions),
+        None => {
+            let mut buf = Vec::with_capacity(source.len() + id.len() + 1);
+            buf.extend_from_slice(source.as_bytes());
+            buf.push(0);
+            buf.extend_from_slice(id.as_bytes());
+            partition_for_key(&buf, partitions)
+        }
+    }
+}
+
+/// [`route`] for an event.
+pub fn route_event(event: &herald_core::Event, partitions: u32) -> u32 {
+    route(event.key(), event.source(), event.id(), partitions)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +88,13 @@ mod tests {
         for c in counts {
             assert!((9_000..11_000).contains(&c), "{counts:?}");
         }
+    }
+
+    #[test]
+    fn unkeyed_events_route_by_source_and_id() {
+        assert_eq!(route(None, "/s", "1", 8), route(None, "/s", "1", 8));
+        assert_eq!(route(Some("k"), "/a", "1", 8), route(Some("k"), "/b", "2", 8));
+        let spread: std::collections::HashSet<u32> = (0..100).map(|i| route(None, "/s", &i.to_string(), 8)).collect();
+        assert_eq!(spread.len(), 8);
     }
 }

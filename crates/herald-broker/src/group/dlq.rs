@@ -1,0 +1,218 @@
+//! A group's dead letters: writing them to `<group>.dlq`, listing, replaying and purging.
+//!
+//! Replay and purge never delete before they have written: dead letters are dropped from view by
+//! moving the DLQ's start (`<data>/groups/<group>/dlq.json`, written durably) only after the
+//! replayed letters are stored in the replay topic and the ones kept are stored again at the
+//! DLQ's end. Whole segments before the start are then deleted. A crash in between shows some
+//! letters twice (at-least-once), never loses one.
+
+use std::sync::Arc;
+
+use herald_core::Event;
+use herald_model::dead_letter::{self, Envelope};
+use herald_model::{DeadLetter, TopicConfig};
+use serde::{Deserialize, Serialize};
+
+use super::Group;
+use super::state::Outgoing;
+use crate::broker::Broker;
+use crate::error::{BrokerError, Result};
+use crate::partition::Partition;
+use crate::topic::write_durably;
+
+const START_FILE: &str = "dlq.json";
+/// Format of `dlq.json`.
+const START_FORMAT: u32 = 1;
+
+fn format_1() -> u32 {
+    1
+}
+
+/// Where a group's DLQ starts: letters below `before` were replayed or purged. Applies only to
+/// the DLQ topic created at `dlq_created_ms` (one deleted and created again starts afresh).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct DlqStart {
+    #[serde(default = "format_1")]
+    format: u32,
+    dlq_created_ms: i64,
+    before: u64,
+}
+
+/// A DLQ's partition, its topic's creation time, and the first (or next) offset in view.
+type View = (Arc<Partition>, i64, u64);
+
+/// The DLQ's partition and the first offset still in view, if the DLQ exists.
+fn dlq_view(broker: &Broker, group: &str) -> Result<Option<View>> {
+    let Ok(topic) = broker.topic(&dead_letter::dlq_topic(group)) else { return Ok(None) };
+    let created = topic.meta.read().expect("meta lock poisoned").created_ms;
+    let Some(p) = topic.partitions().first().cloned() else { return Ok(None) };
+    let path = broker.inner.dir.join("groups").join(group).join(START_FILE);
+    super::assert_no_group_lock("reading the DLQ start");
+    let mut start = p.log.earliest_offset();
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let s: DlqStart = serde_json::from_slice(&bytes)
+                .map_err(|e| BrokerError::InvalidConfig(format!("{}: {e}", path.display())))?;
+            if s.format > START_FORMAT {
+                return Err(BrokerError::Format(herald_model::storage::StorageError::TooNew {
+                    what: path.display().to_string(),
+                    found: s.format,
+                    supported: START_FORMAT,
+                }));
+            }
+            if s.dlq_created_ms == created && s.before <= p.log.latest_offset() {
+                start = start.max(s.before);
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(BrokerError::io(&path, "reading the DLQ start")(e)),
+    }
+    Ok(Some((p, created, start)))
+}
+
+/// Moves the DLQ's start to `before` durably, then deletes the segments wholly before it.
+fn move_start(broker: &Broker, group: &str, p: &Partition, created: i64, before: u64) -> Result<()> {
+    let path = broker.inner.dir.join("groups").join(group).join(START_FILE);
+    let s = DlqStart { format: START_FORMAT, dlq_created_ms: created, before };
+    write_durably(&path, &serde_json::to_vec_pretty(&s).expect("serializes"))?;
+    if let Err(e) = p.log.delete_before(before) {
+        tracing::warn!(group, error = %e, "deleting replayed dead letters' segments failed; they stay out of view");
+    }
+    Ok(())
+}
+
+/// Letters in view, oldest first, at most `max`, and the offset after the last one in view.
+fn list(broker: &Broker, group: &str, max: usize) -> Result<(Vec<DeadLetter>, Option<View>)> {
+    let Some((p, created, start)) = dlq_view(broker, group)? else { return Ok((vec![], None)) };
+    let mut out = Vec::new();
+    let mut next = start;
+    let end = p.log.latest_offset();
+    while out.len() < max && next < end {
+        let events = p.read(next, 4 << 20, max - out.len())?;
+        let Some(last) = events.last() else { break };
+        next = last.offset + 1;
+        out.extend(events.into_iter().map(|s| DeadLetter { dlq_offset: s.offset, event: s.event }));
+    }
+    Ok((out, Some((p, created, next))))
+}
+
+impl Group {
+    /// Writes pending dead letters to the DLQ topic, then settles them.
+    pub(super) async fn flush_dead_letters(&self, broker: &Broker) -> Result<()> {
+        let _dlq = self.dlq.lock().await;
+        let batch = self.lock().take_dead_letters();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let result = self.write_dead_letters(broker, &batch).await;
+        {
+            let mut st = self.lock();
+            st.dead_letters_written(&batch, result.is_ok());
+            self.wake_if(&mut st);
+        }
+        result
+    }
+
+    async fn write_dead_letters(&self, broker: &Broker, batch: &[Outgoing]) -> Result<()> {
+        let dlq = dead_letter::dlq_topic(&self.name);
+        let (name, limit) = (self.name.clone(), self.config.dlq_events_max);
+        let n = batch.len() as u64;
+        broker
+            .blocking(move |b| {
+                b.ensure_topic(&dlq, TopicConfig::for_dead_letters())?;
+                let held = dlq_view(b, &name)?.map_or(0, |(p, _, start)| p.log.latest_offset() - start);
+                if held + n > limit {
+                    let err = BrokerError::LimitExceeded {
+                        name: "dead letters",
+                        value: held + n,
+                        limit,
+                        key: "dlq_events_max",
+                    };
+                    tracing::error!(group = %name, error = %err, "DLQ full: the events stay pending and are retried");
+                    return Err(err);
+                }
+                Ok(())
+            })
+            .await?;
+        let events: Vec<Event> = batch
+            .iter()
+            .map(|o| {
+                Envelope {
+                    reason: &o.failures.reason,
+                    attempts: o.attempts,
+                    topic: &o.topic,
+                    partition: o.partition,
+                    offset: o.offset,
+                    group: &self.name,
+                    first_failure_ms: o.failures.first_ms,
+                    last_failure_ms: o.failures.last_ms,
+                }
+                .letter(&o.event)
+            })
+            .collect();
+        broker.publish_batch(&dead_letter::dlq_topic(&self.name), events).await?;
+        Ok(())
+    }
+}
+
+/// Dead letters of `group`, oldest first, at most `max`.
+pub(crate) fn dlq_list(broker: &Broker, group: &str, max: usize) -> Result<Vec<DeadLetter>> {
+    broker.group(group)?;
+    Ok(list(broker, group, max)?.0)
+}
+
+/// See [`Broker::dlq_replay`].
+pub(crate) async fn dlq_replay(broker: &Broker, group: &str) -> Result<usize> {
+    let g = broker.group(group)?;
+    let _dlq = g.dlq.lock().await;
+    let name = group.to_owned();
+    let (letters, view) = broker.blocking(move |b| list(b, &name, usize::MAX)).await?;
+    let Some((p, created, end)) = view else { return Ok(0) };
+    let mut replay = Vec::new();
+    let mut keep = Vec::new();
+    for l in letters {
+        if dead_letter::replays(&l.event) >= g.config.replays_max {
+            keep.push(l.event);
+        } else {
+            replay.push(dead_letter::for_replay(&l.event));
+        }
+    }
+    let count = replay.len();
+    if count > 0 {
+        let topic = dead_letter::replay_topic(group);
+        let t = topic.clone();
+        broker.blocking(move |b| b.ensure_topic(&t, TopicConfig::for_dead_letters())).await?;
+        let (g2, b2) = (g.clone(), broker.clone());
+        broker
+            .blocking(move |_| {
+                g2.sync_topology(&b2);
+                Ok(())
+            })
+            .await?;
+        if let Ok(t) = broker.topic(&topic) {
+            t.listeners.add(&g.notify);
+        }
+        broker.publish_batch(&topic, replay).await?;
+    }
+    if !keep.is_empty() {
+        broker.publish_batch(&dead_letter::dlq_topic(group), keep).await?;
+    }
+    let name = group.to_owned();
+    broker.blocking(move |b| move_start(b, &name, &p, created, end)).await?;
+    Ok(count)
+}
+
+/// See [`Broker::dlq_purge`].
+pub(crate) async fn dlq_purge(broker: &Broker, group: &str) -> Result<u64> {
+    let g = broker.group(group)?;
+    let _dlq = g.dlq.lock().await;
+    let name = group.to_owned();
+    broker
+        .blocking(move |b| {
+            let Some((p, created, start)) = dlq_view(b, &name)? else { return Ok(0) };
+            let end = p.log.latest_offset();
+            move_start(b, &name, &p, created, end)?;
+            Ok(end - start)
+        })
+        .await
+}

@@ -1,0 +1,137 @@
+//! The dead-letter envelope: the original event unchanged plus the `dlq*` headers (CloudEvents
+//! extension attributes) every backend writes the same way, and the names of a group's DLQ and
+//! replay topics.
+
+use herald_core::{Event, Limits, Timestamp};
+
+/// Header names added to dead letters.
+pub mod headers {
+    /// Why the event was dead-lettered.
+    pub const REASON: &str = "dlqreason";
+    /// Delivery attempts made.
+    pub const ATTEMPTS: &str = "dlqattempts";
+    /// Topic the event came from.
+    pub const TOPIC: &str = "dlqtopic";
+    /// Partition the event came from.
+    pub const PARTITION: &str = "dlqpartition";
+    /// Offset the event had there.
+    pub const OFFSET: &str = "dlqoffset";
+    /// Group that failed it.
+    pub const GROUP: &str = "dlqgroup";
+    /// First failure, RFC 3339.
+    pub const FIRST_FAILURE: &str = "dlqfirstfailure";
+    /// Last failure, RFC 3339.
+    pub const LAST_FAILURE: &str = "dlqlastfailure";
+    /// How many times it was replayed from the DLQ.
+    pub const REPLAYS: &str = "dlqreplays";
+}
+
+/// Longest reason kept with a dead letter, in bytes (cut at a character boundary).
+pub const REASON_BYTES_MAX: usize = 1024;
+
+/// `s` cut to at most `max` bytes at a character boundary: the one truncation rule for reasons
+/// and echoed input on every path.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The DLQ topic of a group.
+pub fn dlq_topic(group: &str) -> String {
+    format!("{group}.dlq")
+}
+
+/// The private topic a group's replayed dead letters go through.
+pub fn replay_topic(group: &str) -> String {
+    format!("{group}.replay")
+}
+
+/// Why and where an event failed: what a dead letter records about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// The handler's or broker's reason (cut to [`REASON_BYTES_MAX`]).
+    pub reason: &'a str,
+    /// Delivery attempts made.
+    pub attempts: u32,
+    /// Where the event was.
+    pub topic: &'a str,
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset (on NATS, the stream sequence).
+    pub offset: u64,
+    /// The group that failed it.
+    pub group: &'a str,
+    /// First failure, ms since the Unix epoch.
+    pub first_failure_ms: i64,
+    /// Last failure, ms since the Unix epoch.
+    pub last_failure_ms: i64,
+}
+
+impl Envelope<'_> {
+    /// The dead letter: `original` with the `dlq*` headers, built under the hard limits. If even
+    /// those refuse it, the original goes alone rather than blocking every other dead letter.
+    pub fn letter(&self, original: &Event) -> Event {
+        let ts = |ms: i64| Timestamp::from_unix_nanos(ms.saturating_mul(1_000_000)).to_rfc3339();
+        let mut b = original.to_builder();
+        for (k, v) in [
+            (headers::REASON, truncate_utf8(self.reason, REASON_BYTES_MAX).to_owned()),
+            (headers::ATTEMPTS, self.attempts.to_string()),
+            (headers::TOPIC, self.topic.to_owned()),
+            (headers::PARTITION, self.partition.to_string()),
+            (headers::OFFSET, self.offset.to_string()),
+            (headers::GROUP, self.group.to_owned()),
+            (headers::FIRST_FAILURE, ts(self.first_failure_ms)),
+            (headers::LAST_FAILURE, ts(self.last_failure_ms)),
+        ] {
+            b = b.header(k, v);
+        }
+        b.build_with(&Limits::HARD).unwrap_or_else(|_| original.clone())
+    }
+}
+
+/// How many times a dead letter was replayed already.
+pub fn replays(letter: &Event) -> u32 {
+    letter.header(headers::REPLAYS).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// The dead letter as it is replayed: its replay count raised by one.
+pub fn for_replay(letter: &Event) -> Event {
+    let b = letter.to_builder().header(headers::REPLAYS, (replays(letter) + 1).to_string());
+    b.build_with(&Limits::HARD).unwrap_or_else(|_| letter.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_letter_keeps_the_original_and_cuts_the_reason_by_bytes_at_a_character_boundary() {
+        let original = Event::builder("t").key("k").build().unwrap();
+        let reason = "é".repeat(600); // 1,200 bytes
+        let env = Envelope {
+            reason: &reason,
+            attempts: 3,
+            topic: "orders",
+            partition: 2,
+            offset: 7,
+            group: "billing",
+            first_failure_ms: 0,
+            last_failure_ms: 1000,
+        };
+        let letter = env.letter(&original);
+        assert_eq!(letter.id(), original.id());
+        assert_eq!(letter.key(), Some("k"));
+        let kept = letter.header(headers::REASON).unwrap();
+        assert_eq!(kept.len(), 1024);
+        assert_eq!(letter.header(headers::ATTEMPTS), Some("3"));
+        assert_eq!(replays(&letter), 0);
+        assert_eq!(replays(&for_replay(&for_replay(&letter))), 2);
+        assert_eq!(truncate_utf8("aé", 2), "a");
+    }
+}
