@@ -220,6 +220,7 @@ impl Consumer {
             handler,
             retry: settings.retry,
             budget: Budget::new(self.concurrency, self.options.max_in_flight as usize, ack_timeout),
+            chain_keys: !self.backend.capabilities().key_ordering && settings.ordering == OrderingMode::Key,
             settled: tokio::sync::Notify::new(),
             timeout: self.handler_timeout,
             keys: Mutex::new(HashMap::new()),
@@ -372,6 +373,10 @@ struct Runtime {
     /// Woken whenever an event is settled (room in the budget).
     settled: tokio::sync::Notify,
     timeout: Duration,
+    /// Whether the runtime must keep key order itself: only for a backend that does not (the
+    /// broker decides order where it can — one owner — and hands a key's events out one at a
+    /// time; with ordering `none` or `partition` the user asked for no key order).
+    chain_keys: bool,
     /// Keys with a chain running, and the messages queued behind it.
     keys: Mutex<HashMap<String, VecDeque<(Message, tokio::sync::OwnedSemaphorePermit)>>>,
     permits: Arc<Semaphore>,
@@ -389,7 +394,9 @@ impl Runtime {
         hold: tokio::sync::OwnedSemaphorePermit,
         tasks: &mut tokio::task::JoinSet<()>,
     ) {
-        if let Some(key) = m.event.key().map(str::to_owned) {
+        if self.chain_keys
+            && let Some(key) = m.event.key().map(str::to_owned)
+        {
             let mut keys = self.keys.lock().expect("keys lock poisoned");
             if let Some(queue) = keys.get_mut(&key) {
                 queue.push_back((m, hold));
@@ -409,6 +416,9 @@ impl Runtime {
             drop(permit);
             drop(hold);
             self.settled.notify_one();
+            if !self.chain_keys {
+                return;
+            }
             let Some(key) = m.event.key().map(str::to_owned) else { return };
             let mut keys = self.keys.lock().expect("keys lock poisoned");
             let next = keys.get_mut(&key).and_then(VecDeque::pop_front);
