@@ -53,12 +53,14 @@ async fn http(r: reqwest::Response) -> Answer {
 }
 
 fn same(case: &str, answers: &[Answer]) {
-    let first = answers[0].code;
+    let first = &answers[0];
     for a in answers {
         assert_eq!(
-            a.code, first,
-            "{case}: {} answered {} but {} answered {first}: {answers:?}",
-            a.path, a.code, answers[0].path
+            (a.code, a.kind, a.retryable),
+            (first.code, first.kind, first.retryable),
+            "{case}: {} and {} disagree: {answers:?}",
+            a.path,
+            first.path
         );
     }
 }
