@@ -585,6 +585,12 @@ impl Member {
         self.group.settle_with(|st, now| st.ack_many(&self.id, ids, now))
     }
 
+    /// Acknowledges every delivery this member holds of `through`'s partition at or below its
+    /// offset (a cumulative ack); returns how many.
+    pub fn ack_through(&self, through: &DeliveryId) -> Result<usize> {
+        self.group.settle_with(|st, now| st.ack_through(&self.id, through, now)).map(|acked| acked.len())
+    }
+
     /// A failed attempt: redeliver after `delay`, or after the group's backoff when `None`;
     /// dead-lettered instead when the group's attempts are used up.
     pub fn nack(&self, d: &Delivery, delay: Option<Duration>, reason: &str) -> Result<()> {

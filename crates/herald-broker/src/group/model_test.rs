@@ -36,6 +36,7 @@ enum Step {
     Leave { member: usize },
     Poll { member: usize, max: usize },
     Ack { member: usize, pick: usize },
+    AckThrough { member: usize, pick: usize },
     Nack { member: usize, pick: usize, delay_ms: Option<u64> },
     Reject { member: usize, pick: usize },
     Advance { ms: u64 },
@@ -51,6 +52,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => m.clone().prop_map(|member| Step::Leave { member }),
         6 => (m.clone(), 1usize..6).prop_map(|(member, max)| Step::Poll { member, max }),
         6 => (m.clone(), 0usize..8).prop_map(|(member, pick)| Step::Ack { member, pick }),
+        1 => (m.clone(), 0usize..8).prop_map(|(member, pick)| Step::AckThrough { member, pick }),
         3 => (m.clone(), 0usize..8, prop::option::of(0u64..40)).prop_map(|(member, pick, delay_ms)| Step::Nack { member, pick, delay_ms }),
         1 => (m.clone(), 0usize..8).prop_map(|(member, pick)| Step::Reject { member, pick }),
         3 => (1u64..120).prop_map(|ms| Step::Advance { ms }),
@@ -178,6 +180,26 @@ impl Harness {
                     && self.state.ack(MEMBERS[member], &d.id(), now).is_ok()
                 {
                     self.settled.insert(key(&d.id()));
+                }
+            }
+            Step::AckThrough { member, pick } => {
+                let Some(held) = self.held.get(&member).filter(|h| !h.is_empty()) else { return self.check() };
+                let through = held[pick % held.len()].id();
+                if let Ok(acked) = self.state.ack_through(MEMBERS[member], &through, now) {
+                    for d in &acked {
+                        assert!(
+                            d.partition == through.partition && d.offset <= through.offset,
+                            "{d:?} beyond {through:?}"
+                        );
+                        self.settled.insert(key(d));
+                    }
+                    let acked: BTreeSet<(Tp, u64, u32)> =
+                        acked.iter().map(|d| ((d.topic.clone(), d.partition), d.offset, d.attempt)).collect();
+                    if let Some(h) = self.held.get_mut(&member) {
+                        h.retain(|d| {
+                            !acked.contains(&((d.stored.topic.clone(), d.stored.partition), d.stored.offset, d.attempt))
+                        });
+                    }
                 }
             }
             Step::Nack { member, pick, delay_ms } => {

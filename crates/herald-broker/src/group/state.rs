@@ -664,6 +664,42 @@ impl GroupState {
         ids.iter().map(|d| self.ack(member, d, now)).collect()
     }
 
+    /// A cumulative ack: acknowledges every delivery `member` holds of `through`'s partition at or
+    /// below `through.offset` (Kafka-style), refused as stale when the partition was reassigned
+    /// since `through.generation`. Returns what was acked.
+    pub fn ack_through(&mut self, member: &str, through: &DeliveryId, now: Now) -> Result<Vec<DeliveryId>> {
+        let current = self.generation;
+        let Some(m) = self.members.get_mut(member) else { return Err(self.unknown(member)) };
+        m.last_seen = now.mono;
+        let tp = (through.topic.clone(), through.partition);
+        let stale = || BrokerError::StaleGeneration {
+            group: self.name.to_string(),
+            member: member.to_owned(),
+            generation: through.generation,
+            current,
+        };
+        let Some(p) = self.parts.get(&tp) else { return Err(stale()) };
+        if through.generation < p.assigned_generation || p.owner.as_deref() != Some(member) {
+            return Err(stale());
+        }
+        let ids: Vec<DeliveryId> = p
+            .in_flight
+            .iter()
+            .filter(|(o, f)| **o <= through.offset && &*f.member == member)
+            .map(|(o, f)| DeliveryId {
+                topic: tp.0.clone(),
+                partition: tp.1,
+                offset: *o,
+                generation: f.generation,
+                attempt: f.attempt,
+            })
+            .collect();
+        for d in &ids {
+            self.ack(member, d, now)?;
+        }
+        Ok(ids)
+    }
+
     /// A failed attempt: retry after `delay` (or the policy's backoff), or dead-letter when the
     /// attempts are spent.
     pub fn nack(
