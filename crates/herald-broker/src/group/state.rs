@@ -975,3 +975,126 @@ impl GroupState {
         self.members.get(member).map(|m| (m.in_flight, m.max_in_flight))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_core::Event;
+    use rand::SeedableRng;
+
+    fn at(base: Instant, ms: u64) -> Now {
+        Now { mono: base + Duration::from_millis(ms), wall_ms: ms as i64 }
+    }
+
+    fn group(partitions: u32, config: GroupConfig, now: Now) -> GroupState {
+        let mut st = GroupState::new("g", &config, vec![], 0, StdRng::seed_from_u64(1));
+        let present: Vec<(Tp, u64)> = (0..partitions).map(|p| ((Arc::from("t"), p), 0)).collect();
+        let _ = st.add_partitions(&present, now);
+        st
+    }
+
+    fn owners(st: &GroupState) -> Vec<String> {
+        st.info(|_| Some(0)).into_iter().map(|p| p.owner.unwrap_or_else(|| "-".into())).collect()
+    }
+
+    /// Rebalancing, one row per membership change: assignment stays even (at most one apart) and
+    /// sticky (a member keeps what it owned while under its share).
+    #[test]
+    fn rebalancing_is_even_and_sticky() {
+        // (partitions, membership changes: +member / -member, owners after the last change)
+        let cases: &[(u32, &[&str], &[&str])] = &[
+            (4, &["+a"], &["a", "a", "a", "a"]),
+            (4, &["+a", "+b"], &["a", "a", "b", "b"]),
+            (4, &["+a", "+b", "-a"], &["b", "b", "b", "b"]),
+            (4, &["+b", "+a", "-a", "+c"], &["b", "b", "c", "c"]),
+            (5, &["+a", "+b"], &["a", "a", "a", "b", "b"]),
+            (3, &["+a", "+b", "+c", "+d"], &["a", "c", "b"]),
+            (2, &["+a", "-a"], &["-", "-"]),
+        ];
+        let base = Instant::now();
+        for (partitions, changes, want) in cases {
+            let mut st = group(*partitions, GroupConfig::for_topics(["t"]), at(base, 0));
+            let before = st.generation();
+            for c in *changes {
+                let (op, m) = c.split_at(1);
+                match op {
+                    "+" => st.join(Arc::from(m), 10, 10, at(base, 0)).unwrap(),
+                    _ => st.leave(m, at(base, 0)),
+                }
+            }
+            assert_eq!(owners(&st), *want, "{partitions} partitions after {changes:?}");
+            assert_eq!(st.generation(), before + changes.len() as u64, "every change is a new generation");
+            st.check_invariants();
+        }
+    }
+
+    fn stored(offset: u64, key: &str) -> StoredEvent {
+        let event = Event::builder("t").key(key).build().unwrap();
+        StoredEvent { event, topic: "t".into(), partition: 0, offset, append_time_ms: 0 }
+    }
+
+    /// Fills partition 0 with `n` events of distinct keys.
+    fn fill(st: &mut GroupState, member: &str, n: u64, now: Now) {
+        for plan in st.reads_for(member, now, |_| Some(n)).unwrap() {
+            st.fill(&plan, Fill::Events((plan.from..n).map(|o| stored(o, &format!("k{o}"))).collect()));
+        }
+    }
+
+    /// Ack timeouts and backoff on the injected clock: nothing sleeps.
+    #[test]
+    fn an_unacked_delivery_times_out_and_returns_after_the_backoff_with_its_next_attempt() {
+        let retry = RetryPolicy {
+            max_attempts: 2,
+            backoff_base_ms: 100,
+            backoff_factor: 2.0,
+            backoff_max_ms: 1000,
+            jitter: 0.0,
+        };
+        let config = GroupConfig { ack_timeout_ms: 50, retry, ..GroupConfig::for_topics(["t"]) };
+        let base = Instant::now();
+        let mut st = group(1, config, at(base, 0));
+        let m: Arc<str> = Arc::from("m");
+        st.join(m.clone(), 10, 10, at(base, 0)).unwrap();
+        fill(&mut st, &m, 1, at(base, 0));
+        let first = st.poll(&m, 10, at(base, 0)).unwrap();
+        assert_eq!(first.deliveries.len(), 1);
+        assert_eq!(first.deliveries[0].attempt, 1);
+        // Before the deadline nothing happens; at it, the delivery fails.
+        assert!(st.expire(at(base, 49)).deliveries.is_empty());
+        assert_eq!(st.expire(at(base, 50)).deliveries.len(), 1);
+        // Backoff 100 ms after the first failure: not before.
+        assert!(st.poll(&m, 10, at(base, 149)).unwrap().deliveries.is_empty());
+        assert_eq!(st.next_due(), Some(base + Duration::from_millis(150)));
+        let second = st.poll(&m, 10, at(base, 150)).unwrap().deliveries;
+        assert_eq!(second[0].attempt, 2);
+        // Late ack of the first attempt: refused, it does not settle the redelivery.
+        assert!(st.ack(&m, &first.deliveries[0].id(), at(base, 151)).is_err());
+        // The second failure is the last: to the DLQ, not redelivered.
+        assert_eq!(st.expire(at(base, 200)).deliveries.len(), 1);
+        assert!(st.poll(&m, 10, at(base, 10_000)).unwrap().deliveries.is_empty());
+        let dead = st.take_dead_letters();
+        assert_eq!((dead.len(), dead[0].attempts, dead[0].failures.reason.as_str()), (1, 2, "ack timeout"));
+        st.dead_letters_written(&dead, true);
+        assert_eq!(st.info(|_| Some(1))[0].committed, 1);
+        st.check_invariants();
+    }
+
+    #[test]
+    fn a_silent_member_is_removed_at_its_session_timeout_and_its_events_go_to_the_others() {
+        let config = GroupConfig { session_timeout_ms: 1000, ..GroupConfig::for_topics(["t"]) };
+        let base = Instant::now();
+        let mut st = group(1, config, at(base, 0));
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        st.join(a.clone(), 10, 10, at(base, 0)).unwrap();
+        fill(&mut st, &a, 3, at(base, 0));
+        assert_eq!(st.poll(&a, 10, at(base, 0)).unwrap().deliveries.len(), 3);
+        st.join(b.clone(), 10, 10, at(base, 900)).unwrap();
+        // `a` still owns the partition (sticky); at 1001 ms it has been silent too long.
+        assert!(st.expire(at(base, 1000)).members.is_empty());
+        assert_eq!(st.expire(at(base, 1001)).members, vec![a.clone()]);
+        assert_eq!(st.assignment("b").len(), 1);
+        let got = st.poll(&b, 10, at(base, 1001)).unwrap().deliveries;
+        assert_eq!(got.iter().map(|d| (d.stored.offset, d.attempt)).collect::<Vec<_>>(), vec![(0, 2), (1, 2), (2, 2)]);
+        st.check_invariants();
+    }
+}
