@@ -40,6 +40,43 @@ pub(crate) struct BrokerInner {
     pub config: BrokerConfig,
     pub topics: RwLock<HashMap<String, Arc<Topic>>>,
     pub groups: RwLock<HashMap<String, Arc<Group>>>,
+    /// What was found damaged at open and is not served.
+    pub damage: std::sync::Mutex<Vec<Damage>>,
+}
+
+/// Something found damaged, half-made or unreadable, which the broker does not serve (the rest
+/// serves normally). Reported by [`Broker::damage`], `/readyz` and the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// `topic`, `group` or `partition`.
+    pub kind: &'static str,
+    /// Its name (`topic/partition` for a partition).
+    pub name: String,
+    /// What was found, and what became of it.
+    pub problem: String,
+}
+
+/// A topic or group that cannot be opened: set aside when its creation never finished (no
+/// metadata file: nothing was acknowledged), otherwise left in place, not served, and reported.
+pub(crate) fn set_aside_or_report(
+    parent: &Path,
+    path: &Path,
+    kind: &'static str,
+    name: &str,
+    meta_file: &str,
+    e: &BrokerError,
+) -> Result<Damage> {
+    if !path.join(meta_file).exists() {
+        let aside = parent.join(format!(".quarantine-{name}-{}", now_ms()));
+        fs::rename(path, &aside).map_err(BrokerError::io(path, "setting a half-made directory aside"))?;
+        sync_dir(parent)?;
+        let problem = format!("its creation never finished (no {meta_file}); set aside as {}", aside.display());
+        tracing::warn!(kind, name, %problem, "a half-made {kind} was set aside");
+        return Ok(Damage { kind, name: name.to_owned(), problem });
+    }
+    let problem = format!("cannot be opened, not served: {e}");
+    tracing::error!(kind, name, %problem, "a damaged {kind} is not served; the rest is");
+    Ok(Damage { kind, name: name.to_owned(), problem })
 }
 
 /// Herald's embedded broker. Cheap to clone (a handle); `Send + Sync`. Must be used inside a
@@ -76,19 +113,27 @@ impl Broker {
             fs::create_dir_all(d).map_err(BrokerError::io(d, "creating the data directory"))?;
         }
         let mut topics = HashMap::new();
+        let mut damage = Vec::new();
         for entry in fs::read_dir(&topics_dir).map_err(BrokerError::io(&topics_dir, "listing topics"))? {
             let entry = entry.map_err(BrokerError::io(&topics_dir, "listing topics"))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".deleted-") {
-                // A delete interrupted by a crash: finish it.
+            if name.starts_with(".deleted-") || name.starts_with(crate::topic::STAGING_PREFIX) {
+                // A delete or a create interrupted by a crash: finish the delete, drop the
+                // half-made topic (its creation was never acknowledged).
                 fs::remove_dir_all(entry.path()).map_err(BrokerError::io(entry.path(), "removing a deleted topic"))?;
                 continue;
             }
             if !valid_name(&name) {
                 continue;
             }
-            let topic = Topic::open(entry.path(), &config)?;
-            topics.insert(name, Arc::new(topic));
+            match Topic::open(entry.path(), &config) {
+                Ok(topic) => {
+                    topics.insert(name, Arc::new(topic));
+                }
+                Err(e) => {
+                    damage.push(set_aside_or_report(&topics_dir, &entry.path(), "topic", &name, "topic.json", &e)?)
+                }
+            }
         }
         let broker = Broker {
             inner: Arc::new(BrokerInner {
@@ -96,6 +141,7 @@ impl Broker {
                 config,
                 topics: RwLock::new(topics),
                 groups: RwLock::new(HashMap::new()),
+                damage: std::sync::Mutex::new(damage),
             }),
         };
         crate::group::load_groups(&broker, &groups_dir)?;
@@ -117,6 +163,32 @@ impl Broker {
         Ok(deleted)
     }
 
+    /// What was found damaged, half-made or unreadable and is not served: topics and groups that
+    /// could not be opened (or were set aside), and partitions with damage found so far.
+    pub fn damage(&self) -> Vec<Damage> {
+        let mut out = self.inner.damage.lock().expect("damage lock poisoned").clone();
+        let topics: Vec<Arc<Topic>> =
+            self.inner.topics.read().expect("topics lock poisoned").values().cloned().collect();
+        for t in topics {
+            for p in t.partitions().iter() {
+                if let Some(problem) = p.damage() {
+                    out.push(Damage { kind: "partition", name: format!("{}/{}", t.name, p.id), problem });
+                }
+            }
+        }
+        out.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        out
+    }
+
+    /// Refuses a name that belongs to a damaged topic or group left in place.
+    pub(crate) fn check_not_damaged(&self, kind: &'static str, name: &str) -> Result<()> {
+        let damage = self.inner.damage.lock().expect("damage lock poisoned");
+        match damage.iter().find(|d| d.kind == kind && d.name == name && !d.problem.contains("set aside")) {
+            Some(d) => Err(BrokerError::Damaged { kind, name: name.to_owned(), problem: d.problem.clone() }),
+            None => Ok(()),
+        }
+    }
+
     /// The broker's limits.
     pub fn config(&self) -> &BrokerConfig {
         &self.inner.config
@@ -133,6 +205,7 @@ impl Broker {
             return Err(BrokerError::InvalidTopicName { name: name.to_owned() });
         }
         crate::config::validate_topic(&config, &self.inner.config)?;
+        self.check_not_damaged("topic", name)?;
         let mut topics = self.inner.topics.write().expect("topics lock poisoned");
         if topics.contains_key(name) {
             return Err(BrokerError::TopicExists { topic: name.to_owned() });
@@ -181,6 +254,12 @@ impl Broker {
         };
         for group in self.inner.groups.read().expect("groups lock poisoned").values() {
             group.forget_topic(name);
+        }
+        // Closed before the move, so that their last index files are written where they are.
+        for p in topic.partitions().iter() {
+            if let Err(e) = p.log.close() {
+                tracing::warn!(topic = name, partition = p.id, error = %e, "closing a deleted partition's log failed");
+            }
         }
         let topics_dir = self.inner.dir.join("topics");
         let grave = topics_dir.join(format!(".deleted-{name}-{}", now_ms()));

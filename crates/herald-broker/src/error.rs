@@ -150,6 +150,16 @@ pub enum BrokerError {
         /// Events lost.
         lost: u64,
     },
+    /// A topic or group of that name was found damaged at start and is not served.
+    #[error("{kind} {name:?} exists but is damaged and not served ({problem}): repair or remove it first")]
+    Damaged {
+        /// `topic` or `group`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// What was found.
+        problem: String,
+    },
     /// The broker is shutting down or closed.
     #[error("the broker is closed")]
     Closed,
@@ -217,6 +227,7 @@ impl BrokerError {
             BrokerError::NotInFlight { .. } => Code::NotInFlight,
             BrokerError::RetentionOvertook { .. } => Code::RetentionOvertook,
             BrokerError::Closed => Code::Closed,
+            BrokerError::Damaged { .. } => Code::Damaged,
             BrokerError::CorruptEvent { .. } => Code::CorruptEvent,
             BrokerError::Event(herald_core::EventError::EventTooLarge { .. }) => Code::EventTooLarge,
             BrokerError::Event(_) => Code::InvalidEvent,

@@ -36,7 +36,7 @@ mod partition;
 mod store;
 mod topic;
 
-pub use broker::Broker;
+pub use broker::{Broker, Damage};
 pub use config::*;
 pub use error::{BrokerError, Result};
 pub use group::{COMMIT_EVENTS_MAX, COMMIT_INTERVAL_MS, Delivery, Member, MemberConfig, dlq_headers};

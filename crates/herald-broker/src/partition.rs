@@ -87,6 +87,8 @@ pub(crate) struct Partition {
     tx: mpsc::UnboundedSender<WriteRequest>,
     queued: Arc<AtomicUsize>,
     queue_max: usize,
+    /// The first damage found in this partition, if any.
+    damage: std::sync::Mutex<Option<String>>,
 }
 
 /// Who to wake when a partition of a topic gets new events (one `Notify` per subscribed group).
@@ -126,28 +128,49 @@ impl Partition {
     pub fn open(topic: Arc<str>, id: u32, dir: &Path, s: PartitionSettings) -> Result<Arc<Partition>> {
         let log = Arc::new(Log::open(dir, s.log.clone())?);
         let mut dedupe = Dedupe::new(s.dedupe_window_ms, s.dedupe_entries_max);
+        let mut damage = None;
         if s.dedupe_window_ms > 0 {
             // Republishing must be idempotent across a restart too: remember the ids stored
-            // within the window. Cost: one read of the window's tail.
+            // within the window. Cost: one read of the window's tail. Damage there does not stop
+            // the partition: the damaged records are passed over (their ids are not remembered)
+            // and the partition reports them.
             let since = now_ms().saturating_sub(dedupe.window_ms);
-            if let Some(mut next) = log.offset_for_timestamp(since)? {
-                loop {
-                    let records = log.read(next, 4 << 20, 10_000)?;
+            let start = match log.offset_for_timestamp(since) {
+                Ok(start) => start,
+                // The time lookup met the damage first: the window starts at or after it.
+                Err(herald_log::LogError::Corrupt { offset, reason, .. }) => {
+                    damage = Some(format!("damaged data at offset {offset}: {reason}"));
+                    Some(offset)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(mut next) = start {
+                while next < log.latest_offset() {
+                    let records = match log.read(next, 4 << 20, 10_000) {
+                        Ok(r) => r,
+                        Err(herald_log::LogError::Corrupt { offset, reason, .. }) => {
+                            damage.get_or_insert(format!("damaged data at offset {offset}: {reason}"));
+                            next = first_readable_after(&log, offset.max(next));
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     let Some(last) = records.last() else { break };
                     next = last.offset + 1;
                     for r in records {
-                        let event = binary::decode_with(&r.data, &herald_core::Limits::HARD).map_err(|e| {
-                            BrokerError::CorruptEvent {
-                                topic: topic.to_string(),
-                                partition: id,
-                                offset: r.offset,
-                                reason: e.to_string(),
+                        match binary::decode_with(&r.data, &herald_core::Limits::HARD) {
+                            Ok(event) => dedupe.insert(dedupe_key(&event), r.offset, r.timestamp_ms),
+                            Err(e) => {
+                                damage.get_or_insert(format!("undecodable event at offset {}: {e}", r.offset));
                             }
-                        })?;
-                        dedupe.insert(dedupe_key(&event), r.offset, r.timestamp_ms);
+                        }
                     }
                 }
             }
+        }
+        if let Some(problem) = &damage {
+            tracing::error!(%topic, partition = id, %problem,
+                "damage in the dedupe window: those events' ids are not remembered; the partition serves the rest");
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -161,7 +184,15 @@ impl Partition {
             batch_bytes_max: s.log.batch_bytes_max as usize,
         };
         tokio::spawn(writer.run());
-        Ok(Arc::new(Partition { topic, id, log, tx, queued, queue_max: s.queue_max }))
+        Ok(Arc::new(Partition {
+            topic,
+            id,
+            log,
+            tx,
+            queued,
+            queue_max: s.queue_max,
+            damage: std::sync::Mutex::new(damage),
+        }))
     }
 
     /// Appends events (already validated and encoded). Returns `(offset, duplicate)` per event.
@@ -186,8 +217,22 @@ impl Partition {
         }
     }
 
-    /// Reads stored events from `offset`.
+    /// The first damage found in this partition, if any.
+    pub fn damage(&self) -> Option<String> {
+        self.damage.lock().expect("damage lock poisoned").clone()
+    }
+
+    /// Reads stored events from `offset`. Damage found is remembered for [`Partition::damage`].
     pub fn read(&self, offset: u64, max_bytes: usize, max_events: usize) -> Result<Vec<StoredEvent>> {
+        let r = self.read_inner(offset, max_bytes, max_events);
+        if let Err(e @ (BrokerError::Log(herald_log::LogError::Corrupt { .. }) | BrokerError::CorruptEvent { .. })) = &r
+        {
+            self.damage.lock().expect("damage lock poisoned").get_or_insert_with(|| e.to_string());
+        }
+        r
+    }
+
+    fn read_inner(&self, offset: u64, max_bytes: usize, max_events: usize) -> Result<Vec<StoredEvent>> {
         crate::group::assert_no_group_lock("reading a partition");
         let records = self.log.read(offset, max_bytes, max_events)?;
         records
@@ -211,6 +256,35 @@ impl Partition {
             })
             .collect()
     }
+}
+
+/// The first offset after `damaged` (which cannot be read) that can be read, or the log's end:
+/// probing forward by doubling steps, then narrowing down, so that a damaged batch costs a few
+/// reads and no intact record after it is passed over.
+fn first_readable_after(log: &Log, damaged: u64) -> u64 {
+    let end = log.latest_offset();
+    let readable = |o: u64| log.read(o, 1, 1).is_ok();
+    let (mut lo, mut step) = (damaged, 1u64);
+    let mut hi = loop {
+        let probe = lo.saturating_add(step);
+        if probe >= end {
+            break end;
+        }
+        if readable(probe) {
+            break probe;
+        }
+        lo = probe;
+        step = step.saturating_mul(2);
+    };
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if readable(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
 }
 
 /// The single writer of a partition: drains every queued request into one log append (one

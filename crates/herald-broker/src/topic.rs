@@ -15,6 +15,8 @@ use crate::error::{BrokerError, Result};
 use crate::partition::{Listeners, Partition, PartitionSettings};
 
 const META_FILE: &str = "topic.json";
+/// A topic being created: `<topics>/.creating-<name>` until it is whole.
+pub(crate) const STAGING_PREFIX: &str = ".creating-";
 
 /// What a topic is, as stored in `<data>/topics/<name>/topic.json` (versioned: see
 /// [`herald_model::storage`]).
@@ -112,11 +114,25 @@ impl Topic {
     }
 
     /// Creates the topic's directory and metadata durably, then opens its partitions.
+    ///
+    /// The topic is made whole in a staging directory (`.creating-<name>`) and renamed into place:
+    /// a crash, a full disk or a lack of descriptors part-way leaves only a staging directory,
+    /// which the next open removes, never a half-made topic.
     pub fn create(topics_dir: &Path, meta: TopicMeta, broker: &BrokerConfig) -> Result<Topic> {
         let dir = topics_dir.join(&meta.name);
-        fs::create_dir_all(dir.join("partitions")).map_err(BrokerError::io(&dir, "creating a topic directory"))?;
-        sync_dir(topics_dir)?;
-        write_durably(&dir.join(META_FILE), &meta.to_stored())?;
+        let staging = topics_dir.join(format!("{STAGING_PREFIX}{}", meta.name));
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(BrokerError::io(&staging, "removing a stale staging directory"))?;
+        }
+        let made = fs::create_dir_all(staging.join("partitions"))
+            .map_err(BrokerError::io(&staging, "creating a topic directory"))
+            .and_then(|()| write_durably(&staging.join(META_FILE), &meta.to_stored()))
+            .and_then(|()| fs::rename(&staging, &dir).map_err(BrokerError::io(&dir, "moving a new topic into place")))
+            .and_then(|()| sync_dir(topics_dir));
+        if let Err(e) = made {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
         Self::open_dir(dir, meta, broker)
     }
 

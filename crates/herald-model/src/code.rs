@@ -163,6 +163,9 @@ codes! {
     OffsetBeyondLatest = "offset_beyond_latest",
     /// A stored event could not be decoded.
     CorruptEvent = "corrupt_event",
+    /// A topic or group found damaged at start is not served; the operator must repair or remove
+    /// it (see `/readyz`).
+    Damaged = "damaged",
     /// Stored data failed its checksum.
     Corrupt = "corrupt",
     /// The storage failed (I/O, a fenced log).
@@ -200,7 +203,7 @@ impl Code {
             Closed => ErrorKind::Closed,
             StaleGeneration | NotInFlight => ErrorKind::Stale,
             Unsupported => ErrorKind::Unsupported,
-            RetentionOvertook | CorruptEvent | Corrupt | Storage | Internal | Remote => ErrorKind::Storage,
+            RetentionOvertook | CorruptEvent | Corrupt | Damaged | Storage | Internal | Remote => ErrorKind::Storage,
         }
     }
 
@@ -223,7 +226,7 @@ impl Code {
             RequestTimeout => GrpcStatus::DeadlineExceeded,
             Unsupported => GrpcStatus::Unimplemented,
             RetentionOvertook | OffsetBelowEarliest | OffsetBeyondLatest => GrpcStatus::OutOfRange,
-            CorruptEvent | Corrupt => GrpcStatus::DataLoss,
+            CorruptEvent | Corrupt | Damaged => GrpcStatus::DataLoss,
             Storage | Internal | Remote => GrpcStatus::Internal,
         }
     }
@@ -242,7 +245,7 @@ impl Code {
             EventTooLarge | RequestTooLarge => 413,
             UnsupportedMediaType => 415,
             OffsetBelowEarliest | OffsetBeyondLatest => 416,
-            CorruptEvent | Corrupt | Storage | Internal | Remote => 500,
+            CorruptEvent | Corrupt | Damaged | Storage | Internal | Remote => 500,
             Unsupported => 501,
             Busy | Unavailable | ShuttingDown | Closed => 503,
         }

@@ -17,6 +17,10 @@ pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 128 * 1024 * 1024;
 /// Longest group name: its DLQ and replay topics (`<group>.replay`) must still be valid topic
 /// names (200).
 pub const GROUP_NAME_BYTES_MAX: usize = 200 - ".replay".len();
+/// Longest ack timeout (a day): a handler that runs longer should extend its work differently.
+pub const ACK_TIMEOUT_MS_MAX: u64 = 24 * 3600 * 1000;
+/// Longest session timeout (an hour, as Kafka's `group.max.session.timeout.ms` at most).
+pub const SESSION_TIMEOUT_MS_MAX: u64 = 3600 * 1000;
 /// Longest topic name.
 pub const TOPIC_NAME_BYTES_MAX: usize = 200;
 
@@ -282,8 +286,17 @@ impl GroupConfig {
         if self.topics.is_empty() {
             return bad("a group must subscribe to at least one topic".into());
         }
-        if self.ack_timeout_ms == 0 || self.session_timeout_ms == 0 {
-            return bad("ack_timeout_ms and session_timeout_ms must be at least 1".into());
+        if !(1..=ACK_TIMEOUT_MS_MAX).contains(&self.ack_timeout_ms) {
+            return bad(format!(
+                "ack_timeout_ms is {}; it must be between 1 and {ACK_TIMEOUT_MS_MAX}",
+                self.ack_timeout_ms
+            ));
+        }
+        if !(1..=SESSION_TIMEOUT_MS_MAX).contains(&self.session_timeout_ms) {
+            return bad(format!(
+                "session_timeout_ms is {}; it must be between 1 and {SESSION_TIMEOUT_MS_MAX}",
+                self.session_timeout_ms
+            ));
         }
         if self.dlq_events_max == 0 {
             return bad("dlq_events_max is 0; it must be at least 1".into());
@@ -335,6 +348,16 @@ mod tests {
             assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(400), "{d:?}");
         }
         assert!(!p.exhausted(4) && p.exhausted(5));
+    }
+
+    #[test]
+    fn timeouts_have_a_ceiling() {
+        let ok = GroupConfig::for_topics(["t"]);
+        let long = GroupConfig { session_timeout_ms: u64::MAX, ..ok.clone() };
+        assert!(long.validate().unwrap_err().0.contains("session_timeout_ms is 18446744073709551615"));
+        let long = GroupConfig { ack_timeout_ms: ACK_TIMEOUT_MS_MAX + 1, ..ok.clone() };
+        assert!(long.validate().unwrap_err().0.contains("ack_timeout_ms"));
+        assert!(GroupConfig { session_timeout_ms: SESSION_TIMEOUT_MS_MAX, ..ok }.validate().is_ok());
     }
 
     #[test]

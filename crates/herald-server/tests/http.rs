@@ -749,11 +749,37 @@ async fn idle_streams_carry_keep_alive_comments() -> TestResult {
     Ok(())
 }
 
+/// A server whose data directory holds a damaged group and a half-made topic starts, serves the
+/// rest, and says on `/readyz` what it does not serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_damaged_data_starts_and_readyz_names_the_damage() -> TestResult {
+    let env = start_with(|c| {
+        let groups = c.data_dir.join("groups");
+        std::fs::create_dir_all(groups.join("broken/state")).unwrap();
+        std::fs::write(groups.join("broken/group.json"), b"{ not json").unwrap();
+        std::fs::create_dir_all(c.data_dir.join("topics/half/partitions")).unwrap();
+    })
+    .await?;
+    env.topic("t", 1).await?;
+    let (status, body) = env.get("/readyz").await?;
+    assert_eq!((status, &body["status"]), (200, &json!("degraded")), "{body}");
+    let damaged = body["damaged"].as_array().unwrap();
+    let names: Vec<(&str, &str)> =
+        damaged.iter().map(|d| (d["kind"].as_str().unwrap(), d["name"].as_str().unwrap())).collect();
+    assert_eq!(names, [("group", "broken"), ("topic", "half")], "{body}");
+    assert!(damaged[0]["problem"].as_str().unwrap().contains("not served"), "{body}");
+    // The damaged group is not served.
+    let got = env.get("/v1/groups/broken").await?;
+    assert_eq!(got.0, 404, "{}", got.1);
+    env.server.shutdown().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_turns_503_once_shutdown_begins_and_healthz_stays_200() -> TestResult {
     let env = start().await?;
     assert_eq!(env.get("/healthz").await?, (200, json!({ "status": "ok" })));
-    assert_eq!(env.get("/readyz").await?, (200, json!({ "status": "ready" })));
+    assert_eq!(env.get("/readyz").await?, (200, json!({ "status": "ready", "damaged": [] })));
 
     // Once shutdown begins the server stops accepting; a second front on the same state shows
     // what a request still in flight sees.

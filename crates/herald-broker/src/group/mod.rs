@@ -151,7 +151,8 @@ fn latest_of(broker: &Broker, tp: &Tp) -> Option<u64> {
     broker.partition(&tp.0, tp.1).ok().map(|p| p.log.latest_offset())
 }
 
-/// Loads every group stored under `dir` at broker start.
+/// Loads every group stored under `dir` at broker start. A group that cannot be opened is set
+/// aside (half-made: no `group.json`) or reported and not served; it never stops the broker.
 pub(crate) fn load_groups(broker: &Broker, dir: &Path) -> Result<()> {
     for entry in fs::read_dir(dir).map_err(BrokerError::io(dir, "listing groups"))? {
         let entry = entry.map_err(BrokerError::io(dir, "listing groups"))?;
@@ -160,10 +161,19 @@ pub(crate) fn load_groups(broker: &Broker, dir: &Path) -> Result<()> {
             continue;
         }
         let path = entry.path().join("group.json");
-        let Ok(bytes) = fs::read(&path) else { continue };
-        let stored: storage::StoredGroupConfig = storage::read(&path.display().to_string(), &bytes)?;
-        let group = Group::open(broker, &name, stored.into(), None)?;
-        broker.inner.groups.write().expect("groups lock poisoned").insert(name, group);
+        let opened = fs::read(&path)
+            .map_err(BrokerError::io(&path, "reading group settings"))
+            .and_then(|bytes| Ok(storage::read::<storage::StoredGroupConfig>(&path.display().to_string(), &bytes)?))
+            .and_then(|stored| Group::open(broker, &name, stored.into(), None));
+        match opened {
+            Ok(group) => {
+                broker.inner.groups.write().expect("groups lock poisoned").insert(name, group);
+            }
+            Err(e) => {
+                let d = crate::broker::set_aside_or_report(dir, &entry.path(), "group", &name, "group.json", &e)?;
+                broker.inner.damage.lock().expect("damage lock poisoned").push(d);
+            }
+        }
     }
     Ok(())
 }
@@ -183,6 +193,7 @@ pub(crate) fn create_group(broker: &Broker, name: &str, config: GroupConfig) -> 
         return Err(BrokerError::InvalidGroupName { name: name.to_owned() });
     }
     config.validate()?;
+    broker.check_not_damaged("group", name)?;
     for t in &config.topics {
         broker.topic(t)?;
     }

@@ -5,6 +5,7 @@ mod crash;
 mod dlq;
 mod groups;
 mod publish;
+mod recovery;
 mod review;
 mod topics;
 mod upgrade;

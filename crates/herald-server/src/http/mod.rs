@@ -14,8 +14,8 @@
 //! - `admin.rs`: topics, groups, resets and dead letters.
 //!
 //! Every error is JSON: `{"code": "topic_not_found", "message": "…"}`, with the HTTP status of
-//! its class (400 bad input, 404 unknown, 409 conflict, 413 too large, 415 media type, 416
-//! offsets, 429 limits, 503 busy or shutting down).
+//! its code (`herald_model::Code::http_status`: 400 bad input or a limit, 404 unknown, 409
+//! conflict, 413 too large, 415 media type, 416 offsets, 503 busy or shutting down).
 //!
 //! Limits, each refused at once: a body over `max_request_bytes` (or declaring it) is 413
 //! `limit_exceeded`, as is a batch over `max_batch_events` (and an acks request over it); an
@@ -145,12 +145,21 @@ async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-/// 200 while serving; 503 once shutdown began.
+/// 200 while serving (`"degraded"` with what is damaged and not served, while the rest serves);
+/// 503 once shutdown began.
 async fn readyz(State(h): State<Http>) -> Response {
     if h.app.shutdown.is_cancelled() {
         return ApiError::shutting_down().into_response();
     }
-    axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+    let damage: Vec<serde_json::Value> = h
+        .app
+        .broker
+        .damage()
+        .into_iter()
+        .map(|d| serde_json::json!({ "kind": d.kind, "name": d.name, "problem": d.problem }))
+        .collect();
+    let status = if damage.is_empty() { "ready" } else { "degraded" };
+    axum::Json(serde_json::json!({ "status": status, "damaged": damage })).into_response()
 }
 
 /// Prometheus text: what the process recorded, then gauges read from the broker now (so that a

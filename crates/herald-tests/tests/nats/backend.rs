@@ -194,3 +194,31 @@ async fn a_new_owner_waits_for_what_the_previous_owner_left_unsettled() {
     b.ack(&next[0]).await.unwrap();
     b.close().await.unwrap();
 }
+
+/// Was a bug: against nats-server 2.9 (no stream metadata) every topic failed with "stream HERALD_t
+/// exists but was not created by Herald". Connecting now says the server is too old and which
+/// version is needed. Runs Debian's nats-server 2.9 (`scripts/test` installs it when missing).
+#[tokio::test]
+async fn a_nats_server_older_than_2_10_is_refused_at_connect_with_the_version_needed() {
+    let old = std::path::Path::new("/usr/sbin/nats-server");
+    assert!(old.is_file(), "Debian's nats-server (2.9) is missing: ./scripts/test installs it");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = std::process::Command::new(old)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "nats-server 2.9 did not listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let e = herald::connect(&format!("nats://127.0.0.1:{port}")).await.err().expect("refused");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("2.9") && e.to_string().contains("2.10 or newer"), "{e}");
+}

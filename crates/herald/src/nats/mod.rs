@@ -132,10 +132,32 @@ pub(crate) async fn connect(url: &str) -> Result<Arc<dyn Backend>> {
         .connect(addrs)
         .await
         .map_err(|e| unavailable(&format!("connecting to {}", settings.servers.join(",")), e))?;
+    check_server_version(&client.server_info().version)?;
     let js = jetstream::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client.clone());
     Ok(Arc::new(Nats {
         inner: Arc::new(Inner { client, js, settings, topics: Mutex::default(), send_lock: Default::default() }),
     }))
+}
+
+/// Oldest nats-server the backend works with: stream metadata (where Herald keeps a topic's
+/// settings) came in 2.10.
+const SERVER_VERSION_MIN: (u32, u32) = (2, 10);
+
+/// Refuses a server too old for the backend, saying which version it needs.
+fn check_server_version(version: &str) -> Result<()> {
+    let mut parts = version.trim_start_matches('v').split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) >= SERVER_VERSION_MIN {
+        return Ok(());
+    }
+    let (want_major, want_minor) = SERVER_VERSION_MIN;
+    Err(Error::new(
+        Code::Unsupported,
+        format!(
+            "the NATS server is version {version}; Herald's nats:// backend needs nats-server {want_major}.{want_minor} \
+             or newer (it keeps topic settings in stream metadata): upgrade the server"
+        ),
+    ))
 }
 
 /// The JetStream backend.
@@ -721,6 +743,18 @@ fn unescape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn servers_older_than_2_10_are_refused_with_the_version_needed() {
+        for old in ["2.9.10", "v2.9.25", "1.4.1", ""] {
+            let e = check_server_version(old).unwrap_err();
+            assert_eq!(e.code(), Code::Unsupported, "{old}");
+            assert!(e.to_string().contains("2.10 or newer"), "{e}");
+        }
+        for ok in ["2.10.0", "2.15.1", "3.0.0", "v2.11.4"] {
+            check_server_version(ok).unwrap();
+        }
+    }
 
     #[test]
     fn urls_parse() {
