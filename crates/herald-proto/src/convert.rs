@@ -339,19 +339,23 @@ pub fn status(code: Code, message: impl Into<String>) -> tonic::Status {
     s
 }
 
-/// Herald's stable code of a status: from its metadata, or derived from the gRPC code for
-/// statuses that did not come from a Herald server (transport failures and the like).
+/// Herald's stable code of a status: from its metadata, or — for a status that did not come from
+/// a Herald server (a transport failure, tonic's own limits, a proxy) — from its gRPC code, by the
+/// one rule every client uses: a failure to reach or keep the server is `unavailable`
+/// (retryable); tonic's message-size limits are `request_too_large`.
 pub fn code_of(s: &tonic::Status) -> Code {
     if let Some(v) = s.metadata().get(CODE_KEY).and_then(|v| v.to_str().ok()) {
         return Code::from_wire(v);
     }
     use tonic::Code as G;
     match s.code() {
-        G::Unavailable | G::DeadlineExceeded | G::Aborted | G::Cancelled => Code::Unavailable,
-        G::ResourceExhausted => Code::Busy,
         G::InvalidArgument => Code::InvalidArgument,
         G::NotFound => Code::NotFound,
         G::Unimplemented => Code::Unsupported,
+        G::OutOfRange | G::ResourceExhausted => Code::RequestTooLarge,
+        G::Unavailable | G::DeadlineExceeded | G::Aborted | G::Cancelled | G::Unknown | G::Internal => {
+            Code::Unavailable
+        }
         _ => Code::Internal,
     }
 }

@@ -392,7 +392,7 @@ async fn bad_publishes_get_the_status_and_code_of_their_class() -> TestResult {
         Bad { what: "no type", topic: "orders", headers: vec![structured], body: br#"{"specversion":"1.0","id":"x","source":"/s"}"#.to_vec(), status: 400, code: "invalid_event", mentions: "type" },
         Bad { what: "array as one event", topic: "orders", headers: vec![structured], body: b"[]".to_vec(), status: 400, code: "invalid_event", mentions: "object" },
         Bad { what: "structured too large", topic: "orders", headers: vec![structured], body: big.to_string().into_bytes(), status: 413, code: "event_too_large", mentions: "max_event_bytes" },
-        Bad { what: "empty batch", topic: "orders", headers: vec![batch], body: b"[]".to_vec(), status: 400, code: "invalid_event", mentions: "empty" },
+        Bad { what: "empty batch", topic: "orders", headers: vec![batch], body: b"[]".to_vec(), status: 400, code: "invalid_argument", mentions: "empty" },
         Bad { what: "object as batch", topic: "orders", headers: vec![batch], body: valid("o"), status: 400, code: "invalid_event", mentions: "array" },
         Bad { what: "batch over the limit", topic: "orders", headers: vec![batch], body: four, status: 413, code: "request_too_large", mentions: "max_batch_events" },
         Bad { what: "second event bad", topic: "orders", headers: vec![batch], body: second_bad, status: 400, code: "invalid_event", mentions: "event 1" },

@@ -197,6 +197,11 @@ pub trait Subscription: Send + Sync {
     async fn nack(&self, message: &Message, delay: Option<Duration>, reason: &str) -> Result<()>;
     /// Failed for good: to the DLQ now.
     async fn reject(&self, message: &Message, reason: &str) -> Result<()>;
+    /// Keeps the membership alive while the consumer holds events and fetches nothing (slow
+    /// handlers). Backends whose membership lives with their connection need nothing here.
+    async fn heartbeat(&self) -> Result<()> {
+        Ok(())
+    }
     /// Leaves the group.
     async fn close(&self) -> Result<()>;
 }

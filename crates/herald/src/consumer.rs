@@ -243,6 +243,10 @@ impl Consumer {
             let holding = self.options.max_in_flight as usize - rt.held.available_permits();
             let free = limit.saturating_sub(holding);
             if free < (limit / 2).max(1) {
+                // Not fetching is not leaving: the session must outlive a slow handler.
+                if let Err(e) = sub.heartbeat().await {
+                    tracing::warn!(group = %self.group, error = %e, "heartbeat failed");
+                }
                 let settled = rt.settled.notified();
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

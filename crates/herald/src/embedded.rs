@@ -207,6 +207,10 @@ impl Subscription for EmbeddedSubscription {
         Ok(self.member()?.reject_id(delivery(message), reason).await?)
     }
 
+    async fn heartbeat(&self) -> Result<()> {
+        Ok(self.member()?.heartbeat()?)
+    }
+
     async fn close(&self) -> Result<()> {
         drop(self.member.lock().expect("member lock poisoned").take());
         Ok(())

@@ -97,20 +97,24 @@ fn list(broker: &Broker, group: &str, max: usize) -> Result<(Vec<DeadLetter>, Op
 }
 
 impl Group {
-    /// Writes pending dead letters to the DLQ topic, then settles them.
-    pub(super) async fn flush_dead_letters(&self, broker: &Broker) -> Result<()> {
-        let _dlq = self.dlq.lock().await;
-        let batch = self.lock().take_dead_letters();
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let result = self.write_dead_letters(broker, &batch).await;
-        {
-            let mut st = self.lock();
+    /// Writes pending dead letters to the DLQ topic, then settles them. The write runs in a task
+    /// of its own: a caller that gives up waiting (a dropped request, an aborted handler) cannot
+    /// leave letters marked as being written that nobody writes.
+    pub(super) async fn flush_dead_letters(self: &Arc<Self>, broker: &Broker) -> Result<()> {
+        let (group, broker) = (self.clone(), broker.clone());
+        let task = tokio::spawn(async move {
+            let _dlq = group.dlq.clone().lock_owned().await;
+            let batch = group.lock().take_dead_letters();
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let result = group.write_dead_letters(&broker, &batch).await;
+            let mut st = group.lock();
             st.dead_letters_written(&batch, result.is_ok());
-            self.wake_if(&mut st);
-        }
-        result
+            group.wake_if(&mut st);
+            result
+        });
+        task.await.map_err(|_| BrokerError::Closed)?
     }
 
     async fn write_dead_letters(&self, broker: &Broker, batch: &[Outgoing]) -> Result<()> {

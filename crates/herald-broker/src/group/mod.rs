@@ -137,7 +137,7 @@ pub(crate) struct Group {
     sequencer: Sequencer,
     /// Serialises writing dead letters with replaying and purging them, so that a replay never
     /// drops a dead letter written after it listed them.
-    dlq: tokio::sync::Mutex<()>,
+    dlq: Arc<tokio::sync::Mutex<()>>,
     notify: Arc<Notify>,
     closed: AtomicBool,
 }
@@ -257,7 +257,7 @@ impl Group {
             state: Mutex::new(state),
             store,
             sequencer: Sequencer::default(),
-            dlq: tokio::sync::Mutex::new(()),
+            dlq: Arc::new(tokio::sync::Mutex::new(())),
             notify: Arc::new(Notify::new()),
             closed: AtomicBool::new(false),
         });
@@ -307,15 +307,17 @@ impl Group {
     /// Starts the partitions the group does not know yet (new topic partitions, the replay topic
     /// once it exists), durably.
     fn sync_topology(&self, broker: &Broker) {
-        let mut present = Vec::new();
-        for t in self.topics() {
-            let Ok(topic) = broker.topic(&t) else { continue };
-            for p in topic.partitions().iter() {
-                present.push(((topic.name.clone(), p.id), p.log.earliest_offset()));
-            }
-        }
         let append = {
             let mut st = self.lock();
+            // Listed under the lock (memory only: the topic registry and the logs' offsets), so
+            // that a topic deleted meanwhile cannot come back after its `Forget`.
+            let mut present = Vec::new();
+            for t in self.topics() {
+                let Ok(topic) = broker.topic(&t) else { continue };
+                for p in topic.partitions().iter() {
+                    present.push(((topic.name.clone(), p.id), p.log.earliest_offset()));
+                }
+            }
             let append = st.add_partitions(&present, Now::system());
             self.wake_if(&mut st);
             append
@@ -501,8 +503,8 @@ impl Group {
         }
     }
 
-    fn next_due(&self) -> Option<Instant> {
-        self.lock().next_due()
+    fn next_due(&self, member: &str) -> Option<Instant> {
+        self.lock().next_due(member)
     }
 }
 
@@ -573,7 +575,10 @@ impl Member {
             if !got.is_empty() || Instant::now() >= deadline {
                 return Ok(got);
             }
-            let wake = self.group.next_due().map_or(deadline, |d| d.min(deadline));
+            // The next retry of this member's partitions, but not sooner than a tick: a retry that
+            // is due yet cannot go (its key in flight, the budget used) must not spin the loop.
+            let soonest = Instant::now() + TICK;
+            let wake = self.group.next_due(&self.id).map_or(deadline, |d| d.max(soonest).min(deadline));
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(wake.into()) => {}

@@ -608,7 +608,13 @@ impl GroupState {
         let mut released = 0;
         for d in deliveries {
             let Some(p) = self.parts.get_mut(&(d.stored.topic.clone(), d.stored.partition)) else { continue };
-            if let Some(f) = p.in_flight.remove(&d.stored.offset) {
+            // Only this very delivery: a rebalance may have handed the event to another member
+            // meanwhile, whose delivery is not ours to take back.
+            let ours = p
+                .in_flight
+                .get(&d.stored.offset)
+                .is_some_and(|f| &*f.member == member && f.attempt == d.attempt && f.generation == d.generation);
+            if ours && let Some(f) = p.in_flight.remove(&d.stored.offset) {
                 p.retry.insert(d.stored.offset, Waiting { event: f.event, due: now.mono });
                 released += 1;
             }
@@ -786,9 +792,13 @@ impl GroupState {
         expired
     }
 
-    /// When the next retry falls due.
-    pub fn next_due(&self) -> Option<Instant> {
-        self.parts.values().flat_map(|p| p.retry.values().map(|w| w.due)).min()
+    /// When the next retry of `member`'s partitions falls due.
+    pub fn next_due(&self, member: &str) -> Option<Instant> {
+        self.parts
+            .values()
+            .filter(|p| p.owner.as_deref() == Some(member))
+            .flat_map(|p| p.retry.values().map(|w| w.due))
+            .min()
     }
 
     // ---- dead letters ----
@@ -894,6 +904,10 @@ impl GroupState {
     /// refused while the group has members.
     pub fn reset(&mut self, cps: Vec<PartCheckpoint>, now: Now) -> Result<Append> {
         self.check_idle()?;
+        // Only partitions the group still has: a topic deleted while the positions were worked
+        // out must not come back.
+        let cps: Vec<PartCheckpoint> =
+            cps.into_iter().filter(|c| self.parts.contains_key(&(Arc::from(c.topic.as_str()), c.partition))).collect();
         for c in &cps {
             self.parts.insert((Arc::from(c.topic.as_str()), c.partition), PartState::new(c.committed));
         }
@@ -1064,7 +1078,8 @@ mod tests {
         assert_eq!(st.expire(at(base, 50)).deliveries.len(), 1);
         // Backoff 100 ms after the first failure: not before.
         assert!(st.poll(&m, 10, at(base, 149)).unwrap().deliveries.is_empty());
-        assert_eq!(st.next_due(), Some(base + Duration::from_millis(150)));
+        assert_eq!(st.next_due("m"), Some(base + Duration::from_millis(150)));
+        assert_eq!(st.next_due("someone else"), None);
         let second = st.poll(&m, 10, at(base, 150)).unwrap().deliveries;
         assert_eq!(second[0].attempt, 2);
         // Late ack of the first attempt: refused, it does not settle the redelivery.

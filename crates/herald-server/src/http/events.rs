@@ -112,7 +112,7 @@ fn batch(bytes: &[u8], limits: &Limits, max: usize) -> Result<Vec<Event>, ApiErr
     if let Ok(items) = serde_json::from_slice::<Vec<IgnoredAny>>(bytes) {
         let n = items.len();
         if n == 0 {
-            return Err(ApiError::new(Code::InvalidEvent, "the batch is an empty array; send at least one event"));
+            return Err(ApiError::new(Code::InvalidArgument, "the batch is an empty array; send at least one event"));
         }
         if n > max {
             return Err(ApiError::new(

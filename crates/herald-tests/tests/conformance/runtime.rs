@@ -241,3 +241,50 @@ async fn the_group_s_stored_retry_policy_decides_when_an_event_is_dead_lettered(
     assert_eq!(runs.load(Ordering::SeqCst), 2, "the handler ran more often than the group allows");
     assert_eq!((report.retried, report.dead_lettered), (1, 1), "{report:?}");
 }
+
+/// Was a bug (found in review of the fetch budget): a consumer whose budget was full fetched
+/// nothing, and on the embedded backend a poll was its only heartbeat, so a handler slower than
+/// the session timeout got its member removed and the consumer never fetched again. Waiting now
+/// heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_slower_than_the_session_timeout_keeps_its_membership() {
+    let client = herald::connect("mem://").await.unwrap();
+    client.ensure_topic("t", TopicConfig::default()).await.unwrap();
+    let options = herald::SubscribeOptions {
+        topics: vec!["t".into()],
+        session_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    client.backend().subscribe("g", options).await.unwrap().close().await.unwrap();
+    let producer = client.producer();
+    for i in 0..3 {
+        producer.publish("t", Event::builder("x").key(format!("k{i}")).build().unwrap()).await.unwrap();
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let (d, s) = (done.clone(), stop.clone());
+    let running = client
+        .consumer("g")
+        .subscribe(["t"])
+        .handler(move |_e: Event| {
+            let (d, s) = (d.clone(), s.clone());
+            async move {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                if d.fetch_add(1, Ordering::SeqCst) + 1 == 3 {
+                    s.cancel();
+                }
+                Ok(())
+            }
+        })
+        .run(stop.clone());
+    // A consumer that lost its membership stalls: bounded, so that the test fails instead.
+    let report = match tokio::time::timeout(Duration::from_secs(20), running).await {
+        Ok(r) => r.unwrap(),
+        Err(_) => {
+            stop.cancel();
+            panic!("the consumer stalled: {} of 3 handled in 20 s", done.load(Ordering::SeqCst));
+        }
+    };
+    assert_eq!((report.ok, report.retried), (3, 0), "{report:?}");
+    assert_eq!(client.lag("g").await.unwrap(), 0);
+}

@@ -616,9 +616,11 @@ impl Backend for Nats {
         let count = replay.len();
         self.inner.replay_stream(group).await?;
         self.inner.publish_side(&names::replay_subject(group), replay).await?;
-        // Only what was listed is removed: a dead letter stored meanwhile stays.
-        dlq.purge().sequence(last + 1).await.map_err(|e| unavailable("purging the DLQ", e))?;
+        // Write first, then drop: the kept letters are stored again (after `last`) before the
+        // listed ones are purged, so a failure in between shows letters twice, never none. Only
+        // what was listed is removed: a dead letter stored meanwhile stays.
         self.inner.publish_side(&names::dlq_subject(group), keep).await?;
+        dlq.purge().sequence(last + 1).await.map_err(|e| unavailable("purging the DLQ", e))?;
         Ok(count)
     }
 

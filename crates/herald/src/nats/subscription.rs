@@ -70,6 +70,8 @@ struct Owned {
     held: BTreeMap<u64, Held>,
     /// Handed out, not settled: sequence → reply subject (for in-progress acks).
     out: HashMap<u64, Subject>,
+    /// Of those, the ones a settle is under way for: a second settle of one is refused.
+    settling: std::collections::HashSet<u64>,
     /// Keys with a message out or awaiting its redelivery → that message's sequence, and when
     /// to stop waiting for a redelivery that may never come (an ack whose answer was lost may
     /// have been applied).
@@ -280,6 +282,7 @@ impl Shared {
                 releasing: false,
                 held: BTreeMap::new(),
                 out: HashMap::new(),
+                settling: Default::default(),
                 blocked: HashMap::new(),
                 stop,
                 puller: Some(puller),
@@ -456,14 +459,16 @@ impl Shared {
         out
     }
 
-    /// After a settle: `done` (acked or dead-lettered) frees the key; otherwise (nacked) the
-    /// key stays held under blocking retries until the redelivery is settled.
     /// Refuses to settle a message that is not in flight for this member: settled already (a
     /// second ack), or of a partition this member no longer owns — as on every backend.
     fn check_in_flight(&self, t: &Token, m: &Message) -> Result<()> {
-        let st = self.state.lock().expect("state lock poisoned");
-        match st.owned.get(&t.idx).filter(|o| o.epoch == t.epoch) {
-            Some(o) if o.out.get(&t.seq) == Some(&t.reply) => Ok(()),
+        let mut st = self.state.lock().expect("state lock poisoned");
+        match st.owned.get_mut(&t.idx).filter(|o| o.epoch == t.epoch) {
+            // Claimed under the lock: two settles racing for one message cannot both go ahead.
+            Some(o) if o.out.get(&t.seq) == Some(&t.reply) && !o.settling.contains(&t.seq) => {
+                o.settling.insert(t.seq);
+                Ok(())
+            }
             Some(_) => Err(Error::new(
                 Code::NotInFlight,
                 format!(
@@ -481,11 +486,14 @@ impl Shared {
         }
     }
 
+    /// After a settle: `done` (acked or dead-lettered) frees the key; otherwise (nacked) the
+    /// key stays held under blocking retries until the redelivery is settled.
     fn settled(&self, t: &Token, done: bool) {
         let mut st = self.state.lock().expect("state lock poisoned");
         let blocking = self.config.blocking_retries;
         if let Some(o) = st.owned.get_mut(&t.idx).filter(|o| o.epoch == t.epoch) {
             o.out.remove(&t.seq);
+            o.settling.remove(&t.seq);
             if done {
                 o.held.remove(&t.seq);
             }
@@ -512,6 +520,7 @@ impl Shared {
         let mut st = self.state.lock().expect("state lock poisoned");
         if let Some(o) = st.owned.get_mut(&t.idx).filter(|o| o.epoch == t.epoch) {
             o.out.remove(&t.seq);
+            o.settling.remove(&t.seq);
             if was_ack && let Some(k) = &t.key {
                 let wait = Duration::from_millis(self.config.ack_timeout_ms)
                     + self.config.retry.backoff_ceiling(attempt)

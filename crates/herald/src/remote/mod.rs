@@ -223,15 +223,7 @@ fn status_error(addr: &str, what: &str, s: &tonic::Status) -> Error {
             ),
         );
     }
-    use tonic::Code as G;
-    let code = match s.code() {
-        G::InvalidArgument => Code::InvalidArgument,
-        G::NotFound => Code::NotFound,
-        G::Unimplemented => Code::Unsupported,
-        G::OutOfRange => Code::LimitExceeded,
-        G::ResourceExhausted => Code::Busy,
-        _ => Code::Unavailable,
-    };
+    let code = herald_proto::code_of(s);
     let hint = if code.kind() == ErrorKind::Unavailable {
         "; is the Herald server (`herald serve`) running and listening there? Retry once it is"
     } else {
