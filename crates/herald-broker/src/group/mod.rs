@@ -262,6 +262,7 @@ impl Group {
             closed: AtomicBool::new(false),
         });
         group.sync_topology(broker);
+        group.clamp_to_ends(broker)?;
         for t in group.topics() {
             if let Ok(topic) = broker.topic(&t) {
                 topic.listeners.add(&group.notify);
@@ -269,6 +270,25 @@ impl Group {
         }
         tokio::spawn(timer(Arc::downgrade(&group), Arc::downgrade(&broker.inner)));
         Ok(group)
+    }
+
+    /// A position beyond its partition's end (the log lost its tail) is moved back to the end,
+    /// durably, and reported with the numbers: never silently skipped.
+    fn clamp_to_ends(&self, broker: &Broker) -> Result<()> {
+        let (moved, append) = self.lock().clamp_to_ends(|tp| latest_of(broker, tp));
+        if let Some(a) = append {
+            self.commit(a)?;
+        }
+        for ((topic, partition), from, to) in moved {
+            let problem = format!(
+                "was at {topic}/{partition}@{from} but the partition ends at {to} (its log lost its tail): moved back \
+                 to {to}, so events published from there on are delivered; events {to}..{from} as they were are gone"
+            );
+            tracing::error!(group = %self.name, %problem, "a group position beyond its partition's end");
+            let d = crate::broker::Damage { kind: "group", name: self.name.clone(), problem };
+            broker.inner.damage.lock().expect("damage lock poisoned").push(d);
+        }
+        Ok(())
     }
 
     fn lock(&self) -> Locked<'_> {

@@ -892,6 +892,29 @@ impl GroupState {
             .collect()
     }
 
+    /// Moves every position beyond the end of its partition back to that end (the log lost its
+    /// tail: a damaged or truncated active segment). Events published from there on must reach the
+    /// group rather than be skipped as "already consumed". Returns each move `(partition, from,
+    /// to)` and the checkpoint that makes them durable.
+    pub fn clamp_to_ends(&mut self, latest: impl Fn(&Tp) -> Option<u64>) -> (Vec<(Tp, u64, u64)>, Option<Append>) {
+        let mut moved = Vec::new();
+        for (tp, p) in self.parts.iter_mut() {
+            let Some(end) = latest(tp) else { continue };
+            if p.committed > end {
+                debug_assert!(p.in_flight.is_empty(), "clamped before any delivery");
+                moved.push((tp.clone(), p.committed, end));
+                *p = PartState::new(end);
+            }
+        }
+        if moved.is_empty() {
+            return (moved, None);
+        }
+        let mut append = self.append(Vec::new());
+        self.records_since_checkpoint = 0;
+        append.checkpoint = Some(self.checkpoint());
+        (moved, Some(append))
+    }
+
     /// Refuses while the group has members.
     pub fn check_idle(&self) -> Result<()> {
         if !self.members.is_empty() {

@@ -229,3 +229,50 @@ async fn sigkill_during_topic_creates_and_deletes_never_stops_a_start() {
         cycle += 1;
     }
 }
+
+/// Was a bug: after the active segment lost its tail (truncated after a clean shutdown), the log
+/// ended below a group's committed position; the next events took the lost offsets and the group
+/// skipped them as consumed. The position now moves back to the end, reported with the numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_beyond_its_partition_s_end_is_moved_back_and_receives_new_events() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let broker = open(dir.path());
+        broker.create_topic("t", TopicConfig { dedupe_window_ms: 0, ..TopicConfig::default() }).unwrap();
+        broker.create_group("g", GroupConfig::for_topics(["t"])).unwrap();
+        for chunk in 0..6 {
+            broker.publish_batch("t", (0..100).map(|i| event(Some("k"), chunk * 100 + i)).collect()).await.unwrap();
+        }
+        let m = broker.join("g", MemberConfig::default()).unwrap();
+        assert_eq!(drain(&m, 600, Duration::from_secs(20)).await.len(), 600);
+        drop(m);
+        assert_eq!(broker.describe_group("g").unwrap().partitions[0].committed, 600);
+        broker.close().await.unwrap();
+    }
+    let seg = std::fs::read_dir(dir.path().join("topics/t/partitions/0"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len / 2).unwrap();
+
+    let broker = open(dir.path());
+    let end = broker.describe_topic("t").unwrap().partitions[0].latest_offset;
+    assert!(end < 600, "the truncation cut the log: it ends at {end}");
+    let info = broker.describe_group("g").unwrap();
+    assert_eq!(info.partitions[0].committed, end, "the position moved back to the end");
+    let damage = broker.damage();
+    assert_eq!(damage.len(), 1, "{damage:?}");
+    assert!(damage[0].problem.contains("t/0@600") && damage[0].problem.contains(&end.to_string()), "{damage:?}");
+    // Events published now reach the group, none skipped.
+    broker.publish_batch("t", (1000..1040).map(|i| event(Some("k"), i)).collect()).await.unwrap();
+    let m = broker.join("g", MemberConfig::default()).unwrap();
+    let got: Vec<u64> = drain(&m, 40, Duration::from_secs(10)).await.iter().map(crate::common::number).collect();
+    assert_eq!(got, (1000..1040).collect::<Vec<_>>());
+    drop(m);
+    // Durable: a restart keeps the moved position.
+    broker.close().await.unwrap();
+    let broker = open(dir.path());
+    assert_eq!(broker.describe_group("g").unwrap().partitions[0].committed, end + 40);
+}
