@@ -379,10 +379,7 @@ impl GroupState {
     }
 
     pub fn heartbeat(&mut self, member: &str, now: Now) -> Result<()> {
-        let m = self
-            .members
-            .get_mut(member)
-            .ok_or_else(|| BrokerError::UnknownMember { group: self.name.to_string(), member: member.to_owned() })?;
+        let Some(m) = self.members.get_mut(member) else { return Err(self.unknown(member)) };
         m.last_seen = now.mono;
         Ok(())
     }
@@ -488,10 +485,7 @@ impl GroupState {
     /// have more stored (`latest` gives a partition's latest offset, or `None` if it is gone).
     /// Also a heartbeat.
     pub fn reads_for(&mut self, member: &str, now: Now, latest: impl Fn(&Tp) -> Option<u64>) -> Result<Vec<ReadPlan>> {
-        let m = self
-            .members
-            .get_mut(member)
-            .ok_or_else(|| BrokerError::UnknownMember { group: self.name.to_string(), member: member.to_owned() })?;
+        let Some(m) = self.members.get_mut(member) else { return Err(self.unknown(member)) };
         m.last_seen = now.mono;
         let mut plans = Vec::new();
         for (tp, p) in &self.parts {
@@ -544,10 +538,7 @@ impl GroupState {
     /// returned must be durable before the member sees the deliveries.
     pub fn poll(&mut self, member: &Arc<str>, max: usize, now: Now) -> Result<Poll> {
         let generation = self.generation;
-        let m = self
-            .members
-            .get_mut(member)
-            .ok_or_else(|| BrokerError::UnknownMember { group: self.name.to_string(), member: member.to_string() })?;
+        let Some(m) = self.members.get_mut(member) else { return Err(self.unknown(member)) };
         m.last_seen = now.mono;
         let mut budget = (m.max_in_flight as usize).saturating_sub(m.in_flight).min(max);
         let owned: Vec<Tp> =

@@ -34,3 +34,12 @@ pub async fn drain(member: &Member, n: usize, timeout: Duration) -> Vec<Delivery
     }
     got
 }
+
+/// The (first) segment file of a topic's partition in a broker's data directory.
+pub fn segment_file(dir: &std::path::Path, topic: &str, partition: u32) -> std::path::PathBuf {
+    std::fs::read_dir(dir.join("topics").join(topic).join("partitions").join(partition.to_string()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .unwrap()
+}

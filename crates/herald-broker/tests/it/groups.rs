@@ -425,11 +425,7 @@ async fn a_damaged_partition_does_not_stall_the_member_s_other_partitions() {
         broker.close().await.unwrap();
     }
     // One flipped byte in the middle of partition 1's only batch: its CRC fails on every read.
-    let seg = std::fs::read_dir(dir.path().join("topics/t/partitions/1"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "log"))
-        .unwrap();
+    let seg = crate::common::segment_file(dir.path(), "t", 1);
     let mut bytes = std::fs::read(&seg).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;

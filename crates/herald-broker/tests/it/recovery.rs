@@ -89,11 +89,7 @@ async fn damage_in_the_dedupe_window_does_not_stop_the_start() {
         broker.close().await.unwrap();
     }
     // One flipped byte inside the first batch (not the tail).
-    let seg = std::fs::read_dir(dir.path().join("topics/t/partitions/0"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "log"))
-        .unwrap();
+    let seg = crate::common::segment_file(dir.path(), "t", 0);
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[200] ^= 0xff;
     std::fs::write(&seg, bytes).unwrap();
@@ -249,11 +245,7 @@ async fn a_group_beyond_its_partition_s_end_is_moved_back_and_receives_new_event
         assert_eq!(broker.describe_group("g").unwrap().partitions[0].committed, 600);
         broker.close().await.unwrap();
     }
-    let seg = std::fs::read_dir(dir.path().join("topics/t/partitions/0"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "log"))
-        .unwrap();
+    let seg = crate::common::segment_file(dir.path(), "t", 0);
     let len = std::fs::metadata(&seg).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len / 2).unwrap();
 
