@@ -126,9 +126,15 @@ impl Partition {
     /// Opens the partition's log, rebuilds the dedupe memory from the window's tail, and starts
     /// the writer task. Must run inside a Tokio runtime.
     pub fn open(topic: Arc<str>, id: u32, dir: &Path, s: PartitionSettings) -> Result<Arc<Partition>> {
-        let log = Arc::new(Log::open(dir, s.log.clone())?);
+        let (log, recovery) = Log::open_with_report(dir, s.log.clone())?;
+        let log = Arc::new(log);
         let mut dedupe = Dedupe::new(s.dedupe_window_ms, s.dedupe_entries_max);
-        let mut damage = None;
+        let mut damage = recovery.lost.map(|(from, to)| {
+            format!(
+                "offsets {from}..{to} were lost after the last clean shutdown (the log's tail was cut); \
+                 they are not reused and reads of them fail as damaged"
+            )
+        });
         if s.dedupe_window_ms > 0 {
             // Republishing must be idempotent across a restart too: remember the ids stored
             // within the window. Cost: one read of the window's tail. Damage there does not stop

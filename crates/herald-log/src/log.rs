@@ -58,6 +58,10 @@ pub struct Recovery {
     pub truncated_bytes: u64,
     /// Damaged batches found inside the active segment and kept (reads of them fail).
     pub corrupt_batches: usize,
+    /// Offsets `start..end` the last clean close recorded as written but which the log no
+    /// longer holds (its tail was cut or lost after the close). They are never reused: the log
+    /// continues at `end`, and reads of them fail as damaged.
+    pub lost: Option<(u64, u64)>,
 }
 
 /// What [`Log::enforce_retention`] deleted.
@@ -236,8 +240,9 @@ impl Log {
         let len = file.metadata().map_err(LogError::io(&path, "reading segment metadata"))?.len();
         let active = Segment::new(active_base, path.clone(), file, len, None, interval);
         let (op, tp) = active.index_paths();
+        let marker = marker.as_deref().map(CleanMarker::parse);
         let clean_index = marker
-            .filter(|m| *m == clean_marker(active_base, len))
+            .filter(|m| m.active_base == Some(active_base) && m.active_bytes == Some(len))
             .and_then(|_| SegmentIndex::load_files(&op, &tp, active_base, len));
         let index = match clean_index {
             Some(index) => {
@@ -264,8 +269,9 @@ impl Log {
                 scan.index
             }
         };
-        let next_offset = index.next_offset;
-        let position = index.segment_bytes;
+        let mut next_offset = index.next_offset;
+        let mut position = index.segment_bytes;
+        let remembered = marker.and_then(|m| m.next_offset).filter(|&n| n > next_offset && n <= batch::OFFSET_MAX);
         // An empty active segment (a crash right after a roll) takes the previous segment's
         // newest timestamp, so that timestamps never go backwards across segments.
         let last_timestamp_ms = match (index.max_timestamp_ms, segments.last()) {
@@ -274,7 +280,31 @@ impl Log {
             (None, None) => i64::MIN,
         };
         active.set_index(index);
-        let active = Arc::new(active);
+        let mut active = Arc::new(active);
+        if let Some(end) = remembered {
+            // The last clean close wrote up to `end`, and the log now ends before it: its tail
+            // was cut or lost since. Offsets are never reused (a consumer that had read them
+            // would skip the new events that took them): seal what is left and continue at
+            // `end`. Reads of the lost offsets fail as damaged.
+            tracing::error!(dir = %dir.display(), lost_from = next_offset, lost_to = end,
+                "offsets recorded by the last clean shutdown are missing; they are reported as damaged and not reused");
+            report.lost = Some((next_offset, end));
+            active.file.sync_all().map_err(LogError::io(&path, "fsyncing a segment before sealing it"))?;
+            active.with_index(|i| i.write_files(&op, &tp))??;
+            active.set_next_base(end);
+            segments.push(active);
+            let path = dir.join(segment::file_name(end, "log"));
+            let file = OpenOptions::new()
+                .create_new(true)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(LogError::io(&path, "creating a segment"))?;
+            sync_dir(&dir)?;
+            active = Arc::new(Segment::new(end, path, file, 0, Some(SegmentIndex::new(end)), interval));
+            next_offset = end;
+            position = 0;
+        }
         segments.push(active.clone());
 
         let inner = Arc::new(Inner {
@@ -534,7 +564,8 @@ impl Log {
         let (op, tp) = w.active.index_paths();
         w.active.with_index(|i| i.write_files(&op, &tp))??;
         sync_dir(&inner.dir)?;
-        write_atomic(&inner.dir.join(CLEAN_FILE), clean_marker(w.active.base_offset, w.position).as_bytes())?;
+        let marker = clean_marker(w.active.base_offset, w.position, w.next_offset);
+        write_atomic(&inner.dir.join(CLEAN_FILE), marker.as_bytes())?;
         sync_dir(&inner.dir)?;
         inner.release_lock();
         Ok(())
@@ -731,8 +762,43 @@ impl Inner {
     }
 }
 
-fn clean_marker(base: u64, bytes: u64) -> String {
-    format!("herald-log clean-shutdown v1\nactive_base_offset={base}\nactive_segment_bytes={bytes}\n")
+/// The clean-shutdown marker, format 2: format 1's lines plus `next_offset`, how far the log got
+/// (so that a tail lost after the close is noticed and its offsets are not reused). Format 1
+/// markers (written before 2026-12) are still read; a reader of format 1 that meets format 2
+/// does not recognise it and scans the active segment, which is always safe.
+fn clean_marker(base: u64, bytes: u64, next_offset: u64) -> String {
+    format!(
+        "herald-log clean-shutdown v2\nactive_base_offset={base}\nactive_segment_bytes={bytes}\nnext_offset={next_offset}\n"
+    )
+}
+
+/// What a clean-shutdown marker says; fields it lacks or that do not parse are `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct CleanMarker {
+    active_base: Option<u64>,
+    active_bytes: Option<u64>,
+    next_offset: Option<u64>,
+}
+
+impl CleanMarker {
+    fn parse(text: &str) -> CleanMarker {
+        let mut lines = text.lines();
+        let mut m = CleanMarker::default();
+        if !matches!(lines.next(), Some("herald-log clean-shutdown v1" | "herald-log clean-shutdown v2")) {
+            return m;
+        }
+        for line in lines {
+            let Some((key, value)) = line.split_once('=') else { continue };
+            let value = value.parse().ok();
+            match key {
+                "active_base_offset" => m.active_base = value,
+                "active_segment_bytes" => m.active_bytes = value,
+                "next_offset" => m.next_offset = value,
+                _ => {}
+            }
+        }
+        m
+    }
 }
 
 /// Index files whose segment is gone (retention interrupted by a crash) are removed.

@@ -226,14 +226,11 @@ async fn sigkill_during_topic_creates_and_deletes_never_stops_a_start() {
     }
 }
 
-/// Was a bug: after the active segment lost its tail (truncated after a clean shutdown), the log
-/// ended below a group's committed position; the next events took the lost offsets and the group
-/// skipped them as consumed. The position now moves back to the end, reported with the numbers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_beyond_its_partition_s_end_is_moved_back_and_receives_new_events() {
-    let dir = tempfile::tempdir().unwrap();
+/// Publishes 600 events to `t`, drains them with group `g` (committed at 600), closes cleanly
+/// and cuts the partition's active segment to half its length.
+async fn six_hundred_consumed_then_tail_cut(dir: &std::path::Path) {
     {
-        let broker = open(dir.path());
+        let broker = open(dir);
         broker.create_topic("t", TopicConfig { dedupe_window_ms: 0, ..TopicConfig::default() }).unwrap();
         broker.create_group("g", GroupConfig::for_topics(["t"])).unwrap();
         for chunk in 0..6 {
@@ -245,9 +242,42 @@ async fn a_group_beyond_its_partition_s_end_is_moved_back_and_receives_new_event
         assert_eq!(broker.describe_group("g").unwrap().partitions[0].committed, 600);
         broker.close().await.unwrap();
     }
-    let seg = crate::common::segment_file(dir.path(), "t", 0);
+    let seg = crate::common::segment_file(dir, "t", 0);
     let len = std::fs::metadata(&seg).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len / 2).unwrap();
+}
+
+/// Repro 3 of #8, was a bug: after the active segment lost its tail (truncated after a clean
+/// shutdown), the next events took the lost offsets and a group committed beyond them skipped
+/// them as consumed. The log now remembers its end across a clean shutdown: the lost offsets are
+/// reported as damage with the numbers and never reused, and the group receives every new event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_cut_after_a_clean_shutdown_is_reported_and_no_offset_is_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    six_hundred_consumed_then_tail_cut(dir.path()).await;
+
+    let broker = open(dir.path());
+    assert_eq!(broker.describe_topic("t").unwrap().partitions[0].latest_offset, 600, "the end is remembered");
+    assert_eq!(broker.describe_group("g").unwrap().partitions[0].committed, 600, "the group is not moved");
+    let damage = broker.damage();
+    assert_eq!(damage.len(), 1, "{damage:?}");
+    assert_eq!((damage[0].kind, damage[0].name.as_str()), ("partition", "t/0"));
+    assert!(damage[0].problem.contains("..600 were lost"), "{damage:?}");
+    broker.publish_batch("t", (1000..1040).map(|i| event(Some("k"), i)).collect()).await.unwrap();
+    let m = broker.join("g", MemberConfig::default()).unwrap();
+    let got = drain(&m, 40, Duration::from_secs(10)).await;
+    assert_eq!(got.iter().map(crate::common::number).collect::<Vec<_>>(), (1000..1040).collect::<Vec<_>>());
+    assert_eq!(got.iter().map(|d| d.stored.offset).collect::<Vec<_>>(), (600..640).collect::<Vec<_>>());
+}
+
+/// When the log cannot know its old end (the clean-shutdown marker is gone too, as after a crash
+/// that lost the page cache), a group position beyond the partition's end is moved back to the
+/// end durably and reported with the numbers, so that new events are delivered, not skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_beyond_its_partition_s_end_is_moved_back_and_receives_new_events() {
+    let dir = tempfile::tempdir().unwrap();
+    six_hundred_consumed_then_tail_cut(dir.path()).await;
+    std::fs::remove_file(dir.path().join("topics/t/partitions/0/clean-shutdown")).unwrap();
 
     let broker = open(dir.path());
     let end = broker.describe_topic("t").unwrap().partitions[0].latest_offset;

@@ -237,3 +237,72 @@ fn read_all_until_error(log: &Log, from: u64) -> (Vec<herald_log::Record>, Optio
         }
     }
 }
+
+/// Repro 3 of #8: 600 records, a clean close, then the active segment cut to half. The offsets
+/// the close recorded are never reused: the log continues after them, reports them lost, and
+/// reads of them fail as damaged instead of returning the new records under old offsets.
+#[test]
+fn a_tail_lost_after_a_clean_close_is_reported_and_its_offsets_are_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    for b in 0..60u64 {
+        let recs: Vec<Vec<u8>> = (b * 10..b * 10 + 10).map(payload).collect();
+        log.append(&recs).unwrap();
+    }
+    log.close().unwrap();
+    drop(log);
+    let seg = files(dir.path(), "log").pop().unwrap();
+    let len = fs::metadata(&seg).unwrap().len();
+    OpenOptions::new().write(true).open(&seg).unwrap().set_len(len / 2).unwrap();
+
+    let (log, report) = Log::open_with_report(dir.path(), LogConfig::default()).unwrap();
+    let (from, to) = report.lost.expect("the lost tail is reported");
+    assert!(from < 600 && from > 200, "lost from {from}");
+    assert_eq!(to, 600);
+    assert!(report.truncated_bytes > 0);
+    assert_eq!(log.latest_offset(), 600, "the log continues where the clean close left it");
+    let a = log.append(&[b"after".as_slice()]).unwrap();
+    assert_eq!(a.base_offset, 600, "no offset is reused");
+    // What survived reads back; the lost range is damage, never silently skipped.
+    let (got, err) = read_all_until_error(&log, 0);
+    assert_eq!(got.len() as u64, from);
+    assert!(got.iter().all(|r| r.data.as_ref() == payload(r.offset).as_slice()));
+    assert!(matches!(err, Some(LogError::Corrupt { offset, .. }) if offset == from), "{err:?}");
+    assert_eq!(log.read(600, 100, 10).unwrap()[0].data.as_ref(), b"after");
+
+    // Reopened cleanly, and after a crash, it stays that way.
+    log.close().unwrap();
+    drop(log);
+    let (log, report) = Log::open_with_report(dir.path(), LogConfig::default()).unwrap();
+    assert!(report.clean && report.lost.is_none(), "{report:?}");
+    assert_eq!(log.latest_offset(), 601);
+    log.close_as_if_crashed();
+    drop(log);
+    let (log, report) = Log::open_with_report(dir.path(), LogConfig::default()).unwrap();
+    assert!(report.lost.is_none() && report.truncated_bytes == 0, "{report:?}");
+    assert_eq!(log.latest_offset(), 601);
+    assert!(matches!(log.read(from, 100, 10), Err(LogError::Corrupt { .. })));
+}
+
+/// A marker written before format 2 (no `next_offset`) still means a clean close.
+#[test]
+fn a_format_1_clean_shutdown_marker_is_still_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    log.append(&[b"a".as_slice(), b"b".as_slice()]).unwrap();
+    log.close().unwrap();
+    drop(log);
+    let marker = dir.path().join("clean-shutdown");
+    let text = fs::read_to_string(&marker).unwrap();
+    assert!(text.starts_with("herald-log clean-shutdown v2\n") && text.contains("next_offset=2\n"), "{text}");
+    let v1: String = text
+        .replace("clean-shutdown v2", "clean-shutdown v1")
+        .lines()
+        .filter(|l| !l.starts_with("next_offset="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&marker, v1).unwrap();
+    let (log, report) = Log::open_with_report(dir.path(), LogConfig::default()).unwrap();
+    assert!(report.clean, "{report:?}");
+    assert_eq!(log.latest_offset(), 2);
+}
