@@ -25,6 +25,13 @@ pub struct Limits {
     pub headers_count_max: usize,
     /// Largest event, measured as its binary encoding ([`crate::codec::binary::encoded_len`]).
     pub event_bytes_max: usize,
+    /// Largest string attribute other than the key and headers (`id`, `source`, `type`,
+    /// `subject`, `datacontenttype`, `dataschema`, `tracestate`, `correlationid`,
+    /// `causationid`), in bytes of UTF-8.
+    pub attribute_bytes_max: usize,
+    /// Deepest nesting of arrays and objects in JSON `data` (a JSON `datacontenttype`): deeper
+    /// documents overflow the stacks of many JSON parsers consumers use.
+    pub data_depth_max: usize,
 }
 
 impl Limits {
@@ -36,6 +43,10 @@ impl Limits {
     pub const HEADERS_COUNT_MAX: usize = 64;
     /// Default for [`Limits::event_bytes_max`]: 1 MiB.
     pub const EVENT_BYTES_MAX: usize = 1_048_576;
+    /// Default for [`Limits::attribute_bytes_max`]: 1 KiB.
+    pub const ATTRIBUTE_BYTES_MAX: usize = 1024;
+    /// Default for [`Limits::data_depth_max`]: 64 levels (serde_json's own limit is 128).
+    pub const DATA_DEPTH_MAX: usize = 64;
 
     /// Highest accepted [`Limits::key_bytes_max`]: 64 KiB.
     pub const KEY_BYTES_HARD_MAX: usize = 65_536;
@@ -45,6 +56,12 @@ impl Limits {
     pub const HEADERS_COUNT_HARD_MAX: usize = 1024;
     /// Highest accepted [`Limits::event_bytes_max`]: 64 MiB.
     pub const EVENT_BYTES_HARD_MAX: usize = 67_108_864;
+    /// Highest accepted [`Limits::attribute_bytes_max`]: the largest event, so that events stored
+    /// before this limit existed stay readable under [`Limits::HARD`].
+    pub const ATTRIBUTE_BYTES_HARD_MAX: usize = Self::EVENT_BYTES_HARD_MAX;
+    /// Highest accepted [`Limits::data_depth_max`]: the largest event (no limit), for the same
+    /// reason.
+    pub const DATA_DEPTH_HARD_MAX: usize = Self::EVENT_BYTES_HARD_MAX;
 
     /// Every limit at its hard maximum: what an event that was validated where it was stored is
     /// checked against when it is read back (a dead letter carries headers its original did not,
@@ -54,6 +71,8 @@ impl Limits {
         header_value_bytes_max: Self::HEADER_VALUE_BYTES_HARD_MAX,
         headers_count_max: Self::HEADERS_COUNT_HARD_MAX,
         event_bytes_max: Self::EVENT_BYTES_HARD_MAX,
+        attribute_bytes_max: Self::ATTRIBUTE_BYTES_HARD_MAX,
+        data_depth_max: Self::DATA_DEPTH_HARD_MAX,
     };
 
     /// Checks that every limit lies in `1..=` its hard maximum.
@@ -63,6 +82,8 @@ impl Limits {
             ("header_value_bytes_max", self.header_value_bytes_max, Self::HEADER_VALUE_BYTES_HARD_MAX),
             ("headers_count_max", self.headers_count_max, Self::HEADERS_COUNT_HARD_MAX),
             ("event_bytes_max", self.event_bytes_max, Self::EVENT_BYTES_HARD_MAX),
+            ("attribute_bytes_max", self.attribute_bytes_max, Self::ATTRIBUTE_BYTES_HARD_MAX),
+            ("data_depth_max", self.data_depth_max, Self::DATA_DEPTH_HARD_MAX),
         ];
         for (name, value, max) in checks {
             if value == 0 || value > max {
@@ -80,6 +101,8 @@ impl Default for Limits {
             header_value_bytes_max: Self::HEADER_VALUE_BYTES_MAX,
             headers_count_max: Self::HEADERS_COUNT_MAX,
             event_bytes_max: Self::EVENT_BYTES_MAX,
+            attribute_bytes_max: Self::ATTRIBUTE_BYTES_MAX,
+            data_depth_max: Self::DATA_DEPTH_MAX,
         }
     }
 }

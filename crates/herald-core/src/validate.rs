@@ -40,6 +40,27 @@ const EXCERPT_BYTES_MAX: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EventError {
+    /// A string attribute is longer than [`Limits::attribute_bytes_max`].
+    #[error("{attribute} is {value_bytes} bytes, over the limit of {limit}; shorten it")]
+    AttributeTooLarge {
+        /// The attribute's CloudEvents name.
+        attribute: &'static str,
+        /// Its length in bytes.
+        value_bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// JSON `data` nests arrays and objects deeper than [`Limits::data_depth_max`].
+    #[error(
+        "data nests arrays and objects {depth} levels deep, over the limit of {limit}; flatten it, \
+         or send it with a non-JSON content type"
+    )]
+    DataTooDeep {
+        /// The deepest nesting found (outside strings).
+        depth: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// `id` is the empty string.
     #[error("id is empty; set a non-empty id, or leave it unset to get a UUIDv7")]
     EmptyId,
@@ -234,6 +255,24 @@ pub enum UriError {
 pub(crate) fn validate(event: &Event, limits: &Limits) -> Result<(), EventError> {
     limits.validate()?;
 
+    // Sizes first: a huge attribute should be reported as huge, not for a character deep inside.
+    let attributes = [
+        ("id", Some(&event.id)),
+        ("source", Some(&event.source)),
+        ("type", Some(&event.ty)),
+        ("subject", event.subject.as_ref()),
+        ("datacontenttype", event.datacontenttype.as_ref()),
+        ("dataschema", event.dataschema.as_ref()),
+        ("tracestate", event.tracestate.as_ref()),
+        ("correlationid", event.correlationid.as_ref()),
+        ("causationid", event.causationid.as_ref()),
+    ];
+    for (attribute, value) in attributes {
+        if let Some(value) = value.filter(|v| v.len() > limits.attribute_bytes_max) {
+            let limit = limits.attribute_bytes_max;
+            return Err(EventError::AttributeTooLarge { attribute, value_bytes: value.len(), limit });
+        }
+    }
     if event.id.is_empty() {
         return Err(EventError::EmptyId);
     }
@@ -300,6 +339,17 @@ pub(crate) fn validate(event: &Event, limits: &Limits) -> Result<(), EventError>
             });
         }
         check_chars(name, value)?;
+    }
+
+    // Depth can only exceed the limit in data longer than the limit (the scan is skipped for
+    // stored events, read under the hard limits).
+    if event.data.len() > limits.data_depth_max
+        && crate::codec::json::is_json_content_type(event.datacontenttype.as_deref())
+    {
+        let depth = crate::codec::json::nesting_depth(&event.data);
+        if depth > limits.data_depth_max {
+            return Err(EventError::DataTooDeep { depth, limit: limits.data_depth_max });
+        }
     }
 
     let event_bytes = binary::encoded_len(event);

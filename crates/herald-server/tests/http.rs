@@ -373,6 +373,14 @@ async fn bad_publishes_get_the_status_and_code_of_their_class() -> TestResult {
     let big = json!({ "specversion": "1.0", "id": "big", "source": "/s", "type": "t", "data": "x".repeat(3000) });
     let four = serde_json::to_vec(&[event("1", "k"), event("2", "k"), event("3", "k"), event("4", "k")])?;
     let second_bad = serde_json::to_vec(&[event("1", "k"), json!({ "specversion": "1.0", "id": "2" })])?;
+    // Repro 8 of #8: a 64 KB ce-id and data nested 100,000 levels deep were accepted.
+    let long_id: &'static str = "i".repeat(1500).leak();
+    let deep_binary = format!("{}{}", "[".repeat(500), "]".repeat(500)).into_bytes();
+    let deep_structured = format!(
+        r#"{{"specversion":"1.0","id":"d","source":"/s","type":"t","datacontenttype":"application/json","data":{}{}}}"#,
+        "[".repeat(90),
+        "]".repeat(90)
+    );
     #[rustfmt::skip]
     let cases = vec![
         Bad { what: "no ce-id", topic: "orders", headers: binary("ce-id", &[]), body: b"x".to_vec(), status: 400, code: "invalid_event", mentions: "ce-id" },
@@ -388,6 +396,9 @@ async fn bad_publishes_get_the_status_and_code_of_their_class() -> TestResult {
         Bad { what: "bad traceparent", topic: "orders", headers: binary("", &[("traceparent", "nope")]), body: vec![], status: 400, code: "invalid_event", mentions: "traceparent" },
         Bad { what: "bad data media type", topic: "orders", headers: binary("", &[("content-type", "nonsense")]), body: b"x".to_vec(), status: 400, code: "invalid_event", mentions: "media type" },
         Bad { what: "binary too large", topic: "orders", headers: binary("", &[]), body: vec![b'x'; 3000], status: 413, code: "event_too_large", mentions: "max_event_bytes" },
+        Bad { what: "ce-id over 1 KiB", topic: "orders", headers: binary("ce-id", &[("ce-id", long_id)]), body: vec![], status: 400, code: "invalid_event", mentions: "id is 1500 bytes" },
+        Bad { what: "data 500 deep", topic: "orders", headers: binary("", &[("content-type", "application/json")]), body: deep_binary, status: 400, code: "invalid_event", mentions: "500 levels deep" },
+        Bad { what: "structured data 90 deep", topic: "orders", headers: vec![structured], body: deep_structured.into_bytes(), status: 400, code: "invalid_event", mentions: "90 levels deep" },
         Bad { what: "broken JSON", topic: "orders", headers: vec![structured], body: b"{".to_vec(), status: 400, code: "invalid_event", mentions: "JSON" },
         Bad { what: "no type", topic: "orders", headers: vec![structured], body: br#"{"specversion":"1.0","id":"x","source":"/s"}"#.to_vec(), status: 400, code: "invalid_event", mentions: "type" },
         Bad { what: "array as one event", topic: "orders", headers: vec![structured], body: b"[]".to_vec(), status: 400, code: "invalid_event", mentions: "object" },

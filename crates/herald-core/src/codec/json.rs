@@ -297,7 +297,7 @@ fn embeddable_json(data: &[u8]) -> Option<&RawValue> {
 }
 
 /// Deepest `[`/`{` nesting outside strings; only meaningful for input that is valid JSON.
-fn nesting_depth(json: &[u8]) -> usize {
+pub(crate) fn nesting_depth(json: &[u8]) -> usize {
     let (mut depth, mut deepest) = (0usize, 0usize);
     let (mut in_string, mut escaped) = (false, false);
     for &b in json {

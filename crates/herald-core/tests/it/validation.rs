@@ -158,6 +158,33 @@ fn each_invariant_has_its_error() {
         ),
         ("tracestate non-ascii", base().tracestate("a=ü"), InvalidTracestate { value: "a=ü".into(), position: 2 }),
         ("key over limit", base().key(long(1025)), KeyTooLarge { key_bytes: 1025, limit: 1024 }),
+        // Repro 8 of #8: a 64 KB id was accepted.
+        (
+            "id over limit",
+            base().id(long(65_536)),
+            AttributeTooLarge { attribute: "id", value_bytes: 65_536, limit: 1024 },
+        ),
+        (
+            "source over limit",
+            base().source(format!("/{}", long(1024))),
+            AttributeTooLarge { attribute: "source", value_bytes: 1025, limit: 1024 },
+        ),
+        (
+            "subject over limit",
+            base().subject(long(2000)),
+            AttributeTooLarge { attribute: "subject", value_bytes: 2000, limit: 1024 },
+        ),
+        // Repro 8 of #8: data nested 100,000 levels deep was accepted.
+        (
+            "json data too deep",
+            base().data(format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)), "application/json"),
+            DataTooDeep { depth: 100_000, limit: 64 },
+        ),
+        (
+            "json data too deep, +json type",
+            base().data(format!("{}1{}", "{\"a\":".repeat(65), "}".repeat(65)), "application/vnd.x+json"),
+            DataTooDeep { depth: 65, limit: 64 },
+        ),
         (
             "header value over limit",
             base().header("big", long(4097)),
@@ -186,7 +213,13 @@ fn each_invariant_has_its_error() {
 
 #[test]
 fn limits_apply_as_given() {
-    let small = Limits { key_bytes_max: 4, header_value_bytes_max: 2, headers_count_max: 1, event_bytes_max: 100 };
+    let small = Limits {
+        key_bytes_max: 4,
+        header_value_bytes_max: 2,
+        headers_count_max: 1,
+        event_bytes_max: 100,
+        ..Limits::default()
+    };
     check_with("key at limit", base().key("abcd"), &small, None);
     check_with("key over", base().key("abcde"), &small, Some(EventError::KeyTooLarge { key_bytes: 5, limit: 4 }));
     check_with(
