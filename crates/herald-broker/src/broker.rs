@@ -35,6 +35,40 @@ async fn retention_task(inner: std::sync::Weak<BrokerInner>) {
     }
 }
 
+/// How often a partition fenced by a full disk checks whether there is space again.
+pub const UNFENCE_CHECK_MS: u64 = 1000;
+
+/// Every [`UNFENCE_CHECK_MS`]: partitions fenced by a full disk accept appends again once there
+/// is space (a probe write succeeds). Costs nothing while no partition is fenced.
+async fn unfence_task(inner: std::sync::Weak<BrokerInner>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(UNFENCE_CHECK_MS)).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let broker = Broker { inner };
+        if broker.fenced().iter().all(|f| !f.storage_full) {
+            continue;
+        }
+        let result = broker.blocking(|b| b.unfence()).await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "checking fenced partitions for disk space failed");
+        }
+    }
+}
+
+/// A partition that accepts no appends, and why. Reported by [`Broker::fenced`] and `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fenced {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The failure that fenced it.
+    pub reason: String,
+    /// It was a full disk: it recovers by itself within about a second of space returning.
+    /// Otherwise it recovers when the broker restarts.
+    pub storage_full: bool,
+}
+
 pub(crate) struct BrokerInner {
     pub dir: PathBuf,
     pub config: BrokerConfig,
@@ -146,6 +180,7 @@ impl Broker {
         };
         crate::group::load_groups(&broker, &groups_dir)?;
         tokio::spawn(retention_task(Arc::downgrade(&broker.inner)));
+        tokio::spawn(unfence_task(Arc::downgrade(&broker.inner)));
         Ok(broker)
     }
 
@@ -161,6 +196,39 @@ impl Broker {
             }
         }
         Ok(deleted)
+    }
+
+    /// Partitions that accept no appends after a write or fsync failure, and why.
+    pub fn fenced(&self) -> Vec<Fenced> {
+        let topics: Vec<Arc<Topic>> =
+            self.inner.topics.read().expect("topics lock poisoned").values().cloned().collect();
+        let mut out = Vec::new();
+        for t in topics {
+            for p in t.partitions().iter() {
+                if let Some((reason, storage_full)) = p.log.fenced() {
+                    out.push(Fenced { topic: t.name.to_string(), partition: p.id, reason, storage_full });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        out
+    }
+
+    /// Makes partitions fenced by a full disk writable again if there is space now (the broker
+    /// also does this every [`UNFENCE_CHECK_MS`]). Returns how many accept appends again.
+    pub fn unfence(&self) -> Result<usize> {
+        let topics: Vec<Arc<Topic>> =
+            self.inner.topics.read().expect("topics lock poisoned").values().cloned().collect();
+        let mut unfenced = 0;
+        for t in topics {
+            for p in t.partitions().iter() {
+                if p.log.try_unfence()? {
+                    tracing::info!(topic = %t.name, partition = p.id, "partition accepts appends again");
+                    unfenced += 1;
+                }
+            }
+        }
+        Ok(unfenced)
     }
 
     /// What was found damaged, half-made or unreadable and is not served: topics and groups that

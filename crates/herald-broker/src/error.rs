@@ -184,6 +184,8 @@ pub enum BrokerError {
         partition: u32,
         /// The log's error.
         reason: String,
+        /// The disk (or quota) is full: retry once there is space.
+        storage_full: bool,
     },
     /// The event itself is invalid.
     #[error(transparent)]
@@ -231,7 +233,9 @@ impl BrokerError {
             BrokerError::CorruptEvent { .. } => Code::CorruptEvent,
             BrokerError::Event(herald_core::EventError::EventTooLarge { .. }) => Code::EventTooLarge,
             BrokerError::Event(_) => Code::InvalidEvent,
+            BrokerError::WriteFailed { storage_full: true, .. } => Code::StorageFull,
             BrokerError::WriteFailed { .. } => Code::Storage,
+            BrokerError::Log(e) if e.is_storage_full() => Code::StorageFull,
             BrokerError::Log(LogError::OffsetBelowEarliest { .. }) => Code::OffsetBelowEarliest,
             BrokerError::Log(LogError::OffsetBeyondLatest { .. }) => Code::OffsetBeyondLatest,
             BrokerError::Log(LogError::Corrupt { .. }) => Code::Corrupt,

@@ -36,7 +36,7 @@ mod partition;
 mod store;
 mod topic;
 
-pub use broker::{Broker, Damage};
+pub use broker::{Broker, Damage, Fenced, UNFENCE_CHECK_MS};
 pub use config::*;
 pub use error::{BrokerError, Result};
 pub use group::{COMMIT_EVENTS_MAX, COMMIT_INTERVAL_MS, Delivery, Member, MemberConfig, dlq_headers};
@@ -56,3 +56,7 @@ const _: () = {
     send_sync::<Delivery>();
     send_sync::<BrokerError>();
 };
+
+/// Fault injection for tests (`herald_log::failpoints`): a failing fsync, a full disk.
+#[cfg(feature = "failpoints")]
+pub use herald_log::failpoints;

@@ -16,9 +16,13 @@ use crate::error::{BrokerError, Result};
 
 pub use herald_model::{Receipt, StoredEvent};
 
+/// Why an append failed, and whether it was a full disk.
+type AppendFailure = (String, bool);
+
 struct WriteRequest {
     events: Vec<(Event, Vec<u8>)>,
-    reply: oneshot::Sender<Result<Vec<(u64, bool)>, String>>,
+    /// The offsets (and whether each was a duplicate), or the failure and whether it was a full disk.
+    reply: oneshot::Sender<Result<Vec<(u64, bool)>, AppendFailure>>,
 }
 
 /// `source`, a zero byte, `id`: one shared allocation per event, in the map and the queue.
@@ -216,9 +220,12 @@ impl Partition {
         }
         match rx.await {
             Ok(Ok(offsets)) => Ok(offsets),
-            Ok(Err(reason)) => {
-                Err(BrokerError::WriteFailed { topic: self.topic.to_string(), partition: self.id, reason })
-            }
+            Ok(Err((reason, storage_full))) => Err(BrokerError::WriteFailed {
+                topic: self.topic.to_string(),
+                partition: self.id,
+                reason,
+                storage_full,
+            }),
             Err(_) => Err(BrokerError::Closed),
         }
     }
@@ -369,8 +376,8 @@ impl Writer {
             let bytes_max = self.batch_bytes_max;
             match tokio::task::spawn_blocking(move || append_split(&log, &records, now, bytes_max)).await {
                 Ok(Ok(a)) => Ok(Some(a)),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(format!("the append task failed: {e}")),
+                Ok(Err(e)) => Err((e.to_string(), e.is_storage_full())),
+                Err(e) => Err((format!("the append task failed: {e}"), false)),
             }
         };
         self.queued.fetch_sub(events, Ordering::AcqRel);
@@ -395,7 +402,7 @@ impl Writer {
                 }
             }
             Err(reason) => {
-                tracing::error!(%reason, "partition append failed");
+                tracing::error!(reason = %reason.0, "partition append failed");
                 for reply in replies {
                     let _ = reply.send(Err(reason.clone()));
                 }

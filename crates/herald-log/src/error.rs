@@ -100,13 +100,17 @@ pub enum LogError {
         reason: String,
     },
 
-    /// An earlier fsync or write failed; the log accepts no more appends. Reopen it to recover.
-    #[error("log {path} is fenced after an I/O failure ({cause}); no append is accepted: reopen the log")]
+    /// An earlier fsync or write failed; the log accepts no more appends. Reopen it to recover,
+    /// or, when the failure was a full disk, [`crate::Log::try_unfence`] once there is space.
+    #[error("log {path} is fenced after an I/O failure ({cause}); no append is accepted: {}",
+        if *storage_full { "free disk space; it recovers by itself" } else { "reopen the log" })]
     Fenced {
         /// The log directory.
         path: PathBuf,
         /// The first failure.
         cause: String,
+        /// The failure was a full disk or quota.
+        storage_full: bool,
     },
 
     /// The log was closed.
@@ -130,6 +134,16 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// The error (or the failure that fenced the log) is a full disk or quota (`ENOSPC`,
+    /// `EDQUOT`): nothing was stored, and appends succeed again once there is space.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            LogError::Fenced { storage_full, .. } => *storage_full,
+            LogError::Io { source, .. } => is_storage_full(source),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str) -> impl FnOnce(io::Error) -> LogError {
         let path = path.into();
         move |source| LogError::Io { path, action, source }
@@ -138,3 +152,8 @@ impl LogError {
 
 /// Result alias for the log.
 pub type Result<T, E = LogError> = std::result::Result<T, E>;
+
+/// `ENOSPC` or `EDQUOT`.
+pub(crate) fn is_storage_full(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+}

@@ -47,7 +47,7 @@ mod segment;
 
 pub use config::*;
 pub use error::{ConfigError, LogError, Result};
-pub use log::{Appended, Log, Record, Recovery, RetentionReport};
+pub use log::{Appended, Log, Record, Recovery, RetentionReport, SPACE_PROBE_BYTES};
 
 #[allow(dead_code)]
 fn _assert_send_sync() {

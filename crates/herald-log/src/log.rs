@@ -1,10 +1,9 @@
 //! The log of one partition: segments, the single writer, group commit, readers, retention.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +19,8 @@ const LOCK_FILE: &str = ".lock";
 const CLEAN_FILE: &str = "clean-shutdown";
 /// How long `open` waits for the directory lock before reporting it held.
 const LOCK_WAIT: Duration = Duration::from_millis(500);
+/// Bytes [`Log::try_unfence`] writes to see whether a full disk has space again.
+pub const SPACE_PROBE_BYTES: usize = 64 * 1024;
 /// Per-thread encode buffers above this capacity are freed after use.
 const SCRATCH_BYTES_MAX: usize = 4 << 20;
 
@@ -87,8 +88,17 @@ struct Writer {
 struct SyncState {
     /// Every offset below this is on stable storage.
     durable: u64,
+    /// Where `durable` ends: (base offset of the segment, byte position in it).
+    durable_at: (u64, u64),
     /// A thread is inside fsync; others wait for it rather than issue their own.
     syncing: bool,
+}
+
+/// Why a log accepts no appends.
+#[derive(Debug, Clone)]
+struct Fence {
+    cause: String,
+    storage_full: bool,
 }
 
 struct Inner {
@@ -103,7 +113,8 @@ struct Inner {
     high_watermark: AtomicU64,
     sync: Mutex<SyncState>,
     synced: Condvar,
-    fence: OnceLock<String>,
+    /// The first write or fsync failure; while set, every append fails.
+    fence: Mutex<Option<Fence>>,
     closed: AtomicBool,
     stop_flusher: Mutex<bool>,
     flusher_wake: Condvar,
@@ -306,6 +317,7 @@ impl Log {
             position = 0;
         }
         segments.push(active.clone());
+        let active_base_now = active.base_offset;
 
         let inner = Arc::new(Inner {
             dir,
@@ -313,9 +325,13 @@ impl Log {
             segments: RwLock::new(Arc::new(segments)),
             writer: Mutex::new(Writer { active, position, next_offset, last_timestamp_ms, closed: false }),
             high_watermark: AtomicU64::new(next_offset),
-            sync: Mutex::new(SyncState { durable: next_offset, syncing: false }),
+            sync: Mutex::new(SyncState {
+                durable: next_offset,
+                durable_at: (active_base_now, position),
+                syncing: false,
+            }),
             synced: Condvar::new(),
-            fence: OnceLock::new(),
+            fence: Mutex::new(None),
             closed: AtomicBool::new(false),
             stop_flusher: Mutex::new(false),
             flusher_wake: Condvar::new(),
@@ -542,6 +558,66 @@ impl Log {
         Ok(report)
     }
 
+    /// Why the log accepts no appends, if it does not: the first failure, and whether it was a
+    /// full disk (which [`Log::try_unfence`] recovers from).
+    pub fn fenced(&self) -> Option<(String, bool)> {
+        self.inner.fenced().map(|f| (f.cause, f.storage_full))
+    }
+
+    /// Accepts appends again after a full disk, once there is space: if the log is fenced by a
+    /// full disk (`ENOSPC`, `EDQUOT`) and a probe write of [`SPACE_PROBE_BYTES`] succeeds, cuts
+    /// from the active segment whatever was written after the last acknowledged append (under
+    /// `always`, after the last successful fsync; otherwise after the last whole write), fsyncs
+    /// it and clears the fence. Returns whether the log is writable again. A log fenced by any
+    /// other failure stays fenced until it is reopened (after a failed fsync the kernel may have
+    /// dropped the data; only a re-read at open tells what is really there).
+    pub fn try_unfence(&self) -> Result<bool> {
+        let inner = &*self.inner;
+        let mut w = inner.writer.lock().expect("writer lock poisoned");
+        match inner.fenced() {
+            Some(f) if f.storage_full && !w.closed => {}
+            _ => return Ok(false),
+        }
+        if !inner.has_space()? {
+            return Ok(false);
+        }
+        let keep = if inner.config.durability == Durability::Always {
+            let s = inner.sync.lock().expect("sync lock poisoned");
+            if s.durable_at.0 == w.active.base_offset { s.durable_at.1.min(w.position) } else { 0 }
+        } else {
+            w.position
+        };
+        let active = w.active.clone();
+        active.file.set_len(keep).map_err(LogError::io(&active.path, "cutting an unacknowledged tail"))?;
+        match crate::failpoints::fsync(&active.file, &active.path) {
+            Ok(()) => {}
+            Err(e) if crate::error::is_storage_full(&e) => return Ok(false),
+            Err(e) => return Err(LogError::io(&active.path, "fsyncing the active segment")(e)),
+        }
+        let scan = active.scan(keep)?;
+        let (next, bytes) = (scan.index.next_offset, scan.index.segment_bytes);
+        active.set_index(scan.index);
+        active.written_bytes.store(bytes, Ordering::Release);
+        // A roll cut short may have left the next segment's file behind: it holds nothing.
+        let stray = inner.dir.join(segment::file_name(next, "log"));
+        if next != active.base_offset && stray.exists() {
+            fs::remove_file(&stray).map_err(LogError::io(&stray, "removing an unused segment"))?;
+        }
+        let cut = w.position.saturating_sub(bytes);
+        w.position = bytes;
+        w.next_offset = next;
+        {
+            let mut s = inner.sync.lock().expect("sync lock poisoned");
+            s.durable = next;
+            s.durable_at = (active.base_offset, bytes);
+        }
+        inner.high_watermark.store(next, Ordering::Release);
+        *inner.fence.lock().expect("fence lock poisoned") = None;
+        tracing::info!(dir = %inner.dir.display(), next_offset = next, cut_bytes = cut,
+            "there is disk space again: the log accepts appends");
+        Ok(true)
+    }
+
     /// Closes the log cleanly: fsync, write the active segment's indexes and the clean-shutdown
     /// marker so that the next open skips recovery. Later calls on this log fail with
     /// [`LogError::Closed`]. Closing twice is harmless.
@@ -554,7 +630,7 @@ impl Log {
         }
         w.closed = true;
         inner.closed.store(true, Ordering::Release);
-        if inner.fence.get().is_some() {
+        if inner.fenced().is_some() {
             // Nothing written after the failure can be trusted to be complete: the next open scans.
             inner.release_lock();
             return Ok(());
@@ -621,7 +697,7 @@ impl Inner {
         let ts = timestamp_ms.max(w.last_timestamp_ms);
         batch::seal(buf, base, ts);
         let pos = w.position;
-        if let Err(e) = w.active.file.write_all_at(buf, pos) {
+        if let Err(e) = crate::failpoints::write_all_at(&w.active.file, &w.active.path, buf, pos) {
             let err = LogError::Io { path: w.active.path.clone(), action: "appending a batch", source: e };
             return Err(self.fence_with(err));
         }
@@ -644,16 +720,48 @@ impl Inner {
         if w.closed {
             return Err(LogError::Closed { path: self.dir.clone() });
         }
-        if let Some(cause) = self.fence.get() {
-            return Err(LogError::Fenced { path: self.dir.clone(), cause: cause.clone() });
+        if let Some(f) = self.fenced() {
+            return Err(self.fenced_error(f));
         }
         Ok(())
     }
 
+    /// Whether [`SPACE_PROBE_BYTES`] can be written and fsynced in the log's directory.
+    fn has_space(&self) -> Result<bool> {
+        let path = self.dir.join(".space-probe");
+        let file = File::create(&path).map_err(LogError::io(&path, "creating the space probe"))?;
+        let written = crate::failpoints::write_all_at(&file, &path, &[0u8; SPACE_PROBE_BYTES], 0)
+            .and_then(|()| crate::failpoints::fsync(&file, &path));
+        drop(file);
+        fs::remove_file(&path).map_err(LogError::io(&path, "removing the space probe"))?;
+        match written {
+            Ok(()) => Ok(true),
+            Err(e) if crate::error::is_storage_full(&e) => Ok(false),
+            Err(e) => Err(LogError::io(&path, "writing the space probe")(e)),
+        }
+    }
+
+    fn fenced(&self) -> Option<Fence> {
+        self.fence.lock().expect("fence lock poisoned").clone()
+    }
+
+    fn fenced_error(&self, f: Fence) -> LogError {
+        LogError::Fenced { path: self.dir.clone(), cause: f.cause, storage_full: f.storage_full }
+    }
+
     /// Records the first I/O failure; from now on every append fails. Returns the error.
     fn fence_with(&self, err: LogError) -> LogError {
-        tracing::error!(dir = %self.dir.display(), error = %err, "log fenced: no more appends until it is reopened");
-        let _ = self.fence.set(err.to_string());
+        let mut fence = self.fence.lock().expect("fence lock poisoned");
+        if fence.is_none() {
+            let storage_full = err.is_storage_full();
+            if storage_full {
+                tracing::error!(dir = %self.dir.display(), error = %err,
+                    "log fenced by a full disk: no appends until there is space again");
+            } else {
+                tracing::error!(dir = %self.dir.display(), error = %err, "log fenced: no more appends until it is reopened");
+            }
+            *fence = Some(Fence { cause: err.to_string(), storage_full });
+        }
         err
     }
 
@@ -704,8 +812,8 @@ impl Inner {
             if s.durable >= target {
                 return Ok(());
             }
-            if let Some(cause) = self.fence.get() {
-                return Err(LogError::Fenced { path: self.dir.clone(), cause: cause.clone() });
+            if let Some(f) = self.fenced() {
+                return Err(self.fenced_error(f));
             }
             if s.syncing {
                 s = self.synced.wait(s).expect("sync lock poisoned");
@@ -716,8 +824,11 @@ impl Inner {
             let result = self.sync_once();
             s = self.sync.lock().expect("sync lock poisoned");
             s.syncing = false;
-            if let Ok(durable) = result {
-                s.durable = s.durable.max(durable);
+            if let Ok((durable, at)) = result {
+                if durable > s.durable {
+                    s.durable = durable;
+                    s.durable_at = at;
+                }
                 self.high_watermark.fetch_max(s.durable, Ordering::AcqRel);
             }
             self.synced.notify_all();
@@ -725,14 +836,15 @@ impl Inner {
         }
     }
 
-    /// One fsync of the active segment; returns the offset below which everything is durable.
-    fn sync_once(&self) -> Result<u64> {
-        let (segment, next) = {
+    /// One fsync of the active segment; returns the offset below which everything is durable and
+    /// where it ends (segment base, byte position).
+    fn sync_once(&self) -> Result<(u64, (u64, u64))> {
+        let (segment, next, position) = {
             let w = self.writer.lock().expect("writer lock poisoned");
-            (w.active.clone(), w.next_offset)
+            (w.active.clone(), w.next_offset, w.position)
         };
         match crate::failpoints::fsync(&segment.file, &segment.path) {
-            Ok(()) => Ok(next),
+            Ok(()) => Ok((next, (segment.base_offset, position))),
             Err(e) => Err(self.fence_with(LogError::Io {
                 path: segment.path.clone(),
                 action: "fsyncing appended data",
@@ -750,7 +862,7 @@ impl Inner {
         while !*stop {
             stop = self.flusher_wake.wait_timeout(stop, wait).expect("flusher lock poisoned").0;
             wait = every;
-            if *stop || self.fence.get().is_some() {
+            if *stop || self.fenced().is_some() {
                 break;
             }
             let next = self.writer.lock().expect("writer lock poisoned").next_offset;

@@ -170,6 +170,9 @@ codes! {
     Corrupt = "corrupt",
     /// The storage failed (I/O, a fenced log).
     Storage = "storage",
+    /// The disk (or quota) is full: nothing of the request was acknowledged. The partition
+    /// recovers by itself within seconds of space returning: retry with backoff.
+    StorageFull = "storage_full",
     /// A bug or an unexpected failure inside the server.
     Internal = "internal",
     /// A code this build does not know (a newer peer sent it).
@@ -198,7 +201,7 @@ impl Code {
             | OffsetBeyondLatest => ErrorKind::NotFound,
             TopicExists | MemberActive | GroupActive | NotAHeraldTopic => ErrorKind::Conflict,
             LimitExceeded | RequestTooLarge => ErrorKind::Limit,
-            Busy => ErrorKind::Busy,
+            Busy | StorageFull => ErrorKind::Busy,
             Unavailable | ShuttingDown | RequestTimeout => ErrorKind::Unavailable,
             Closed => ErrorKind::Closed,
             StaleGeneration | NotInFlight => ErrorKind::Stale,
@@ -221,7 +224,7 @@ impl Code {
             TopicNotFound | GroupNotFound | PartitionNotFound | UnknownMember | NotFound => GrpcStatus::NotFound,
             TopicExists | MemberActive => GrpcStatus::AlreadyExists,
             GroupActive | NotAHeraldTopic | StaleGeneration | NotInFlight | Closed => GrpcStatus::FailedPrecondition,
-            LimitExceeded | RequestTooLarge | Busy => GrpcStatus::ResourceExhausted,
+            LimitExceeded | RequestTooLarge | Busy | StorageFull => GrpcStatus::ResourceExhausted,
             Unavailable | ShuttingDown => GrpcStatus::Unavailable,
             RequestTimeout => GrpcStatus::DeadlineExceeded,
             Unsupported => GrpcStatus::Unimplemented,
@@ -248,6 +251,7 @@ impl Code {
             CorruptEvent | Corrupt | Damaged | Storage | Internal | Remote => 500,
             Unsupported => 501,
             Busy | Unavailable | ShuttingDown | Closed => 503,
+            StorageFull => 507,
         }
     }
 }
@@ -276,7 +280,10 @@ mod tests {
     #[test]
     fn retryable_codes_are_exactly_the_transient_ones() {
         let retryable: Vec<Code> = Code::ALL.iter().copied().filter(|c| c.is_retryable()).collect();
-        assert_eq!(retryable, [Code::Busy, Code::Unavailable, Code::ShuttingDown, Code::RequestTimeout]);
+        assert_eq!(
+            retryable,
+            [Code::Busy, Code::Unavailable, Code::ShuttingDown, Code::RequestTimeout, Code::StorageFull]
+        );
         // A limit is not retryable, and over HTTP it is not "try again later" either.
         assert!(!Code::LimitExceeded.is_retryable());
         assert_ne!(Code::LimitExceeded.http_status(), 429);
@@ -289,7 +296,7 @@ mod tests {
             let http = c.http_status();
             // A server error is a storage failure (or a retryable/unsupported one), never a
             // client's mistake; a client's mistake is never a server error.
-            if http >= 500 && http != 501 && http != 503 {
+            if http >= 500 && !matches!(http, 501 | 503 | 507) {
                 assert_eq!(c.kind(), ErrorKind::Storage, "{c}: http {http}");
             }
             if matches!(c.kind(), ErrorKind::Invalid | ErrorKind::InvalidEvent | ErrorKind::NotFound | ErrorKind::Limit)

@@ -93,6 +93,13 @@ impl Env {
 
     /// Publishes structured events as one batch; returns the receipts.
     async fn publish(&self, topic: &str, events: &[Value]) -> Result<Vec<Value>, Box<dyn std::error::Error>> {
+        let (status, body) = self.try_publish(topic, events).await?;
+        assert!(status == 200 || status == 201, "{status} {body}");
+        Ok(body["receipts"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Publishes structured events as one batch; returns the answer, whatever it is.
+    async fn try_publish(&self, topic: &str, events: &[Value]) -> Result<Answer, Box<dyn std::error::Error>> {
         let r = self
             .http
             .post(self.url(&format!("/v1/topics/{topic}/events")))
@@ -100,9 +107,7 @@ impl Env {
             .body(serde_json::to_vec(events)?)
             .send()
             .await?;
-        let (status, body) = answer(r).await?;
-        assert!(status == 200 || status == 201, "{status} {body}");
-        Ok(body["receipts"].as_array().cloned().unwrap_or_default())
+        answer(r).await
     }
 
     async fn subscribe(&self, group: &str, query: &str) -> Result<Sse, Box<dyn std::error::Error>> {
@@ -1343,5 +1348,53 @@ fn random_admin_and_ack_requests_get_a_success_or_a_json_4xx() -> TestResult {
     assert_eq!(healthz.0, 200);
     drop(sse);
     rt.block_on(env.server.shutdown())?;
+    Ok(())
+}
+
+/// Repro 5 of #8: a full disk answered a generic 500 `storage`, fenced the partition until a
+/// restart, and `/readyz` stayed "ready". Now publishes get 507 `storage_full` (retryable) with
+/// nothing stored, `/readyz` and `/metrics` name the fenced partition, and once there is space
+/// the partition accepts appends again by itself, within seconds, without a restart.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_507_storage_full_and_recovers_by_itself() -> TestResult {
+    use herald_broker::failpoints::set_disk_full;
+    let env = start().await?;
+    env.topic("full", 1).await?;
+    env.topic("other", 1).await?;
+    env.publish("full", &[event("before", "k")]).await?;
+    let topic_dir = env._dir.path().join("topics/full");
+    set_disk_full(&topic_dir, true);
+    let got = env.try_publish("full", &[event("during-1", "k")]).await?;
+    let message = error(&got, 507, "storage_full");
+    assert!(message.contains("full") || message.contains("space"), "{message}");
+    let got = env.try_publish("full", &[event("during-2", "k")]).await?;
+    error(&got, 507, "storage_full");
+    // Other topics are not affected.
+    env.publish("other", &[event("elsewhere", "k")]).await?;
+    let (status, body) = env.get("/readyz").await?;
+    assert_eq!((status, &body["status"]), (200, &json!("degraded")), "{body}");
+    assert_eq!(body["fenced"][0]["topic"], "full", "{body}");
+    assert_eq!(body["fenced"][0]["storage_full"], true, "{body}");
+    assert_eq!(env.metrics().await?.get("herald_partitions_fenced"), Some(&1.0));
+
+    set_disk_full(&topic_dir, false);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let got = env.try_publish("full", &[event("after", "k")]).await?;
+        if got.0 == 200 || got.0 == 201 {
+            break;
+        }
+        error(&got, 507, "storage_full");
+        assert!(tokio::time::Instant::now() < deadline, "still fenced after {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, body) = env.get("/readyz").await?;
+    assert_eq!(body["status"], "ready", "{body}");
+    // Exactly what was acknowledged is stored, in order, nothing of the refused publishes.
+    let (_, body) = env.get("/v1/topics/full/events?partition=0").await?;
+    let ids: Vec<&Value> = body["events"].as_array().ok_or("events")?.iter().map(|e| &e["event"]["id"]).collect();
+    assert_eq!(ids, [&json!("before"), &json!("after")], "{body}");
+    env.server.shutdown().await?;
     Ok(())
 }

@@ -106,3 +106,52 @@ fn an_fsync_failure_fences_the_log() {
     assert_eq!(log.read(0, 100, 10).unwrap()[0].data.as_ref(), b"durable");
     log.append(&[b"after reopen".as_slice()]).unwrap();
 }
+
+/// A full disk (repro 5 of #8): appends fail as `storage_full`, nothing unacknowledged becomes
+/// readable, and once there is space again `try_unfence` makes the log writable without a
+/// reopen, under every durability policy. Any other failure is not unfenced.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_full_disk_fences_the_log_until_there_is_space_again() {
+    use herald_log::failpoints::{fail_next_fsyncs, set_disk_full};
+    for durability in [Durability::Always, Durability::Os, Durability::Interval { ms: 10_000 }] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { durability, ..LogConfig::default() };
+        let log = Log::open(dir.path(), config.clone()).unwrap();
+        log.append(&[b"a".as_slice(), b"b".as_slice()]).unwrap();
+        log.flush().unwrap();
+        set_disk_full(dir.path(), true);
+        let err = log.append(&[b"c".as_slice()]).unwrap_err();
+        assert!(err.is_storage_full(), "{durability:?}: {err}");
+        let err = log.append(&[b"d".as_slice()]).unwrap_err();
+        assert!(matches!(err, herald_log::LogError::Fenced { storage_full: true, .. }), "{err}");
+        assert!(err.to_string().contains("free disk space"), "{err}");
+        assert!(log.fenced().is_some_and(|(_, full)| full));
+        assert_eq!(log.latest_offset(), 2, "{durability:?}");
+        // Still full: the probe fails and the log stays fenced.
+        assert!(!log.try_unfence().unwrap());
+        assert!(log.append(&[b"e".as_slice()]).unwrap_err().is_storage_full());
+
+        set_disk_full(dir.path(), false);
+        assert!(log.try_unfence().unwrap(), "{durability:?}");
+        assert!(log.fenced().is_none());
+        let a = log.append(&[b"f".as_slice()]).unwrap();
+        assert_eq!(a.base_offset, 2, "{durability:?}: the failed appends left nothing behind");
+        log.flush().unwrap();
+        let got: Vec<Vec<u8>> = log.read(0, 1 << 20, 100).unwrap().into_iter().map(|r| r.data.to_vec()).collect();
+        assert_eq!(got, [b"a".to_vec(), b"b".to_vec(), b"f".to_vec()], "{durability:?}");
+        // And it all survives a crash and a reopen.
+        log.close_as_if_crashed();
+        drop(log);
+        let log = Log::open(dir.path(), config).unwrap();
+        assert_eq!(log.read(0, 1 << 20, 100).unwrap().len(), 3, "{durability:?}");
+        drop(log);
+    }
+    // An fsync failure that is not a full disk is never unfenced in place.
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    fail_next_fsyncs(dir.path(), 1);
+    assert!(log.append(&[b"x".as_slice()]).is_err());
+    assert!(!log.try_unfence().unwrap());
+    assert!(log.append(&[b"y".as_slice()]).is_err());
+}

@@ -145,8 +145,8 @@ async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-/// 200 while serving (`"degraded"` with what is damaged and not served, while the rest serves);
-/// 503 once shutdown began.
+/// 200 while serving (`"degraded"` with what is damaged and not served, and the partitions that
+/// accept no appends — `fenced`, with why — while the rest serves); 503 once shutdown began.
 async fn readyz(State(h): State<Http>) -> Response {
     if h.app.shutdown.is_cancelled() {
         return ApiError::shutting_down().into_response();
@@ -158,8 +158,22 @@ async fn readyz(State(h): State<Http>) -> Response {
         .into_iter()
         .map(|d| serde_json::json!({ "kind": d.kind, "name": d.name, "problem": d.problem }))
         .collect();
-    let status = if damage.is_empty() { "ready" } else { "degraded" };
-    axum::Json(serde_json::json!({ "status": status, "damaged": damage })).into_response()
+    let fenced: Vec<serde_json::Value> = h
+        .app
+        .broker
+        .fenced()
+        .into_iter()
+        .map(|f| {
+            serde_json::json!({
+                "topic": f.topic,
+                "partition": f.partition,
+                "reason": f.reason,
+                "storage_full": f.storage_full,
+            })
+        })
+        .collect();
+    let status = if damage.is_empty() && fenced.is_empty() { "ready" } else { "degraded" };
+    axum::Json(serde_json::json!({ "status": status, "damaged": damage, "fenced": fenced })).into_response()
 }
 
 /// Prometheus text: what the process recorded, then gauges read from the broker now (so that a
@@ -209,6 +223,15 @@ fn broker_gauges(broker: &Broker) -> String {
             );
         }
     }
+
+    family(
+        &mut out,
+        "herald_partitions_fenced",
+        "Partitions that accept no appends after a write failure (a full disk recovers by itself).",
+    );
+    let _ = writeln!(out, "herald_partitions_fenced {}", broker.fenced().len());
+    family(&mut out, "herald_damaged", "Topics, groups and partitions found damaged and not (fully) served.");
+    let _ = writeln!(out, "herald_damaged {}", broker.damage().len());
 
     let infos: Vec<_> = groups.iter().filter_map(|g| broker.describe_group(g).ok()).collect();
     family(&mut out, "herald_group_members", "Members of the consumer group.");
