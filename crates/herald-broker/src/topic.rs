@@ -85,6 +85,37 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(BrokerError::io(dir, "fsyncing a directory"))
 }
 
+/// `topic.json` has no checksum, and a field it lacks takes its default: a damaged one that still
+/// parses must not serve the topic otherwise than it was written. It must name its own directory,
+/// and no partition directory may lie beyond its partition count (partitions are never removed,
+/// and a new count is stored before its partitions are made).
+fn check_against_dir(dir: &Path, path: &Path, meta: &TopicMeta) -> Result<()> {
+    let damaged = |reason: String| {
+        BrokerError::Format(storage::StorageError::Malformed { what: path.display().to_string(), reason })
+    };
+    let dir_name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    if meta.name != dir_name {
+        return Err(damaged(format!("it names topic {:?}, but it is the file of topic {dir_name:?}", meta.name)));
+    }
+    let partitions = dir.join("partitions");
+    let entries = match fs::read_dir(&partitions) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(BrokerError::io(&partitions, "listing partitions")(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(BrokerError::io(&partitions, "listing partitions"))?;
+        let n = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok());
+        if let Some(n) = n.filter(|&n| n >= meta.config.partitions) {
+            return Err(damaged(format!(
+                "it says {} partition(s), but partition {n} exists (partitions are never removed)",
+                meta.config.partitions
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Topic {
     fn settings(meta: &TopicMeta, broker: &BrokerConfig, listeners: &Arc<Listeners>) -> PartitionSettings {
         PartitionSettings {
@@ -142,6 +173,7 @@ impl Topic {
         let bytes = fs::read(&path).map_err(BrokerError::io(&path, "reading topic metadata"))?;
         let stored: StoredTopicMeta = storage::read(&path.display().to_string(), &bytes)?;
         let meta = TopicMeta { name: stored.name, config: stored.config.into(), created_ms: stored.created_ms };
+        check_against_dir(&dir, &path, &meta)?;
         Self::open_dir(dir, meta, broker)
     }
 

@@ -208,13 +208,26 @@ impl Segment {
                 }
                 return Ok(true);
             }
-            let (header, body) = reader.batch_at(pos, expected).map_err(|why| self.corrupt(pos, expected, why))?;
+            let batch =
+                reader.batch_at(pos, expected).and_then(|(h, body)| batch::verify(&h, &body).map(|()| (h, body)));
+            let (header, body) = match batch {
+                Ok(b) => b,
+                Err(why) => match resync(&mut reader, pos, expected) {
+                    // Damage before `offset` (found on the way from the last index entry) hides
+                    // nothing after it: the read goes on from the next intact batch, as the
+                    // recovery scan does. Only the damaged offsets themselves fail.
+                    Some((at, base)) if base <= offset => {
+                        (pos, expected) = (at, base);
+                        continue;
+                    }
+                    _ => return Err(self.corrupt(pos, expected, why)),
+                },
+            };
             if header.next_offset() <= offset {
                 pos += u64::from(header.batch_len);
                 expected = header.next_offset();
                 continue;
             }
-            batch::verify(&header, &body).map_err(|why| self.corrupt(pos, expected, why))?;
             for (o, data) in batch::records(header, body) {
                 if o < offset {
                     continue;

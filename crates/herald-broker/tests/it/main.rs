@@ -2,6 +2,7 @@
 
 mod common;
 mod crash;
+mod damage_corpus;
 mod dlq;
 mod groups;
 mod publish;
