@@ -76,10 +76,12 @@ pub(crate) struct BrokerInner {
     pub groups: RwLock<HashMap<String, Arc<Group>>>,
     /// What was found damaged at open and is not served.
     pub damage: std::sync::Mutex<Vec<Damage>>,
+    /// Offsets stepped over as damaged since start.
+    pub skipped: std::sync::atomic::AtomicU64,
 }
 
-/// Something found damaged, half-made or unreadable, which the broker does not serve (the rest
-/// serves normally). Reported by [`Broker::damage`], `/readyz` and the log.
+/// Something found damaged, half-made or unreadable (the rest serves normally). Reported by
+/// [`Broker::damage`], `/readyz` and the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Damage {
     /// `topic`, `group` or `partition`.
@@ -88,6 +90,11 @@ pub struct Damage {
     pub name: String,
     /// What was found, and what became of it.
     pub problem: String,
+    /// It is left in place and not served: creating (or joining) one of that name is refused
+    /// with `damaged` until the operator repairs or removes it. Otherwise the entry reports
+    /// something handled (set aside, stepped over, moved back, damaged records) and the thing
+    /// serves.
+    pub not_served: bool,
 }
 
 /// A topic or group that cannot be opened: set aside when its creation never finished (no
@@ -106,11 +113,11 @@ pub(crate) fn set_aside_or_report(
         sync_dir(parent)?;
         let problem = format!("its creation never finished (no {meta_file}); set aside as {}", aside.display());
         tracing::warn!(kind, name, %problem, "a half-made {kind} was set aside");
-        return Ok(Damage { kind, name: name.to_owned(), problem });
+        return Ok(Damage { kind, name: name.to_owned(), problem, not_served: false });
     }
     let problem = format!("cannot be opened, not served: {e}");
     tracing::error!(kind, name, %problem, "a damaged {kind} is not served; the rest is");
-    Ok(Damage { kind, name: name.to_owned(), problem })
+    Ok(Damage { kind, name: name.to_owned(), problem, not_served: true })
 }
 
 /// Herald's embedded broker. Cheap to clone (a handle); `Send + Sync`. Must be used inside a
@@ -176,6 +183,7 @@ impl Broker {
                 topics: RwLock::new(topics),
                 groups: RwLock::new(HashMap::new()),
                 damage: std::sync::Mutex::new(damage),
+                skipped: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         crate::group::load_groups(&broker, &groups_dir)?;
@@ -240,7 +248,8 @@ impl Broker {
         for t in topics {
             for p in t.partitions().iter() {
                 if let Some(problem) = p.damage() {
-                    out.push(Damage { kind: "partition", name: format!("{}/{}", t.name, p.id), problem });
+                    let name = format!("{}/{}", t.name, p.id);
+                    out.push(Damage { kind: "partition", name, problem, not_served: false });
                 }
             }
         }
@@ -251,7 +260,7 @@ impl Broker {
     /// Refuses a name that belongs to a damaged topic or group left in place.
     pub(crate) fn check_not_damaged(&self, kind: &'static str, name: &str) -> Result<()> {
         let damage = self.inner.damage.lock().expect("damage lock poisoned");
-        match damage.iter().find(|d| d.kind == kind && d.name == name && !d.problem.contains("set aside")) {
+        match damage.iter().find(|d| d.kind == kind && d.name == name && d.not_served) {
             Some(d) => Err(BrokerError::Damaged { kind, name: name.to_owned(), problem: d.problem.clone() }),
             None => Ok(()),
         }
@@ -468,6 +477,39 @@ impl Broker {
         let g = self.group(group)?;
         g.reset(self, to)?;
         Ok(g.info(self))
+    }
+
+    /// Steps `group` over the damaged stretch at its position in `topic`/`partition` (a read
+    /// there fails with `corrupt`): the stored bytes are written first as a dead letter of type
+    /// `herald.damaged` with reason `corrupt: …` (kept, never replayed), then the position moves
+    /// to the first readable offset after the damage, durably. Refused with
+    /// `invalid_argument` when nothing is damaged at the position, and with `group_active`
+    /// while events before it are in flight (settle them first). Counted in
+    /// [`Broker::damaged_offsets_skipped`] and listed in [`Broker::damage`].
+    pub async fn skip_damaged(&self, group: &str, topic: &str, partition: u32) -> Result<herald_model::DamageSkipped> {
+        self.group(group)?.skip_damaged(self, topic, partition).await
+    }
+
+    /// Offsets stepped over as damaged since the broker started (an alarm: each one is an event
+    /// that was never delivered).
+    pub fn damaged_offsets_skipped(&self) -> u64 {
+        self.inner.skipped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn record_skipped_damage(&self, group: &str, s: &herald_model::DamageSkipped) {
+        self.inner.skipped.fetch_add(s.to - s.from, std::sync::atomic::Ordering::Relaxed);
+        let problem = format!(
+            "stepped over damaged offsets {}/{} {}..{} ({}); the stored bytes are dead letter {} of {}",
+            s.topic,
+            s.partition,
+            s.from,
+            s.to,
+            s.reason,
+            s.dlq_offset,
+            herald_model::dead_letter::dlq_topic(group)
+        );
+        let d = Damage { kind: "group", name: group.to_owned(), problem, not_served: false };
+        self.inner.damage.lock().expect("damage lock poisoned").push(d);
     }
 
     /// Dead letters of `group`, oldest first, at most `max`.

@@ -160,6 +160,23 @@ pub enum BrokerError {
         /// What was found.
         problem: String,
     },
+    /// A group cannot step over damage at its position (none there, or events before it are
+    /// still in flight).
+    #[error("group {group:?} cannot step over damage in {topic}/{partition} at offset {position}: {why}")]
+    SkipRefused {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The group's position there.
+        position: u64,
+        /// Why not, and what to do.
+        why: String,
+        /// Events before the damage are still in flight (retry once they are settled).
+        in_flight: bool,
+    },
     /// The broker is shutting down or closed.
     #[error("the broker is closed")]
     Closed,
@@ -229,6 +246,8 @@ impl BrokerError {
             BrokerError::NotInFlight { .. } => Code::NotInFlight,
             BrokerError::RetentionOvertook { .. } => Code::RetentionOvertook,
             BrokerError::Closed => Code::Closed,
+            BrokerError::SkipRefused { in_flight: true, .. } => Code::GroupActive,
+            BrokerError::SkipRefused { .. } => Code::InvalidArgument,
             BrokerError::Damaged { .. } => Code::Damaged,
             BrokerError::CorruptEvent { .. } => Code::CorruptEvent,
             BrokerError::Event(herald_core::EventError::EventTooLarge { .. }) => Code::EventTooLarge,

@@ -16,6 +16,22 @@ use crate::error::{BrokerError, Result};
 
 pub use herald_model::{Receipt, StoredEvent};
 
+/// Most stored bytes of a damaged stretch kept as evidence when a group steps over it.
+pub const DAMAGED_BYTES_MAX: usize = 64 * 1024;
+
+/// A stretch of a partition that cannot be read. See [`Partition::damaged_range`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedRange {
+    /// First damaged offset.
+    pub from: u64,
+    /// The next readable offset (or the partition's end).
+    pub to: u64,
+    /// What is wrong.
+    pub reason: String,
+    /// The stored bytes from where the damage starts, at most [`DAMAGED_BYTES_MAX`].
+    pub bytes: Vec<u8>,
+}
+
 /// Why an append failed, and whether it was a full disk.
 type AppendFailure = (String, bool);
 
@@ -227,6 +243,33 @@ impl Partition {
                 storage_full,
             }),
             Err(_) => Err(BrokerError::Closed),
+        }
+    }
+
+    /// The damaged stretch a read from `offset` fails on: its offsets `from..to` (`to` is the
+    /// next readable offset, or the end), why, and its stored bytes (up to
+    /// [`DAMAGED_BYTES_MAX`]) as evidence. `None` when a read from `offset` succeeds.
+    pub fn damaged_range(&self, offset: u64) -> Result<Option<DamagedRange>> {
+        match self.read_inner(offset, 1, 1) {
+            Err(BrokerError::CorruptEvent { offset: at, reason, .. }) => {
+                // The batch is intact; one record in it does not decode.
+                let bytes = self.log.read(at, 1, 1)?.into_iter().next().map(|r| r.data.to_vec()).unwrap_or_default();
+                let bytes = bytes[..bytes.len().min(DAMAGED_BYTES_MAX)].to_vec();
+                Ok(Some(DamagedRange { from: at, to: at + 1, reason: format!("undecodable event: {reason}"), bytes }))
+            }
+            Err(BrokerError::Log(herald_log::LogError::Corrupt { offset: at, reason, .. })) => {
+                let from = at.max(offset);
+                // Exact where the log can resynchronise behind the damage; probing otherwise
+                // (a batch behind a mangled frame can be intact yet unreachable by a read).
+                let mut to = self.log.next_readable(from)?.max(from + 1);
+                if to < self.log.latest_offset() && self.log.read(to, 1, 1).is_err() {
+                    to = first_readable_after(&self.log, to);
+                }
+                let bytes = self.log.damaged_bytes(from, DAMAGED_BYTES_MAX)?.map(|(_, _, b)| b).unwrap_or_default();
+                Ok(Some(DamagedRange { from, to, reason, bytes }))
+            }
+            Err(e) => Err(e),
+            Ok(_) => Ok(None),
         }
     }
 

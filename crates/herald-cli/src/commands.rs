@@ -133,6 +133,19 @@ pub enum GroupCmd {
         #[arg(long, value_parser = parse_reset_to)]
         to: StartFrom,
     },
+    /// Steps a group over damaged data at its position in one partition (its reads there fail
+    /// with `corrupt`). The stored bytes are kept in the group's DLQ as a `herald.damaged` dead
+    /// letter; the group continues at the first readable offset after the damage.
+    SkipDamaged {
+        /// The group.
+        group: String,
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        /// The partition.
+        #[arg(long)]
+        partition: u32,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -601,6 +614,18 @@ fn delivery_json(m: &herald::Message) -> Value {
     v
 }
 
+/// A read that met damaged data says how to step over it.
+fn damage_hint(e: herald::Error, group: &str) -> anyhow::Error {
+    if matches!(e.code(), herald::Code::Corrupt | herald::Code::CorruptEvent) {
+        anyhow::anyhow!(
+            "{e}\nThe group cannot pass damaged data by itself. To step over it (its stored bytes are kept in the \
+             group's DLQ): herald group skip-damaged {group} --topic TOPIC --partition N (the partition named above)"
+        )
+    } else {
+        e.into()
+    }
+}
+
 pub async fn consume(g: &Global, a: ConsumeArgs) -> Result<()> {
     let json = g.json;
     with_client(g, |client| async move {
@@ -634,7 +659,7 @@ pub async fn consume(g: &Global, a: ConsumeArgs) -> Result<()> {
                 let want = usize::try_from(max - consumed).unwrap_or(usize::MAX).min(CONSUME_IN_FLIGHT_MAX);
                 let messages = tokio::select! {
                     _ = &mut ctrl_c => break,
-                    r = sub.fetch(want, wait) => r?,
+                    r = sub.fetch(want, wait) => r.map_err(|e| damage_hint(e, &a.group))?,
                 };
                 if !messages.is_empty() {
                     last_event = Instant::now();
@@ -710,6 +735,22 @@ pub async fn group(g: &Global, c: GroupCmd) -> Result<()> {
                     print_json(&group_json(&info));
                 } else {
                     print_group(&info);
+                }
+            }
+            GroupCmd::SkipDamaged { group, topic, partition } => {
+                let s = b.skip_damaged(&group, &topic, partition).await?;
+                if json {
+                    print_json(&json!({
+                        "topic": s.topic, "partition": s.partition, "from": s.from, "to": s.to,
+                        "reason": s.reason, "dlq_offset": s.dlq_offset, "bytes_kept": s.bytes_kept,
+                    }));
+                } else {
+                    let id = herald_model::dead_letter::damaged_letter_id(&s.topic, s.partition, s.from, s.to);
+                    println!(
+                        "group {group} stepped over damaged offsets {}..{} of {}/{} ({}); the {} stored bytes are \
+                         kept in its DLQ: herald dlq show --group {group} {id}",
+                        s.from, s.to, s.topic, s.partition, s.reason, s.bytes_kept
+                    );
                 }
             }
             GroupCmd::Reset { group, to } => {

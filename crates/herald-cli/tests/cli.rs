@@ -602,3 +602,56 @@ fn sigterm_shuts_down_gracefully_and_loses_nothing() {
         .collect();
     assert_eq!(got, (0..40).collect::<Vec<_>>(), "every acknowledged event, in key order");
 }
+
+/// Repro 4 of #8, was a bug: over `herald://` a damaged batch stalled `herald consume` for good
+/// and it reported "the stream broke before the server confirmed the settlement". Now it stops
+/// with the `corrupt` error and the command that steps over the damage; `herald group
+/// skip-damaged` does that, keeping the stored bytes in the DLQ, and the group goes on.
+#[test]
+fn consume_reports_damaged_data_and_skip_damaged_steps_over_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start_at(dir.path());
+    let url = server.url();
+    ok(&url, &["topic", "create", "t", "--partitions", "1"]);
+    for batch in 0..6 {
+        let lines: String = (0..10).map(|i| format!("{{\"n\": {}}}\n", batch * 10 + i)).collect();
+        ok_in(&url, &["publish", "t", "-"], Some(lines.as_bytes()));
+    }
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM").success());
+    assert!(server.child.wait().expect("wait").success());
+    // One flipped byte in the fourth batch (offsets 30..39).
+    let seg = std::fs::read_dir(dir.path().join("topics/t/partitions/0"))
+        .expect("partition dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&seg).expect("read segment");
+    let at = bytes.len() * 7 / 12;
+    bytes[at] ^= 0x40;
+    std::fs::write(&seg, &bytes).expect("write segment");
+
+    let server = Server::start_at(dir.path());
+    let url = server.url();
+    let out = run(&url, &["--json", "consume", "t", "--group", "g", "--max", "60", "--wait-ms", "20000"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("corrupt") && stderr.contains("herald group skip-damaged g"), "{stderr}");
+    assert!(!stderr.contains("stream broke"), "{stderr}");
+    let before = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
+    assert!((20..=30).contains(&before), "consumed up to the damage: {before}");
+
+    let said = ok(&url, &["group", "skip-damaged", "g", "--topic", "t", "--partition", "0"]);
+    assert!(said.contains(&format!("offsets {before}..40 of t/0")), "{said}");
+    assert!(said.contains("herald dlq show --group g damaged-t-0-"), "{said}");
+    let rest: Vec<i64> = consumed(&url, &["t", "--group", "g", "--max", "20", "--wait-ms", "5000"])
+        .iter()
+        .map(|v| v["data"]["n"].as_i64().expect("n"))
+        .collect();
+    assert_eq!(rest, (40..60).collect::<Vec<_>>());
+    let letters = json(&url, &["dlq", "list", "--group", "g"]);
+    let letters = letters.as_array().expect("array");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["type"], "herald.damaged", "{letters:?}");
+    assert!(letters[0]["reason"].as_str().expect("reason").starts_with("corrupt: offsets"), "{letters:?}");
+}

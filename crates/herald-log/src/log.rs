@@ -432,6 +432,40 @@ impl Log {
         Ok(out)
     }
 
+    /// The first offset at or after `offset` that a read can start from: `offset` itself when a
+    /// read from it succeeds; after damage, the first intact batch behind it (found by the same
+    /// resynchronisation recovery uses), or the next segment, or the end of the log.
+    pub fn next_readable(&self, offset: u64) -> Result<u64> {
+        let (path, position, at) = match self.read(offset, 1, 1) {
+            Err(LogError::Corrupt { path, position, offset: at, .. }) => (path, position, at),
+            Err(e) => return Err(e),
+            Ok(_) => return Ok(offset),
+        };
+        let end = self.latest_offset();
+        let segments = self.inner.snapshot();
+        let Some(seg) = segments.iter().find(|s| s.path == path) else { return Ok(end) };
+        let next_base = segments.iter().map(|s| s.base_offset).find(|&b| b > seg.base_offset).unwrap_or(end);
+        Ok(seg.intact_after(position, at).unwrap_or(next_base).min(end))
+    }
+
+    /// The stored bytes of the damaged batch a read from `offset` fails on, as evidence for
+    /// whoever steps over it: its file, byte position and up to `max_bytes` from there (empty
+    /// when the damage is a gap between segments). `None` when a read from `offset` does not
+    /// fail as damaged.
+    pub fn damaged_bytes(&self, offset: u64, max_bytes: usize) -> Result<Option<(PathBuf, u64, Vec<u8>)>> {
+        let (path, position) = match self.read(offset, 1, 1) {
+            Err(LogError::Corrupt { path, position, .. }) => (path, position),
+            _ => return Ok(None),
+        };
+        let file = File::open(&path).map_err(LogError::io(&path, "opening a damaged segment"))?;
+        let len = file.metadata().map_err(LogError::io(&path, "reading segment metadata"))?.len();
+        let n = len.saturating_sub(position).min(max_bytes as u64) as usize;
+        let mut bytes = vec![0u8; n];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, position)
+            .map_err(LogError::io(&path, "reading a damaged batch"))?;
+        Ok(Some((path, position, bytes)))
+    }
+
     /// The first offset whose timestamp is at or after `timestamp_ms`, or `None` when every
     /// stored record is older (a consumer starting there begins at [`Log::latest_offset`]).
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {

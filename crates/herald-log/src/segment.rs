@@ -247,6 +247,18 @@ impl Segment {
         }
     }
 
+    /// The base offset of the first intact batch after the damage at byte `position` (where
+    /// offset `expected` should have started), or `None` if nothing intact follows in this
+    /// segment.
+    pub fn intact_after(&self, position: u64, expected: u64) -> Option<u64> {
+        let limit = self.written_bytes.load(Ordering::Acquire);
+        if position >= limit {
+            return None;
+        }
+        let mut reader = ChunkReader::new(&self.file, &self.path, limit);
+        resync(&mut reader, position, expected).map(|(_, base)| base)
+    }
+
     /// First offset of a batch in this segment with a timestamp at or after `timestamp_ms`.
     pub fn find_time(&self, timestamp_ms: i64) -> Result<Option<u64>> {
         let (max_ts, (mut pos, mut expected), next_offset, indexed_bytes) =

@@ -24,6 +24,65 @@ pub mod headers {
     pub const LAST_FAILURE: &str = "dlqlastfailure";
     /// How many times it was replayed from the DLQ.
     pub const REPLAYS: &str = "dlqreplays";
+    /// On a [`super::DAMAGED_TYPE`] letter: the first offset after the damaged stretch (which
+    /// starts at [`OFFSET`]).
+    pub const DAMAGED_TO: &str = "dlqdamagedto";
+}
+
+/// Type of the dead letter that keeps the stored bytes of a damaged stretch a group stepped
+/// over (its reason starts with `corrupt`). It is never replayed: there is no event in it.
+pub const DAMAGED_TYPE: &str = "herald.damaged";
+
+/// Where a damaged stretch was and what it held. See [`damaged_letter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damaged<'a> {
+    /// The group that stepped over it.
+    pub group: &'a str,
+    /// Its topic.
+    pub topic: &'a str,
+    /// Its partition.
+    pub partition: u32,
+    /// First offset of the stretch.
+    pub from: u64,
+    /// First offset after it.
+    pub to: u64,
+    /// What was wrong.
+    pub reason: &'a str,
+    /// The stored bytes from where it starts.
+    pub bytes: &'a [u8],
+    /// When the group stepped over it, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// The event id of the dead letter recording damaged offsets `from..to` of a partition.
+pub fn damaged_letter_id(topic: &str, partition: u32, from: u64, to: u64) -> String {
+    format!("damaged-{topic}-{partition}-{from}-{to}")
+}
+
+/// The dead letter recording a damaged stretch a group stepped over: type [`DAMAGED_TYPE`],
+/// the stored bytes as data (`application/octet-stream`), reason `corrupt: …`, and the usual
+/// `dlq*` headers with [`headers::DAMAGED_TO`]. Its id is the same for the same stretch, so
+/// that writing it again is deduplicated.
+pub fn damaged_letter(d: &Damaged<'_>) -> Event {
+    let original = Event::builder(DAMAGED_TYPE)
+        .id(damaged_letter_id(d.topic, d.partition, d.from, d.to))
+        .source("/herald/broker")
+        .data(d.bytes.to_vec(), "application/octet-stream")
+        .header(headers::DAMAGED_TO, d.to.to_string())
+        .build_with(&Limits::HARD)
+        .expect("a damaged letter is a valid event");
+    let reason = format!("corrupt: offsets {}..{} cannot be read: {}", d.from, d.to, d.reason);
+    Envelope {
+        reason: &reason,
+        attempts: 0,
+        topic: d.topic,
+        partition: d.partition,
+        offset: d.from,
+        group: d.group,
+        first_failure_ms: d.at_ms,
+        last_failure_ms: d.at_ms,
+    }
+    .letter(&original)
 }
 
 /// Longest reason kept with a dead letter, in bytes (cut at a character boundary).

@@ -120,3 +120,23 @@ pub struct GroupInfo {
     /// Each partition.
     pub partitions: Vec<GroupPartitionInfo>,
 }
+
+/// What a group stepped over when told to pass damage in one of its partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamageSkipped {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// First offset stepped over.
+    pub from: u64,
+    /// The group's position now: the first readable offset after the damage (or the end).
+    pub to: u64,
+    /// What was wrong there.
+    pub reason: String,
+    /// Offset in the group's DLQ of the dead letter (reason `corrupt`) that holds the stored
+    /// bytes as evidence.
+    pub dlq_offset: u64,
+    /// Stored bytes kept in that dead letter (at most 64 KiB from where the damage starts).
+    pub bytes_kept: usize,
+}

@@ -29,6 +29,7 @@ pub mod storage;
 
 pub use code::{Code, ErrorKind, GrpcStatus, UnknownCode};
 pub use delivery::{
-    DeadLetter, DeliveryId, GroupInfo, GroupPartitionInfo, PartitionInfo, Receipt, StoredEvent, TopicInfo,
+    DamageSkipped, DeadLetter, DeliveryId, GroupInfo, GroupPartitionInfo, PartitionInfo, Receipt, StoredEvent,
+    TopicInfo,
 };
 pub use settings::*;

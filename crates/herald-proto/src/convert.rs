@@ -386,3 +386,29 @@ mod tests {
         assert_eq!(truncate_utf8("aé", 2), "a");
     }
 }
+
+/// What a group stepped over, for the wire.
+pub fn damage_skipped_to_proto(d: &broker::DamageSkipped) -> v1::DamageSkipped {
+    v1::DamageSkipped {
+        topic: d.topic.clone(),
+        partition: d.partition,
+        from: d.from,
+        to: d.to,
+        reason: d.reason.clone(),
+        dlq_offset: d.dlq_offset,
+        bytes_kept: d.bytes_kept as u64,
+    }
+}
+
+/// What a group stepped over, from the wire.
+pub fn damage_skipped_from_proto(d: v1::DamageSkipped) -> broker::DamageSkipped {
+    broker::DamageSkipped {
+        topic: d.topic,
+        partition: d.partition,
+        from: d.from,
+        to: d.to,
+        reason: d.reason,
+        dlq_offset: d.dlq_offset,
+        bytes_kept: usize::try_from(d.bytes_kept).unwrap_or(usize::MAX),
+    }
+}

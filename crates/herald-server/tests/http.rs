@@ -795,7 +795,7 @@ async fn a_server_with_damaged_data_starts_and_readyz_names_the_damage() -> Test
 async fn readyz_turns_503_once_shutdown_begins_and_healthz_stays_200() -> TestResult {
     let env = start().await?;
     assert_eq!(env.get("/healthz").await?, (200, json!({ "status": "ok" })));
-    assert_eq!(env.get("/readyz").await?, (200, json!({ "status": "ready", "damaged": [] })));
+    assert_eq!(env.get("/readyz").await?, (200, json!({ "status": "ready", "damaged": [], "fenced": [] })));
 
     // Once shutdown begins the server stops accepting; a second front on the same state shows
     // what a request still in flight sees.
@@ -1395,6 +1395,25 @@ async fn a_full_disk_is_507_storage_full_and_recovers_by_itself() -> TestResult 
     let (_, body) = env.get("/v1/topics/full/events?partition=0").await?;
     let ids: Vec<&Value> = body["events"].as_array().ok_or("events")?.iter().map(|e| &e["event"]["id"]).collect();
     assert_eq!(ids, [&json!("before"), &json!("after")], "{body}");
+    env.server.shutdown().await?;
+    Ok(())
+}
+
+/// `POST /v1/groups/{g}/skip-damaged` refuses where nothing is damaged (the full path is tested
+/// in herald-broker and over gRPC by the CLI's tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_damaged_refuses_where_nothing_is_damaged() -> TestResult {
+    let env = start().await?;
+    env.topic("t", 1).await?;
+    env.publish("t", &[event("a", "k")]).await?;
+    let _sse = env.subscribe("g", "topic=t").await?;
+    env.members("g", 1).await?;
+    let got = env.post("/v1/groups/g/skip-damaged", json!({ "topic": "t", "partition": 0 })).await?;
+    assert!(error(&got, 400, "invalid_argument").contains("nothing is damaged"), "{got:?}");
+    let got = env.post("/v1/groups/nope/skip-damaged", json!({ "topic": "t", "partition": 0 })).await?;
+    error(&got, 404, "group_not_found");
+    let got = env.post("/v1/groups/g/skip-damaged", json!({ "topic": "t" })).await?;
+    error(&got, 400, "invalid_argument");
     env.server.shutdown().await?;
     Ok(())
 }

@@ -12,8 +12,8 @@ use herald_core::Event;
 /// Where a published event was stored (the same type on every backend).
 pub use herald_model::Receipt;
 pub use herald_model::{
-    DeadLetter, GroupConfig, GroupInfo, GroupPartitionInfo, OrderingMode, PartitionInfo, RetryPolicy, StartFrom,
-    StoredEvent, TopicConfig, TopicInfo,
+    DamageSkipped, DeadLetter, GroupConfig, GroupInfo, GroupPartitionInfo, OrderingMode, PartitionInfo, RetryPolicy,
+    StartFrom, StoredEvent, TopicConfig, TopicInfo,
 };
 
 use crate::error::{Code, Error, Result};
@@ -164,6 +164,12 @@ pub trait Backend: Send + Sync + 'static {
     async fn reset_group(&self, group: &str, to: StartFrom) -> Result<GroupInfo> {
         let _ = (group, to);
         Err(unsupported("resetting groups"))
+    }
+    /// Steps a group over the damaged stretch at its position in one partition, keeping the
+    /// stored bytes in its DLQ (see `herald_broker::Broker::skip_damaged`).
+    async fn skip_damaged(&self, group: &str, topic: &str, partition: u32) -> Result<DamageSkipped> {
+        let _ = (group, topic, partition);
+        Err(unsupported("stepping over damaged data"))
     }
     /// The group's dead letters with their DLQ offsets, oldest first.
     async fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<DeadLetter>> {

@@ -10,7 +10,7 @@ use herald_broker::{Broker, BrokerConfig, DeliveryId, Member, MemberConfig};
 use herald_core::Event;
 
 use crate::backend::{
-    Backend, Capabilities, DeadLetter, GroupConfig, GroupInfo, Message, Receipt, StartFrom, StoredEvent,
+    Backend, Capabilities, DamageSkipped, DeadLetter, GroupConfig, GroupInfo, Message, Receipt, StartFrom, StoredEvent,
     SubscribeOptions, Subscription, TopicConfig, TopicInfo,
 };
 use crate::error::{Code, Error, Result};
@@ -135,6 +135,10 @@ impl Backend for Embedded {
     async fn reset_group(&self, group: &str, to: StartFrom) -> Result<GroupInfo> {
         let group = group.to_owned();
         self.blocking(move |b| b.reset_group(&group, to)).await
+    }
+
+    async fn skip_damaged(&self, group: &str, topic: &str, partition: u32) -> Result<DamageSkipped> {
+        Ok(self.broker.skip_damaged(group, topic, partition).await?)
     }
 
     async fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<DeadLetter>> {

@@ -53,9 +53,9 @@ mod producer;
 mod remote;
 
 pub use backend::{
-    Backend, Capabilities, DeadLetter, GroupConfig, GroupInfo, GroupPartitionInfo, Message, OrderingMode,
-    PartitionInfo, Receipt, RetryPolicy, StartFrom, StoredEvent, SubscribeOptions, Subscription, TopicConfig,
-    TopicInfo,
+    Backend, Capabilities, DamageSkipped, DeadLetter, GroupConfig, GroupInfo, GroupPartitionInfo, Message,
+    OrderingMode, PartitionInfo, Receipt, RetryPolicy, StartFrom, StoredEvent, SubscribeOptions, Subscription,
+    TopicConfig, TopicInfo,
 };
 pub use client::{Client, connect};
 pub use consumer::{Consumer, Outcome, RunReport};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use herald_core::Event;
 use herald_model::dead_letter::{self, Envelope};
-use herald_model::{DeadLetter, TopicConfig};
+use herald_model::{DamageSkipped, DeadLetter, TopicConfig};
 use serde::{Deserialize, Serialize};
 
 use super::Group;
@@ -117,10 +117,11 @@ impl Group {
         task.await.map_err(|_| BrokerError::Closed)?
     }
 
-    async fn write_dead_letters(&self, broker: &Broker, batch: &[Outgoing]) -> Result<()> {
+    /// Creates the DLQ topic if needed and checks that `n` more letters fit under
+    /// `dlq_events_max`.
+    async fn make_room(&self, broker: &Broker, n: u64) -> Result<()> {
         let dlq = dead_letter::dlq_topic(&self.name);
         let (name, limit) = (self.name.clone(), self.config.dlq_events_max);
-        let n = batch.len() as u64;
         broker
             .blocking(move |b| {
                 b.ensure_topic(&dlq, TopicConfig::for_dead_letters())?;
@@ -132,12 +133,85 @@ impl Group {
                         limit,
                         key: "dlq_events_max",
                     };
-                    tracing::error!(group = %name, error = %err, "DLQ full: the events stay pending and are retried");
+                    tracing::error!(group = %name, error = %err, "DLQ full");
                     return Err(err);
                 }
                 Ok(())
             })
-            .await?;
+            .await
+    }
+
+    /// Steps over the damaged stretch at this group's position in `topic`/`partition`: writes
+    /// the evidence first (a dead letter with reason `corrupt` holding the stored bytes), then
+    /// moves the position to the first readable offset after it, durably. Refused when nothing
+    /// is damaged there, or while events before it are in flight.
+    pub(crate) async fn skip_damaged(
+        self: &Arc<Self>,
+        broker: &Broker,
+        topic: &str,
+        partition: u32,
+    ) -> Result<DamageSkipped> {
+        let tp: super::state::Tp = (Arc::from(topic), partition);
+        let refused = |position: u64, why: String| BrokerError::SkipRefused {
+            group: self.name.to_string(),
+            topic: topic.to_owned(),
+            partition,
+            position,
+            why,
+            in_flight: false,
+        };
+        self.sync_topology(broker);
+        let Some(position) = self.lock().read_position(&tp) else {
+            return Err(refused(0, "the group does not read that partition".into()));
+        };
+        let t = topic.to_owned();
+        let range = broker.blocking(move |b| b.partition(&t, partition)?.damaged_range(position)).await?;
+        let Some(range) = range else {
+            return Err(refused(
+                position,
+                "a read from there succeeds: nothing is damaged at the group's position".into(),
+            ));
+        };
+        self.lock().check_skip(&tp, range.from)?;
+        let _dlq = self.dlq.clone().lock_owned().await;
+        self.make_room(broker, 1).await?;
+        let letter = dead_letter::damaged_letter(&dead_letter::Damaged {
+            group: &self.name,
+            topic,
+            partition,
+            from: range.from,
+            to: range.to,
+            reason: &range.reason,
+            bytes: &range.bytes,
+            at_ms: crate::broker::now_ms(),
+        });
+        let receipts = broker.publish_batch(&dead_letter::dlq_topic(&self.name), vec![letter]).await?;
+        let dlq_offset = receipts.first().map_or(0, |r| r.offset);
+        let append = {
+            let mut st = self.lock();
+            let append = st.skip_damaged(&tp, range.from, range.to)?;
+            self.wake_if(&mut st);
+            append
+        };
+        let g = self.clone();
+        broker.blocking(move |_| g.commit(append)).await?;
+        let skipped = DamageSkipped {
+            topic: topic.to_owned(),
+            partition,
+            from: range.from,
+            to: range.to,
+            reason: range.reason,
+            dlq_offset,
+            bytes_kept: range.bytes.len(),
+        };
+        tracing::error!(group = %self.name, topic, partition, from = skipped.from, to = skipped.to, reason = %skipped.reason,
+            dlq_offset, "stepped over damaged offsets on the operator's request; the stored bytes are in the DLQ");
+        broker.record_skipped_damage(&self.name, &skipped);
+        Ok(skipped)
+    }
+
+    async fn write_dead_letters(&self, broker: &Broker, batch: &[Outgoing]) -> Result<()> {
+        self.make_room(broker, batch.len() as u64).await?;
         let events: Vec<Event> = batch
             .iter()
             .map(|o| {
@@ -175,7 +249,8 @@ pub(crate) async fn dlq_replay(broker: &Broker, group: &str) -> Result<usize> {
     let mut replay = Vec::new();
     let mut keep = Vec::new();
     for l in letters {
-        if dead_letter::replays(&l.event) >= g.config.replays_max {
+        // A damaged stretch's evidence holds no event to handle: it stays until purged.
+        if l.event.ty() == dead_letter::DAMAGED_TYPE || dead_letter::replays(&l.event) >= g.config.replays_max {
             keep.push(l.event);
         } else {
             replay.push(dead_letter::for_replay(&l.event));

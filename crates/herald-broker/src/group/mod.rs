@@ -285,7 +285,7 @@ impl Group {
                  to {to}, so events published from there on are delivered; events {to}..{from} as they were are gone"
             );
             tracing::error!(group = %self.name, %problem, "a group position beyond its partition's end");
-            let d = crate::broker::Damage { kind: "group", name: self.name.clone(), problem };
+            let d = crate::broker::Damage { kind: "group", name: self.name.clone(), problem, not_served: false };
             broker.inner.damage.lock().expect("damage lock poisoned").push(d);
         }
         Ok(())
@@ -647,6 +647,11 @@ impl Member {
     pub async fn reject_id(&self, d: &DeliveryId, reason: &str) -> Result<()> {
         self.group.settle_with(|st, now| st.reject(&self.id, d, reason, now))?;
         self.group.flush_dead_letters(&self.broker).await
+    }
+
+    /// Deliveries this member holds unsettled.
+    pub fn in_flight(&self) -> usize {
+        self.group.lock().member_in_flight(&self.id)
     }
 
     /// Keeps the session alive without polling.

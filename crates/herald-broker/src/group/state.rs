@@ -341,6 +341,16 @@ impl GroupState {
         self.members.keys()
     }
 
+    /// Deliveries `member` holds unsettled (0 for an unknown member).
+    pub fn member_in_flight(&self, member: &str) -> usize {
+        self.members.get(member).map_or(0, |m| m.in_flight)
+    }
+
+    /// Where the group reads `tp` next (past what it buffered or has in flight), if it reads it.
+    pub fn read_position(&self, tp: &Tp) -> Option<u64> {
+        self.parts.get(tp).map(|p| p.fetched)
+    }
+
     pub fn partitions(&self) -> impl Iterator<Item = &Tp> {
         self.parts.keys()
     }
@@ -929,6 +939,41 @@ impl GroupState {
         self.settled_pending = 0;
         self.rebalance(now);
         Ok(self.append(vec![StateRecord::Checkpoint { parts: cps }]))
+    }
+
+    /// Whether the group may step over damage starting at `from` in `tp`: its position there is
+    /// `from`, with nothing of the partition buffered or in flight.
+    pub fn check_skip(&self, tp: &Tp, from: u64) -> Result<()> {
+        let refused = |position: u64, why: String, in_flight: bool| BrokerError::SkipRefused {
+            group: self.name.to_string(),
+            topic: tp.0.to_string(),
+            partition: tp.1,
+            position,
+            why,
+            in_flight,
+        };
+        let Some(p) = self.parts.get(tp) else {
+            return Err(refused(0, "the group does not read that partition".into(), false));
+        };
+        if p.committed != from || p.fetched > from || !p.in_flight.is_empty() {
+            let why = format!(
+                "events before the damage at {from} are still in flight or unsettled; settle them (or let their \
+                 ack timeout pass) and try again"
+            );
+            return Err(refused(p.committed, why, true));
+        }
+        Ok(())
+    }
+
+    /// Steps over the damaged offsets `from..to` of `tp` (an operator's decision, taken after
+    /// the evidence was stored as a dead letter), if [`GroupState::check_skip`] allows it. The
+    /// returned record must be durable before the caller reports success.
+    pub fn skip_damaged(&mut self, tp: &Tp, from: u64, to: u64) -> Result<Append> {
+        self.check_skip(tp, from)?;
+        let p = self.parts.get_mut(tp).expect("checked");
+        p.skip_to(to);
+        self.wake = true;
+        Ok(self.append(vec![StateRecord::Skip { topic: tp.0.to_string(), partition: tp.1, committed: to }]))
     }
 
     /// Per-partition figures (`latest` gives a partition's latest offset).

@@ -298,3 +298,78 @@ async fn a_group_beyond_its_partition_s_end_is_moved_back_and_receives_new_event
     let broker = open(dir.path());
     assert_eq!(broker.describe_group("g").unwrap().partitions[0].committed, end + 40);
 }
+
+/// Repro 4 of #8, was a bug: a damaged batch stalled a group for good (every poll ended with
+/// `corrupt`, no way past it). An operator now steps the group over it: the stored bytes are
+/// kept as a `herald.damaged` dead letter with reason `corrupt`, the position moves to the next
+/// readable offset durably, the group receives everything after, and the skip is counted and
+/// listed as damage. Refused while events before the damage are unsettled, and where nothing
+/// is damaged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_steps_a_group_over_a_damaged_batch_keeping_the_evidence() {
+    use herald_model::Code;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let broker = open(dir.path());
+        broker.create_topic("t", TopicConfig { dedupe_window_ms: 0, ..TopicConfig::default() }).unwrap();
+        broker.create_group("g", GroupConfig::for_topics(["t"])).unwrap();
+        for batch in 0..6 {
+            broker.publish_batch("t", (0..10).map(|i| event(None, batch * 10 + i)).collect()).await.unwrap();
+        }
+        broker.close().await.unwrap();
+    }
+    // Flip one byte in the middle of the fourth batch (offsets 30..39).
+    let seg = crate::common::segment_file(dir.path(), "t", 0);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() * 7 / 12;
+    bytes[at] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let broker = open(dir.path());
+    let m = broker.join("g", MemberConfig::default()).unwrap();
+    let mut got = Vec::new();
+    let err = loop {
+        match m.poll(100, Duration::from_millis(200)).await {
+            Ok(ds) => got.extend(ds),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), Code::Corrupt, "{err}");
+    let from = got.len() as u64;
+    assert!((20..=30).contains(&from), "delivered up to the damage: {from}");
+    // Events before the damage are still in flight: refused, nothing written.
+    let refused = broker.skip_damaged("g", "t", 0).await.unwrap_err();
+    assert_eq!(refused.code(), Code::GroupActive, "{refused}");
+    assert!(broker.dlq_list("g", 10).unwrap().is_empty());
+    for d in &got {
+        m.ack(d).unwrap();
+    }
+    let skipped = broker.skip_damaged("g", "t", 0).await.unwrap();
+    assert_eq!((skipped.from, skipped.to), (from, 40), "{skipped:?}");
+    assert!(skipped.bytes_kept > 0 && skipped.reason.contains("CRC"), "{skipped:?}");
+    // The evidence: the stored bytes from where the damage starts, in a dead letter.
+    let letters = broker.dlq_list("g", 10).unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0].event;
+    assert_eq!(letter.ty(), herald_model::dead_letter::DAMAGED_TYPE);
+    assert!(letter.header("dlqreason").unwrap().starts_with("corrupt: offsets"), "{letter:?}");
+    assert_eq!(letter.header("dlqoffset"), Some(from.to_string().as_str()));
+    assert_eq!(letter.header("dlqdamagedto"), Some("40"));
+    let data = letter.data();
+    let start = bytes.windows(data.len().min(64)).position(|w| w == &data[..data.len().min(64)]).unwrap();
+    assert!(start <= at && at < start + data.len(), "the kept bytes include the flipped one");
+    // The group goes on after the damage, in order.
+    let rest: Vec<u64> =
+        crate::common::drain(&m, 20, Duration::from_secs(10)).await.iter().map(crate::common::number).collect();
+    assert_eq!(rest, (40..60).collect::<Vec<_>>());
+    assert_eq!(broker.damaged_offsets_skipped(), 40 - from);
+    assert!(broker.damage().iter().any(|d| d.kind == "group" && d.name == "g" && d.problem.contains("stepped over")));
+    // Nothing damaged at the position now; the evidence is never replayed.
+    assert_eq!(broker.skip_damaged("g", "t", 0).await.unwrap_err().code(), Code::InvalidArgument);
+    drop(m);
+    assert_eq!(broker.dlq_replay("g").await.unwrap(), 0);
+    assert_eq!(broker.dlq_list("g", 10).unwrap().len(), 1);
+    broker.close().await.unwrap();
+    let broker = open(dir.path());
+    assert_eq!(broker.describe_group("g").unwrap().partitions[0].committed, 60, "durable");
+}

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use herald_proto::v1::admin_server::Admin;
 use herald_proto::v1::{
-    Count, CreateTopicRequest, DeadLetter, DlqListRequest, DlqListResponse, Empty, GroupInfo, GroupName,
-    ListGroupsResponse, ListTopicsRequest, ListTopicsResponse, ResetGroupRequest, TopicInfo, TopicName,
+    Count, CreateTopicRequest, DamageSkipped, DeadLetter, DlqListRequest, DlqListResponse, Empty, GroupInfo, GroupName,
+    ListGroupsResponse, ListTopicsRequest, ListTopicsResponse, ResetGroupRequest, SkipDamagedRequest, TopicInfo,
+    TopicName,
 };
 use herald_proto::{
     event_to_proto, group_info_to_proto, position_from_proto, topic_config_from_proto, topic_info_to_proto,
@@ -84,6 +85,17 @@ impl Admin for AdminService {
         counted("ResetGroup", async {
             let info = blocking(&self.state.broker, move |b| b.reset_group(&group, to)).await?;
             Ok(group_info_to_proto(&info))
+        })
+        .await
+    }
+
+    async fn skip_damaged(&self, request: Request<SkipDamagedRequest>) -> Result<Response<DamageSkipped>, Status> {
+        let SkipDamagedRequest { group, topic, partition } = request.into_inner();
+        let broker = self.state.broker.clone();
+        counted("SkipDamaged", async move {
+            let skipped =
+                broker.skip_damaged(&group, &topic, partition).await.map_err(|e| crate::grpc::broker_status(&e))?;
+            Ok(herald_proto::damage_skipped_to_proto(&skipped))
         })
         .await
     }

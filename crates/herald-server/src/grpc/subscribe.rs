@@ -44,6 +44,8 @@ const JOIN_WAIT: Duration = Duration::from_secs(10);
 const OUTBOUND_MESSAGES_MAX: usize = 16;
 /// Most events one poll takes (further ones come with the next poll).
 const POLL_EVENTS_MAX: u32 = 256;
+/// How long a member with deliveries to settle waits before polling again after damaged data.
+const DAMAGE_RETRY: Duration = Duration::from_millis(500);
 /// Longest single poll: also how often an idle member with credit heartbeats.
 const POLL_WAIT_MAX: Duration = Duration::from_millis(200);
 /// Longest pause between heartbeats of a member without credit.
@@ -244,6 +246,15 @@ impl Session {
                             if let Err(end) = self.deliver(deliveries).await {
                                 return end;
                             }
+                        }
+                        // Damaged data: the stream ends with `corrupt` (the client hears of it),
+                        // but not while this member still has deliveries to settle, so that
+                        // their settlements are answered first.
+                        Err(e) if matches!(e.code(), Code::Corrupt | Code::CorruptEvent) && self.member.in_flight() > 0 => {
+                            polling = Some(Box::pin(async {
+                                tokio::time::sleep(DAMAGE_RETRY).await;
+                                Ok(Vec::new())
+                            }));
                         }
                         Err(e) => return Some(broker_status(&e)),
                     }

@@ -9,6 +9,10 @@
 //!   partition the committed and latest offsets and the lag;
 //! - `POST /v1/groups/{g}/reset` `{"to": "earliest" | "latest" | "<RFC 3339 time>"}` → the group
 //!   (409 `group_active` while it has members);
+//! - `POST /v1/groups/{g}/skip-damaged` `{"topic", "partition"}` → what the group stepped
+//!   over (`from`, `to`, `reason`, `dlq_offset`, `bytes_kept`): the stored bytes go to its DLQ
+//!   first (400 `invalid_argument` when nothing is damaged at its position, 409 `group_active`
+//!   while events before the damage are unsettled);
 //! - `GET /v1/groups/{g}/dlq?max=` → `{"dead_letters": [{"dlq_offset", "event"}], "truncated"}`,
 //!   the events as CloudEvents JSON with their `dlq*` headers;
 //! - `POST /v1/groups/{g}/dlq/replay` → `{"replayed": n}`; `DELETE /v1/groups/{g}/dlq` →
@@ -211,6 +215,43 @@ pub(super) async fn reset_group(
     q.only(&[])?;
     let to = start_from(&req.to)?;
     Ok(Json(group_json(blocking(&h, move |b| b.reset_group(&group, to)).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SkipDamaged {
+    topic: String,
+    partition: u32,
+}
+
+#[derive(Serialize)]
+pub(super) struct DamageSkippedJson {
+    topic: String,
+    partition: u32,
+    from: u64,
+    to: u64,
+    reason: String,
+    dlq_offset: u64,
+    bytes_kept: usize,
+}
+
+pub(super) async fn skip_damaged(
+    State(h): State<Http>,
+    Seg(group): Seg,
+    q: Params,
+    JsonBody(req): JsonBody<SkipDamaged>,
+) -> Result<Json<DamageSkippedJson>, ApiError> {
+    q.only(&[])?;
+    let s = h.app.broker.skip_damaged(&group, &req.topic, req.partition).await?;
+    Ok(Json(DamageSkippedJson {
+        topic: s.topic,
+        partition: s.partition,
+        from: s.from,
+        to: s.to,
+        reason: s.reason,
+        dlq_offset: s.dlq_offset,
+        bytes_kept: s.bytes_kept,
+    }))
 }
 
 #[derive(Serialize)]

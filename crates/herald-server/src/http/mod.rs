@@ -72,6 +72,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/groups", get(admin::list_groups))
         .route("/v1/groups/{group}", get(admin::describe_group))
         .route("/v1/groups/{group}/reset", post(admin::reset_group))
+        .route("/v1/groups/{group}/skip-damaged", post(admin::skip_damaged))
         .route("/v1/groups/{group}/subscribe", get(subscribe::subscribe))
         .route("/v1/groups/{group}/acks", post(subscribe::acks))
         .route("/v1/groups/{group}/dlq", get(admin::dlq_list).delete(admin::dlq_purge))
@@ -156,7 +157,7 @@ async fn readyz(State(h): State<Http>) -> Response {
         .broker
         .damage()
         .into_iter()
-        .map(|d| serde_json::json!({ "kind": d.kind, "name": d.name, "problem": d.problem }))
+        .map(|d| serde_json::json!({ "kind": d.kind, "name": d.name, "problem": d.problem, "served": !d.not_served }))
         .collect();
     let fenced: Vec<serde_json::Value> = h
         .app

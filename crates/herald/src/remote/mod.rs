@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::backend::{
-    Backend, Capabilities, DeadLetter, GroupInfo, Receipt, StartFrom, StoredEvent, SubscribeOptions, Subscription,
-    TopicConfig, TopicInfo,
+    Backend, Capabilities, DamageSkipped, DeadLetter, GroupInfo, Receipt, StartFrom, StoredEvent, SubscribeOptions,
+    Subscription, TopicConfig, TopicInfo,
 };
 use crate::error::{Code, Error, ErrorKind, Result};
 
@@ -378,6 +378,15 @@ impl Backend for Remote {
         let request = v1::ResetGroupRequest { group: group.to_owned(), to: Some(herald_proto::position_to_proto(to)) };
         let info = self.once(&format!("reset group {group:?}"), c.reset_group(request)).await?;
         Ok(herald_proto::group_info_from_proto(info))
+    }
+
+    async fn skip_damaged(&self, group: &str, topic: &str, partition: u32) -> Result<DamageSkipped> {
+        let mut c = self.admin.clone();
+        let request = v1::SkipDamagedRequest { group: group.to_owned(), topic: topic.to_owned(), partition };
+        let skipped = self
+            .once(&format!("skip damage of group {group:?} in {topic}/{partition}"), c.skip_damaged(request))
+            .await?;
+        Ok(herald_proto::damage_skipped_from_proto(skipped))
     }
 
     async fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<DeadLetter>> {

@@ -314,7 +314,17 @@ impl Shared {
                 m = responses.message() => match m {
                     Ok(Some(m)) => self.receive(epoch, m),
                     Ok(None) => return End::Broken("the server ended the stream".into()),
-                    Err(s) => return End::Broken(status_error(&self.addr, "subscription", &s).to_string()),
+                    Err(s) => {
+                        let e = status_error(&self.addr, "subscription", &s);
+                        let why = e.to_string();
+                        // Damaged data is not a broken connection: the caller must hear of it
+                        // (the group cannot pass it without an operator), not only the log.
+                        if matches!(e.code(), Code::Corrupt | Code::CorruptEvent) {
+                            self.lock().error = Some(e);
+                            self.arrived.notify_waiters();
+                        }
+                        return End::Broken(why);
+                    }
                 },
             }
         }
