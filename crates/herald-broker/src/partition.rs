@@ -155,6 +155,12 @@ impl Partition {
                  they are not reused and reads of them fail as damaged"
             )
         });
+        if let Some((from, to)) = recovery.lost_head {
+            damage.get_or_insert(format!(
+                "offsets {from}..{to} were lost after the last clean shutdown (the oldest segments are gone, \
+                 not deleted by retention); the partition starts at {to}"
+            ));
+        }
         if s.dedupe_window_ms > 0 {
             // Republishing must be idempotent across a restart too: remember the ids stored
             // within the window. Cost: one read of the window's tail. Damage there does not stop

@@ -63,6 +63,10 @@ pub struct Recovery {
     /// longer holds (its tail was cut or lost after the close). They are never reused: the log
     /// continues at `end`, and reads of them fail as damaged.
     pub lost: Option<(u64, u64)>,
+    /// Offsets `start..end` at the head of the log that the last clean close recorded as
+    /// stored (its earliest offset was `start`) but whose segments are gone (deleted by hand, not
+    /// by retention). Reads of them fail as below the earliest offset.
+    pub lost_head: Option<(u64, u64)>,
 }
 
 /// What [`Log::enforce_retention`] deleted.
@@ -283,6 +287,12 @@ impl Log {
         let mut next_offset = index.next_offset;
         let mut position = index.segment_bytes;
         let remembered = marker.and_then(|m| m.next_offset).filter(|&n| n > next_offset && n <= batch::OFFSET_MAX);
+        let earliest_now = bases[0];
+        if let Some(was) = marker.and_then(|m| m.earliest_offset).filter(|&e| e < earliest_now) {
+            tracing::error!(dir = %dir.display(), lost_from = was, lost_to = earliest_now,
+                "the oldest segments recorded by the last clean shutdown are missing (not deleted by retention)");
+            report.lost_head = Some((was, earliest_now));
+        }
         // An empty active segment (a crash right after a roll) takes the previous segment's
         // newest timestamp, so that timestamps never go backwards across segments.
         let last_timestamp_ms = match (index.max_timestamp_ms, segments.last()) {
@@ -674,7 +684,8 @@ impl Log {
         let (op, tp) = w.active.index_paths();
         w.active.with_index(|i| i.write_files(&op, &tp))??;
         sync_dir(&inner.dir)?;
-        let marker = clean_marker(w.active.base_offset, w.position, w.next_offset);
+        let earliest = inner.snapshot()[0].base_offset;
+        let marker = clean_marker(w.active.base_offset, w.position, w.next_offset, earliest);
         write_atomic(&inner.dir.join(CLEAN_FILE), marker.as_bytes())?;
         sync_dir(&inner.dir)?;
         inner.release_lock();
@@ -909,12 +920,14 @@ impl Inner {
 }
 
 /// The clean-shutdown marker, format 2: format 1's lines plus `next_offset`, how far the log got
-/// (so that a tail lost after the close is noticed and its offsets are not reused). Format 1
-/// markers (written before 2026-12) are still read; a reader of format 1 that meets format 2
-/// does not recognise it and scans the active segment, which is always safe.
-fn clean_marker(base: u64, bytes: u64, next_offset: u64) -> String {
+/// (so that a tail lost after the close is noticed and its offsets are not reused), and
+/// `earliest_offset` (so that lost head segments are noticed). Format 1 markers (written before
+/// 2026-12) are still read; a reader of format 1 that meets format 2 does not recognise it and
+/// scans the active segment, which is always safe.
+fn clean_marker(base: u64, bytes: u64, next_offset: u64, earliest_offset: u64) -> String {
     format!(
-        "herald-log clean-shutdown v2\nactive_base_offset={base}\nactive_segment_bytes={bytes}\nnext_offset={next_offset}\n"
+        "herald-log clean-shutdown v2\nactive_base_offset={base}\nactive_segment_bytes={bytes}\n\
+         next_offset={next_offset}\nearliest_offset={earliest_offset}\n"
     )
 }
 
@@ -924,6 +937,7 @@ struct CleanMarker {
     active_base: Option<u64>,
     active_bytes: Option<u64>,
     next_offset: Option<u64>,
+    earliest_offset: Option<u64>,
 }
 
 impl CleanMarker {
@@ -940,6 +954,7 @@ impl CleanMarker {
                 "active_base_offset" => m.active_base = value,
                 "active_segment_bytes" => m.active_bytes = value,
                 "next_offset" => m.next_offset = value,
+                "earliest_offset" => m.earliest_offset = value,
                 _ => {}
             }
         }

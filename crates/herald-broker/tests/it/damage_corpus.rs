@@ -13,9 +13,8 @@
 //!   the batches it cuts; a deletion: the segment) and nothing else is lost anywhere; an index,
 //!   a time index or a clean-shutdown marker holds no event, so damage to one loses none;
 //! - whatever is lost is said: the partition, topic or group is in `Broker::damage`; nothing is
-//!   reported that the damage does not explain, and a damaged index reports nothing. The one
-//!   exception is a known bug, counted in the summary: a deleted *first* segment passes for
-//!   retention (see [`Case::deletes_a_first_segment`]);
+//!   reported that the damage does not explain, and a damaged index reports nothing (a deleted
+//!   *first* segment too: the clean-shutdown marker remembers the earliest offset);
 //! - a topic or group is not served only when its own metadata or state was damaged, and then
 //!   it is reported; a served group keeps its positions, and a group whose files and topics are
 //!   intact receives exactly the events after its positions; `g`'s DLQ lists what it did;
@@ -611,16 +610,6 @@ impl Case {
         lost.into_iter().flat_map(|(_, _, offsets)| offsets).collect()
     }
 
-    /// Known bug (see the report of #8's damage corpus): a partition's first segment deleted
-    /// outright looks like retention to the log (its earliest offset simply moves up), so the
-    /// loss is not reported. Fixing it needs the log to remember its earliest offset (in the
-    /// clean-shutdown marker, as it remembers its end).
-    fn deletes_a_first_segment(&self) -> bool {
-        matches!(self.plan, Plan::Delete)
-            && self.file.ty == FileType::SealedSegment
-            && self.file.rel.file_name().is_some_and(|n| n == "00000000000000000000.log")
-    }
-
     /// Whether this case damaged a file of `topic` other than an index.
     fn touched_topic(&self, topic: &str) -> bool {
         match self.damaged().map(|f| (f.ty, &f.owner)) {
@@ -728,7 +717,6 @@ struct Seen {
     lost_events: usize,
     topics_not_served: usize,
     groups_not_served: usize,
-    known_head_loss: bool,
 }
 
 async fn run_case(golden: Arc<Golden>, case: Case) -> Result<Seen, Vec<String>> {
@@ -789,15 +777,11 @@ async fn run_case(golden: Arc<Golden>, case: Case) -> Result<Seen, Vec<String>> 
             }
             let reported = broker.damage().iter().any(|d| d.kind == "partition" && d.name == format!("{t}/{p}"));
             if !missing.is_empty() && !reported {
-                if case.deletes_a_first_segment() && missing == expected {
-                    seen.known_head_loss = true;
-                } else {
-                    problems.push(format!(
-                        "{t}/{p}: {} events are gone and nothing says so: damage() is {:?}",
-                        missing.len(),
-                        broker.damage()
-                    ));
-                }
+                problems.push(format!(
+                    "{t}/{p}: {} events are gone and nothing says so: damage() is {:?}",
+                    missing.len(),
+                    broker.damage()
+                ));
             }
         }
     }
@@ -956,7 +940,7 @@ fn damage_corpus() {
 
         let mut failures = Vec::new();
         let mut per_kind: BTreeMap<String, usize> = BTreeMap::new();
-        let (mut ran, mut reported, mut lost, mut topics_down, mut groups_down, mut known) = (0, 0, 0, 0, 0, 0);
+        let (mut ran, mut reported, mut lost, mut topics_down, mut groups_down) = (0, 0, 0, 0, 0);
         let selected = cases.iter().filter(|c| only.is_none_or(|i| c.index == Some(i)));
         for case in std::iter::once(&control).chain(selected) {
             let panics = PANICS.load(Ordering::SeqCst);
@@ -971,7 +955,6 @@ fn damage_corpus() {
                     lost += seen.lost_events;
                     topics_down += seen.topics_not_served;
                     groups_down += seen.groups_not_served;
-                    known += usize::from(seen.known_head_loss);
                 }
                 Ok(Ok(_)) => failures.push(format!("{case}\n    {panicked} panic(s) in the broker's threads")),
                 Ok(Err(problems)) => failures.push(format!("{case}\n    {}", problems.join("\n    "))),
@@ -985,8 +968,7 @@ fn damage_corpus() {
         eprintln!(
             "damage corpus: seed {seed:#x}, {ran} cases and a control in {:.1?} (golden directory built in {built:.1?}): \
              {reported} reported damage, {lost} events lost in damaged segments, {topics_down} topics and \
-             {groups_down} groups not served; {known} first segments deleted without a report (known bug); \
-             cases per file type and damage: {per_kind:?}",
+             {groups_down} groups not served; cases per file type and damage: {per_kind:?}",
             started.elapsed(),
         );
         assert!(failures.is_empty(), "{} of {ran} cases failed:\n{}", failures.len(), failures.join("\n"));

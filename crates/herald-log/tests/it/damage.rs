@@ -306,3 +306,27 @@ fn a_format_1_clean_shutdown_marker_is_still_honoured() {
     assert!(report.clean, "{report:?}");
     assert_eq!(log.latest_offset(), 2);
 }
+
+/// Oldest segments deleted by hand after a clean close (not by retention) are reported with
+/// the offsets they held, where before the log silently started later.
+#[test]
+fn lost_head_segments_after_a_clean_close_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    multi_segment_log(dir.path(), 200);
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    log.close().unwrap();
+    drop(log);
+    let segs = files(dir.path(), "log");
+    assert!(segs.len() >= 3);
+    fs::remove_file(&segs[0]).unwrap();
+    let base1: u64 = segs[1].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let (log, report) = Log::open_with_report(dir.path(), small_config()).unwrap();
+    assert_eq!(report.lost_head, Some((0, base1)), "{report:?}");
+    assert_eq!(log.earliest_offset(), base1);
+    // Retention is not damage: deleting through the log reports nothing at the next open.
+    log.delete_before(log.latest_offset()).unwrap();
+    log.close().unwrap();
+    drop(log);
+    let (_, report) = Log::open_with_report(dir.path(), small_config()).unwrap();
+    assert_eq!(report.lost_head, None, "{report:?}");
+}
