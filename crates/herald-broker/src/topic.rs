@@ -136,12 +136,22 @@ impl Topic {
         listeners: &Arc<Listeners>,
         from: u32,
     ) -> Result<Vec<Arc<Partition>>> {
-        (from..meta.config.partitions)
-            .map(|p| {
-                let settings = Self::settings(meta, broker, listeners);
-                Partition::open(name.clone(), p, &dir.join("partitions").join(p.to_string()), settings)
-            })
-            .collect()
+        let mut opened = Vec::with_capacity(meta.config.partitions.saturating_sub(from) as usize);
+        for p in from..meta.config.partitions {
+            let settings = Self::settings(meta, broker, listeners);
+            match Partition::open(name.clone(), p, &dir.join("partitions").join(p.to_string()), settings) {
+                Ok(partition) => opened.push(partition),
+                Err(e) => {
+                    // Closed now, not when their writer tasks end: the caller may move the
+                    // directory away.
+                    for partition in &opened {
+                        let _ = partition.log.close();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(opened)
     }
 
     /// Creates the topic's directory and metadata durably, then opens its partitions.
@@ -164,7 +174,12 @@ impl Topic {
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
         }
-        Self::open_dir(dir, meta, broker)
+        Self::open_dir(dir.clone(), meta, broker).inspect_err(|_| {
+            // Opening its partitions failed (out of descriptors, say): nothing of the topic was
+            // acknowledged, so a failed create leaves nothing behind.
+            let _ = fs::rename(&dir, &staging).and_then(|()| fs::remove_dir_all(&staging));
+            let _ = sync_dir(topics_dir);
+        })
     }
 
     /// Opens an existing topic directory.

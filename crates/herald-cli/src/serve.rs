@@ -55,6 +55,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     // HERALD_DATA_DIR and friends; other HERALD_* names are errors unless they are the client's.
     let config = herald_server::ServerConfig::load(args.config.as_deref(), std::env::vars(), &flags)?;
+    herald_server::raise_descriptor_limit();
     let server = herald_server::Server::start(config).await?;
     // One line a script can wait for.
     println!("herald listening: http://{} grpc://{}", server.http_addr(), server.grpc_addr());

@@ -29,7 +29,18 @@ impl Server {
 
     /// A server on a data directory the caller keeps (to restart on it).
     fn start_at(dir: &Path) -> Server {
-        let mut child = Command::new(BIN)
+        Server::spawn(Command::new(BIN), dir)
+    }
+
+    /// A server whose process may open at most `files` files (soft and hard limit).
+    fn start_with_file_limit(dir: &Path, files: u32) -> Server {
+        let mut sh = Command::new("sh");
+        sh.arg("-c").arg(format!("ulimit -n {files} && exec \"$0\" \"$@\"")).arg(BIN);
+        Server::spawn(sh, dir)
+    }
+
+    fn spawn(mut command: Command, dir: &Path) -> Server {
+        let mut child = command
             .args(["serve", "--data-dir"])
             .arg(dir)
             .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
@@ -654,4 +665,87 @@ fn consume_reports_damaged_data_and_skip_damaged_steps_over_it() {
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["type"], "herald.damaged", "{letters:?}");
     assert!(letters[0]["reason"].as_str().expect("reason").starts_with("corrupt: offsets"), "{letters:?}");
+}
+
+/// One HTTP request on a new connection; `None` if the server closed it without an answer.
+fn http_once(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut conn = std::net::TcpStream::connect(addr).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).ok()?;
+    let status = answer.get(9..12)?.parse().ok()?;
+    Some((status, answer.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned())))
+}
+
+/// `http_once` until the server answers (a connection may be refused at the cap); panics after
+/// 15 s.
+fn http_answer(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(answer) = http_once(addr, method, path, body) {
+            return answer;
+        }
+        assert!(std::time::Instant::now() < deadline, "{method} {path}: no answer for 15 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Repro 6 of #8, was a bug: at the descriptor limit `/healthz`, publish and topic creation
+/// failed, and a topic created then was left half-made. Now a flood of idle connections is held
+/// below the limit (max_connections is lowered to fit it) and health and admin answer from the
+/// reserve; partitions that exhaust the descriptors fail their topic's creation cleanly, health
+/// still answers, the rest keeps working, and a restart comes up.
+#[test]
+fn at_the_file_descriptor_limit_health_and_admin_still_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with_file_limit(dir.path(), 256);
+    let http = server.http.clone();
+    assert_eq!(http_answer(&http, "POST", "/v1/topics", r#"{"name":"small","partitions":1}"#).0, 201);
+
+    // 300 idle connections: more than the process could hold.
+    let flood: Vec<std::net::TcpStream> = (0..300).filter_map(|_| std::net::TcpStream::connect(&http).ok()).collect();
+    assert!(flood.len() >= 200, "the flood opened {} connections", flood.len());
+    assert_eq!(http_answer(&http, "GET", "/healthz", "").0, 200);
+    let (status, topics) = http_answer(&http, "GET", "/v1/topics", "");
+    assert_eq!(status, 200, "{topics}");
+    assert!(topics.contains("small"), "{topics}");
+    drop(flood);
+
+    // Partitions that take every descriptor: the creation fails, nothing else does.
+    let (status, body) = http_answer(&http, "POST", "/v1/topics", r#"{"name":"big","partitions":400}"#);
+    assert!(status >= 500, "creating 400 partitions under 256 descriptors: {status} {body}");
+    assert_eq!(http_answer(&http, "GET", "/healthz", "").0, 200);
+    let event = r#"{"specversion":"1.0","id":"after","source":"/t","type":"t"}"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut conn = std::net::TcpStream::connect(&http).expect("connect");
+        let request = format!(
+            "POST /v1/topics/small/events HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Type: application/cloudevents+json\r\nContent-Length: {}\r\n\r\n{event}",
+            event.len()
+        );
+        conn.write_all(request.as_bytes()).expect("write");
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut conn, &mut answer);
+        if answer.starts_with("HTTP/1.1 20") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "publishing still fails: {answer}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(server);
+
+    // The directory opens again, with `small` and its event; `big` is not half there.
+    let server = Server::start_at(dir.path());
+    let (_, topics) = http_answer(&server.http, "GET", "/v1/topics", "");
+    assert!(topics.contains("small") && !topics.contains("\"big\""), "{topics}");
+    let (_, events) = http_answer(&server.http, "GET", "/v1/topics/small/events?partition=0", "");
+    assert!(events.contains("\"after\""), "{events}");
 }

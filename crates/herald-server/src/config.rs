@@ -55,6 +55,13 @@ pub struct ServerConfig {
     pub max_subscriptions: usize,
     /// Most concurrent HTTP requests.
     pub max_http_requests: usize,
+    /// Most open connections, HTTP and gRPC together (beyond, a connection is closed at once;
+    /// HTTP keeps a small reserve for health checks and admin).
+    pub max_connections: usize,
+    /// How long a client may take to send a request head over HTTP (a new connection, a slow
+    /// one, or one idle between requests) or the HTTP/2 preface over gRPC, in milliseconds;
+    /// then the connection is closed.
+    pub header_read_timeout_ms: u64,
     /// How long shutdown waits for requests in flight, in milliseconds.
     pub shutdown_grace_ms: u64,
     /// The broker's own limits.
@@ -73,6 +80,8 @@ impl Default for ServerConfig {
             max_read_events: 10_000,
             max_subscriptions: 1024,
             max_http_requests: 1024,
+            max_connections: 4096,
+            header_read_timeout_ms: 20_000,
             shutdown_grace_ms: 10_000,
             broker: BrokerConfig::default(),
         }
@@ -138,6 +147,7 @@ impl ServerConfig {
             ("max_read_events", self.max_read_events),
             ("max_subscriptions", self.max_subscriptions),
             ("max_http_requests", self.max_http_requests),
+            ("max_connections", self.max_connections),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -149,6 +159,12 @@ impl ServerConfig {
                 "max_event_bytes is {}; it must be at most {}",
                 self.max_event_bytes,
                 herald_core::Limits::EVENT_BYTES_HARD_MAX
+            )));
+        }
+        if !(100..=600_000).contains(&self.header_read_timeout_ms) {
+            return Err(ConfigError::Range(format!(
+                "header_read_timeout_ms is {}; it must be between 100 and 600000",
+                self.header_read_timeout_ms
             )));
         }
         if self.max_request_bytes < self.max_event_bytes {

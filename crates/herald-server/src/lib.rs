@@ -18,11 +18,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 mod config;
+mod conn;
 pub mod grpc;
 pub mod http;
 mod metrics;
 
 pub use config::{ConfigError, ServerConfig};
+pub use conn::{RESERVE_CONNECTIONS, raise_descriptor_limit};
+
+/// Most concurrent gRPC streams (calls and subscriptions) on one connection: advertised to the
+/// client in HTTP/2 SETTINGS, and enforced.
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +74,8 @@ pub struct AppState {
     pub subscriptions: Arc<tokio::sync::Semaphore>,
     /// Prometheus rendering.
     pub metrics: metrics::Metrics,
+    /// Admission of connections on both listeners.
+    pub(crate) gate: Arc<conn::Gate>,
     /// Group members held by this server's open streams (gRPC and SSE), by (group, member id).
     pub members: Arc<LiveMembers>,
 }
@@ -130,47 +138,37 @@ impl Server {
         let http_addr = http_listener.local_addr().expect("bound listener has an address");
         let grpc_addr = grpc_listener.local_addr().expect("bound listener has an address");
         let broker = Broker::open(&config.data_dir, config.broker.clone())?;
+        let max_connections = conn::effective_max_connections(config.max_connections);
+        let gate = conn::Gate::new(max_connections, Duration::from_millis(config.header_read_timeout_ms));
         let state = Arc::new(AppState {
             broker,
             subscriptions: Arc::new(tokio::sync::Semaphore::new(config.max_subscriptions)),
             config,
             shutdown: CancellationToken::new(),
             metrics: metrics::Metrics::install(),
+            gate,
             members: Arc::new(LiveMembers::default()),
         });
+        let gate = state.gate.clone();
         let http_task = {
             let app = http::router(state.clone());
             let stop = state.shutdown.clone();
-            tokio::spawn(async move {
-                // No Nagle: small answers (receipts, SSE events) go out at once.
-                let listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "http server failed");
-                }
-            })
+            // No Nagle on accepted connections: small answers (receipts, SSE events) go out at once.
+            tokio::spawn(conn::serve_http(http_listener, app, gate.clone(), stop))
         };
         let grpc_task = {
             let routes = grpc::routes(state.clone());
             let stop = state.shutdown.clone();
             tokio::spawn(async move {
-                // No Nagle on accepted connections: a small frame (a receipt, a settle result, a
-                // delivery) otherwise waits for the peer's delayed ACK, adding milliseconds.
-                let incoming = tokio_stream::StreamExt::map(
-                    tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                    |conn| {
-                        conn.inspect(|tcp| {
-                            let _ = tcp.set_nodelay(true);
-                        })
-                    },
-                );
+                // No Nagle on accepted connections (in `conn`): a small frame (a receipt, a settle
+                // result, a delivery) otherwise waits for the peer's delayed ACK.
+                let incoming = conn::grpc_incoming(grpc_listener, gate, stop.clone());
                 let serve = tonic::transport::Server::builder()
                     .http2_keepalive_interval(Some(Duration::from_secs(10)))
                     .http2_keepalive_timeout(Some(Duration::from_secs(20)))
                     .max_frame_size(Some(1 << 20))
-                    .concurrency_limit_per_connection(256)
+                    .concurrency_limit_per_connection(STREAMS_PER_CONNECTION_MAX as usize)
+                    .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
                     .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
                 if let Err(e) = serve.await {

@@ -186,6 +186,12 @@ async fn metrics(State(h): State<Http>) -> Result<Response, ApiError> {
     }
     let gauges = blocking(&h, |b| Ok(broker_gauges(b))).await?;
     text.push_str(&gauges);
+    family(
+        &mut text,
+        "herald_server_connections",
+        "Open connections, HTTP and gRPC (max_connections plus the reserve).",
+    );
+    let _ = writeln!(text, "herald_server_connections {}", h.app.gate.open());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
