@@ -55,13 +55,14 @@ async fn unfence_task(inner: std::sync::Weak<BrokerInner>) {
     }
 }
 
-/// A partition that accepts no appends, and why. Reported by [`Broker::fenced`] and `/readyz`.
+/// A partition (or a group's state log) that accepts no appends, and why. Reported by
+/// [`Broker::fenced`] and `/readyz`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fenced {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: u32,
+    /// `partition` or `group` (its state log: acks and deliveries fail until it recovers).
+    pub kind: &'static str,
+    /// `topic/partition`, or the group's name.
+    pub name: String,
     /// The failure that fenced it.
     pub reason: String,
     /// It was a full disk: it recovers by itself within about a second of space returning.
@@ -206,7 +207,8 @@ impl Broker {
         Ok(deleted)
     }
 
-    /// Partitions that accept no appends after a write or fsync failure, and why.
+    /// Partitions and group state logs that accept no appends after a write or fsync failure,
+    /// and why.
     pub fn fenced(&self) -> Vec<Fenced> {
         let topics: Vec<Arc<Topic>> =
             self.inner.topics.read().expect("topics lock poisoned").values().cloned().collect();
@@ -214,15 +216,22 @@ impl Broker {
         for t in topics {
             for p in t.partitions().iter() {
                 if let Some((reason, storage_full)) = p.log.fenced() {
-                    out.push(Fenced { topic: t.name.to_string(), partition: p.id, reason, storage_full });
+                    let name = format!("{}/{}", t.name, p.id);
+                    out.push(Fenced { kind: "partition", name, reason, storage_full });
                 }
             }
         }
-        out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        for (name, g) in self.inner.groups.read().expect("groups lock poisoned").iter() {
+            if let Some((reason, storage_full)) = g.store_fenced() {
+                out.push(Fenced { kind: "group", name: name.clone(), reason, storage_full });
+            }
+        }
+        out.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         out
     }
 
-    /// Makes partitions fenced by a full disk writable again if there is space now (the broker
+    /// Makes partitions and group state logs fenced by a full disk writable again if there is
+    /// space now (the broker
     /// also does this every [`UNFENCE_CHECK_MS`]). Returns how many accept appends again.
     pub fn unfence(&self) -> Result<usize> {
         let topics: Vec<Arc<Topic>> =
@@ -234,6 +243,13 @@ impl Broker {
                     tracing::info!(topic = %t.name, partition = p.id, "partition accepts appends again");
                     unfenced += 1;
                 }
+            }
+        }
+        let groups: Vec<Arc<Group>> =
+            self.inner.groups.read().expect("groups lock poisoned").values().cloned().collect();
+        for g in groups {
+            if g.store_try_unfence()? {
+                unfenced += 1;
             }
         }
         Ok(unfenced)

@@ -160,6 +160,17 @@ impl GroupStore {
     pub fn close(&self) -> Result<()> {
         Ok(self.log.close()?)
     }
+
+    /// Why the state log accepts no appends, if it does not (and whether it was a full disk).
+    pub fn fenced(&self) -> Option<(String, bool)> {
+        self.log.fenced()
+    }
+
+    /// See `herald_log::Log::try_unfence`.
+    pub fn try_unfence(&self) -> Result<bool> {
+        crate::group::assert_no_group_lock("unfencing a group store");
+        Ok(self.log.try_unfence()?)
+    }
 }
 
 /// Rebuilds a group's durable state from its records, in order: a pure function, shared by

@@ -1374,9 +1374,13 @@ async fn a_full_disk_is_507_storage_full_and_recovers_by_itself() -> TestResult 
     env.publish("other", &[event("elsewhere", "k")]).await?;
     let (status, body) = env.get("/readyz").await?;
     assert_eq!((status, &body["status"]), (200, &json!("degraded")), "{body}");
-    assert_eq!(body["fenced"][0]["topic"], "full", "{body}");
+    assert_eq!(
+        (&body["fenced"][0]["kind"], &body["fenced"][0]["name"]),
+        (&json!("partition"), &json!("full/0")),
+        "{body}"
+    );
     assert_eq!(body["fenced"][0]["storage_full"], true, "{body}");
-    assert_eq!(env.metrics().await?.get("herald_partitions_fenced"), Some(&1.0));
+    assert_eq!(env.metrics().await?.get("herald_fenced"), Some(&1.0));
 
     set_disk_full(&topic_dir, false);
     let deadline = tokio::time::Instant::now() + PATIENCE;

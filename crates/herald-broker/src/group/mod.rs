@@ -512,6 +512,20 @@ impl Group {
         self.commit(append)
     }
 
+    /// Why the group's state log accepts no appends, if it does not.
+    pub(crate) fn store_fenced(&self) -> Option<(String, bool)> {
+        self.store.fenced()
+    }
+
+    /// Makes the state log writable again after a full disk, if there is space now.
+    pub(crate) fn store_try_unfence(&self) -> Result<bool> {
+        let unfenced = self.store.try_unfence()?;
+        if unfenced {
+            tracing::info!(group = %self.name, "the group's state log accepts appends again");
+        }
+        Ok(unfenced)
+    }
+
     pub fn info(&self, broker: &Broker) -> GroupInfo {
         let st = self.lock();
         GroupInfo {

@@ -373,3 +373,51 @@ async fn an_operator_steps_a_group_over_a_damaged_batch_keeping_the_evidence() {
     let broker = open(dir.path());
     assert_eq!(broker.describe_group("g").unwrap().partitions[0].committed, 60, "durable");
 }
+
+/// A full disk under a group's state log: deliveries fail with `storage_full` (none goes out
+/// unrecorded), the group is listed as fenced, and within seconds of space
+/// returning it works again without a restart; nothing is lost.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_a_group_s_state_recovers_by_itself() {
+    use herald_broker::failpoints::set_disk_full;
+    use herald_model::Code;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    broker.create_topic("t", TopicConfig { dedupe_window_ms: 0, ..TopicConfig::default() }).unwrap();
+    broker.create_group("g", GroupConfig::for_topics(["t"])).unwrap();
+    broker.publish_batch("t", (0..10).map(|i| event(None, i)).collect()).await.unwrap();
+    let m = broker.join("g", MemberConfig::default()).unwrap();
+    let first = m.poll(5, Duration::from_secs(5)).await.unwrap();
+    assert!(!first.is_empty());
+    let state = dir.path().join("groups/g/state");
+    set_disk_full(&state, true);
+    // Deliveries are recorded durably before a member sees them: with no space, none go out.
+    let err = m.poll(5, Duration::from_secs(5)).await.unwrap_err();
+    assert_eq!(err.code(), Code::StorageFull, "{err}");
+    let fenced = broker.fenced();
+    assert!(fenced.iter().any(|f| f.kind == "group" && f.name == "g" && f.storage_full), "{fenced:?}");
+
+    set_disk_full(&state, false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !broker.fenced().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "still fenced: {:?}", broker.fenced());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for d in &first {
+        let _ = m.ack(d);
+    }
+    let mut seen: BTreeSet<u64> = first.iter().map(crate::common::number).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while seen.len() < 10 {
+        assert!(std::time::Instant::now() < deadline, "received {seen:?}");
+        for d in m.poll(10, Duration::from_millis(200)).await.unwrap() {
+            m.ack(&d).unwrap();
+            seen.insert(crate::common::number(&d));
+        }
+    }
+    drop(m);
+    broker.close().await.unwrap();
+    let broker = open(dir.path());
+    assert_eq!(broker.describe_group("g").unwrap().partitions[0].committed, 10);
+}

@@ -166,8 +166,8 @@ async fn readyz(State(h): State<Http>) -> Response {
         .into_iter()
         .map(|f| {
             serde_json::json!({
-                "topic": f.topic,
-                "partition": f.partition,
+                "kind": f.kind,
+                "name": f.name,
                 "reason": f.reason,
                 "storage_full": f.storage_full,
             })
@@ -233,10 +233,10 @@ fn broker_gauges(broker: &Broker) -> String {
 
     family(
         &mut out,
-        "herald_partitions_fenced",
-        "Partitions that accept no appends after a write failure (a full disk recovers by itself).",
+        "herald_fenced",
+        "Partitions and group state logs that accept no appends after a write failure (a full disk recovers by itself).",
     );
-    let _ = writeln!(out, "herald_partitions_fenced {}", broker.fenced().len());
+    let _ = writeln!(out, "herald_fenced {}", broker.fenced().len());
     family(&mut out, "herald_damaged", "Topics, groups and partitions found damaged and not (fully) served.");
     let _ = writeln!(out, "herald_damaged {}", broker.damage().len());
 
