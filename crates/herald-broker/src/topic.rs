@@ -241,6 +241,11 @@ impl Topic {
                 latest_offset: p.log.latest_offset(),
                 bytes: p.log.size_bytes(),
                 segments: p.log.segment_count(),
+                problem: p
+                    .log
+                    .fenced()
+                    .map(|(reason, _)| format!("fenced, no appends: {reason}"))
+                    .or_else(|| p.damage().map(|d| format!("damaged: {d}"))),
             })
             .collect();
         TopicInfo { name: meta.name, config: meta.config, created_ms: meta.created_ms, partitions }

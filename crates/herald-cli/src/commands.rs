@@ -293,6 +293,7 @@ fn topic_json(t: &TopicInfo) -> Value {
             "events": p.latest_offset - p.earliest_offset.min(p.latest_offset),
             "bytes": p.bytes,
             "segments": p.segments,
+            "problem": p.problem,
         })).collect::<Vec<_>>(),
     })
 }
@@ -453,10 +454,11 @@ pub async fn topic(g: &Global, c: TopicCmd) -> Result<()> {
                                 p.latest_offset.saturating_sub(p.earliest_offset).to_string(),
                                 p.bytes.to_string(),
                                 p.segments.to_string(),
+                                p.problem.clone().unwrap_or_else(|| "ok".into()),
                             ]
                         })
                         .collect();
-                    print_table(&["PARTITION", "EARLIEST", "LATEST", "EVENTS", "BYTES", "SEGMENTS"], &rows);
+                    print_table(&["PARTITION", "EARLIEST", "LATEST", "EVENTS", "BYTES", "SEGMENTS", "STATE"], &rows);
                 }
             }
             TopicCmd::Delete { name } => {

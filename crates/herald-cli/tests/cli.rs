@@ -652,6 +652,12 @@ fn consume_reports_damaged_data_and_skip_damaged_steps_over_it() {
     let before = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
     assert!((20..=30).contains(&before), "consumed up to the damage: {before}");
 
+    // The partition says what is wrong with it.
+    let described = ok(&url, &["topic", "describe", "t"]);
+    assert!(described.contains("STATE") && described.contains("damaged: damaged data at offset 30"), "{described}");
+    let described = json(&url, &["topic", "describe", "t"]);
+    assert!(described["partitions"][0]["problem"].as_str().is_some_and(|p| p.contains("CRC")), "{described}");
+
     let said = ok(&url, &["group", "skip-damaged", "g", "--topic", "t", "--partition", "0"]);
     assert!(said.contains(&format!("offsets {before}..40 of t/0")), "{said}");
     assert!(said.contains("herald dlq show --group g damaged-t-0-"), "{said}");

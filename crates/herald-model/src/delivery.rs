@@ -72,6 +72,9 @@ pub struct PartitionInfo {
     pub bytes: u64,
     /// Segment files.
     pub segments: usize,
+    /// What is wrong with it, if anything: damage found (reads of it fail with `corrupt`), or
+    /// why it accepts no appends (fenced, e.g. by a full disk). `None` when healthy.
+    pub problem: Option<String>,
 }
 
 /// A topic as described.

@@ -156,6 +156,7 @@ pub fn topic_info_to_proto(t: &broker::TopicInfo) -> v1::TopicInfo {
                 latest_offset: p.latest_offset,
                 bytes: p.bytes,
                 segments: p.segments as u64,
+                problem: p.problem.clone().unwrap_or_default(),
             })
             .collect(),
     }
@@ -175,6 +176,7 @@ pub fn topic_info_from_proto(t: v1::TopicInfo) -> broker::TopicInfo {
                 latest_offset: p.latest_offset,
                 bytes: p.bytes,
                 segments: usize::try_from(p.segments).unwrap_or(usize::MAX),
+                problem: Some(p.problem).filter(|s| !s.is_empty()),
             })
             .collect(),
     }

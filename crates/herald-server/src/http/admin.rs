@@ -60,6 +60,9 @@ struct PartitionJson {
     latest_offset: u64,
     bytes: u64,
     segments: usize,
+    /// Damaged, or fenced and why; absent when healthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -86,6 +89,7 @@ fn topic_json(t: TopicInfo) -> TopicJson {
                 latest_offset: p.latest_offset,
                 bytes: p.bytes,
                 segments: p.segments,
+                problem: p.problem,
             })
             .collect(),
     }

@@ -646,6 +646,7 @@ impl Backend for Nats {
                 latest_offset: info.state.last_sequence + 1,
                 bytes: info.state.bytes / u64::from(meta.config.partitions),
                 segments: 0,
+                problem: None,
             })
             .collect();
         Ok(TopicInfo {
