@@ -198,11 +198,12 @@ pub(crate) async fn serve_http(listener: TcpListener, app: Router, gate: Arc<Gat
             let _permit = permit;
             let handling = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let service = Counted { inner: TowerToHyperService::new(router), handling: handling.clone() };
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            // Hyper's own timeout covers a request head that started and does not finish (a
-            // slowloris); the watchdog below covers a connection that sends nothing at all, at
-            // first or between requests.
-            builder.timer(TokioTimer::new()).header_read_timeout(timeout);
+            // HTTP/1.1, and HTTP/2 with prior knowledge (as axum::serve did: a gRPC client sent
+            // here by mistake gets an HTTP answer it can explain). Hyper's own timeout covers an
+            // HTTP/1 request head that started and does not finish (a slowloris); the watchdog
+            // below covers a connection that sends nothing at all, at first or between requests.
+            let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
             let io = Tracked::new(tcp);
             let activity = io.activity.clone();
             let conn = builder.serve_connection(TokioIo::new(io), service);
