@@ -145,19 +145,20 @@ async fn a_running_consumer_survives_server_restarts() {
         assert_eq!(members.len(), 1, "after restart {round}: {members:?}");
     }
     assert!(!run.is_finished(), "the consumer stopped by itself");
-    stop.cancel();
-    let report = run.await.unwrap().unwrap();
-    assert!(report.ok >= 300, "{report:?}");
-    // The acks are in; the group's position catches up with them on its next flush.
+    // Every event was handled; one whose ack went to a stream a restart broke comes again and is
+    // acked then. Once the group's position is at the end, all were acked.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let lag = client.lag("g").await.unwrap();
         if lag == 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "lag stays at {lag} after everything was acked");
+        assert!(std::time::Instant::now() < deadline, "lag stays at {lag}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    stop.cancel();
+    let report = run.await.unwrap().unwrap();
+    assert!(report.ok >= 300, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
