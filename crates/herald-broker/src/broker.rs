@@ -319,11 +319,33 @@ impl Broker {
         Ok(info)
     }
 
-    /// Creates the topic unless it exists; returns its description either way.
+    /// Creates the topic unless it exists with the same settings; returns its description.
+    /// A topic of that name with other settings is refused with `invalid_config`, naming each
+    /// difference (as a group is).
     pub fn ensure_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
-        match self.create_topic(name, config) {
-            Err(BrokerError::TopicExists { .. }) => self.describe_topic(name),
+        match self.create_topic(name, config.clone()) {
+            Err(BrokerError::TopicExists { .. }) => {
+                let info = self.describe_topic(name)?;
+                let differences = config.differences(&info.config);
+                if differences.is_empty() {
+                    Ok(info)
+                } else {
+                    Err(BrokerError::InvalidConfig(format!(
+                        "topic {name:?} exists with other settings ({}); use its settings, or another name",
+                        differences.join("; ")
+                    )))
+                }
+            }
             other => other,
+        }
+    }
+
+    /// A topic the broker keeps for itself (a group's DLQ or replay topic): created unless it
+    /// exists, used as it is.
+    pub(crate) fn ensure_own_topic(&self, name: &str, config: TopicConfig) -> Result<()> {
+        match self.create_topic(name, config) {
+            Ok(_) | Err(BrokerError::TopicExists { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -341,6 +363,9 @@ impl Broker {
 
     /// Deletes a topic and its data. Groups subscribed to it stop receiving from it.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        if !valid_name(name) {
+            return Err(BrokerError::InvalidTopicName { name: name.to_owned() });
+        }
         let topic = {
             let mut topics = self.inner.topics.write().expect("topics lock poisoned");
             topics.remove(name).ok_or_else(|| BrokerError::TopicNotFound { topic: name.to_owned() })?
@@ -374,7 +399,12 @@ impl Broker {
         Ok(topic.info())
     }
 
+    /// The topic of that name: `invalid_topic_name` for a name no topic can have (rather than
+    /// "not found, create it", which would then be refused), `topic_not_found` otherwise.
     pub(crate) fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        if !valid_name(name) {
+            return Err(BrokerError::InvalidTopicName { name: name.to_owned() });
+        }
         self.inner
             .topics
             .read()

@@ -82,6 +82,27 @@ pub struct TopicConfig {
     pub segment_bytes_max: u64,
 }
 
+impl TopicConfig {
+    /// The settings in which `self` (asked for) differs from `stored`, one line each; empty when
+    /// they agree. Creating a topic "if it does not exist" is refused when they differ.
+    pub fn differences(&self, stored: &TopicConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |name: &str, a: String, b: String| {
+            if a != b {
+                out.push(format!("{name}: asked {a}, stored {b}"));
+            }
+        };
+        check("partitions", self.partitions.to_string(), stored.partitions.to_string());
+        check("retention_ms", format!("{:?}", self.retention_ms), format!("{:?}", stored.retention_ms));
+        check("retention_bytes", format!("{:?}", self.retention_bytes), format!("{:?}", stored.retention_bytes));
+        check("durability", format!("{:?}", self.durability), format!("{:?}", stored.durability));
+        check("dedupe_window_ms", self.dedupe_window_ms.to_string(), stored.dedupe_window_ms.to_string());
+        check("max_event_bytes", self.max_event_bytes.to_string(), stored.max_event_bytes.to_string());
+        check("segment_bytes_max", self.segment_bytes_max.to_string(), stored.segment_bytes_max.to_string());
+        out
+    }
+}
+
 impl Default for TopicConfig {
     fn default() -> Self {
         TopicConfig {

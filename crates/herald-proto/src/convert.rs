@@ -202,24 +202,24 @@ pub fn position_from_proto(p: Option<v1::Position>) -> broker::StartFrom {
 
 pub fn retry_to_proto(r: &broker::RetryPolicy) -> v1::RetryPolicy {
     v1::RetryPolicy {
-        max_attempts: r.max_attempts,
-        backoff_base_ms: r.backoff_base_ms,
-        backoff_factor: r.backoff_factor,
-        backoff_max_ms: r.backoff_max_ms,
-        jitter: r.jitter,
+        max_attempts: Some(r.max_attempts),
+        backoff_base_ms: Some(r.backoff_base_ms),
+        backoff_factor: Some(r.backoff_factor),
+        backoff_max_ms: Some(r.backoff_max_ms),
+        jitter: Some(r.jitter),
     }
 }
 
+/// A retry policy from the wire: every field left out takes its default.
 pub fn retry_from_proto(r: Option<v1::RetryPolicy>) -> broker::RetryPolicy {
-    match r {
-        None => broker::RetryPolicy::default(),
-        Some(r) => broker::RetryPolicy {
-            max_attempts: r.max_attempts,
-            backoff_base_ms: r.backoff_base_ms,
-            backoff_factor: r.backoff_factor,
-            backoff_max_ms: r.backoff_max_ms,
-            jitter: r.jitter,
-        },
+    let d = broker::RetryPolicy::default();
+    let Some(r) = r else { return d };
+    broker::RetryPolicy {
+        max_attempts: r.max_attempts.unwrap_or(d.max_attempts),
+        backoff_base_ms: r.backoff_base_ms.unwrap_or(d.backoff_base_ms),
+        backoff_factor: r.backoff_factor.unwrap_or(d.backoff_factor),
+        backoff_max_ms: r.backoff_max_ms.unwrap_or(d.backoff_max_ms),
+        jitter: r.jitter.unwrap_or(d.jitter),
     }
 }
 

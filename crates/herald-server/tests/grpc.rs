@@ -110,12 +110,12 @@ fn event(i: u32) -> v1::Event {
 fn settings(topic: &str) -> GroupSettings {
     GroupSettings {
         topics: vec![topic.into()],
+        // Only what differs from the defaults.
         retry: Some(RetryPolicy {
-            max_attempts: 5,
-            backoff_base_ms: 10,
-            backoff_factor: 2.0,
-            backoff_max_ms: 100,
-            jitter: 0.0,
+            backoff_base_ms: Some(10),
+            backoff_max_ms: Some(100),
+            jitter: Some(0.0),
+            ..Default::default()
         }),
         ..Default::default()
     }
@@ -228,6 +228,25 @@ impl Sub {
         assert_eq!(r.error_code, "", "ack failed: {r:?}");
     }
 
+    /// Sends one `Acks` and waits for its `AcksResult` (deliveries meanwhile are kept).
+    async fn acks(&mut self, ids: Vec<v1::DeliveryId>) -> v1::AcksResult {
+        self.seq += 1;
+        let seq = self.seq;
+        self.send(Msg::Acks(v1::Acks { seq, ids })).await;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await {
+                Some(Ok(Out::Acked(r))) => {
+                    assert_eq!(r.seq, seq);
+                    return r;
+                }
+                Some(Ok(Out::Deliveries(d))) => self.pending.extend(d.deliveries),
+                other => panic!("waiting for AcksResult {seq}: {other:?}"),
+            }
+        }
+    }
+
     async fn credit(&self, n: u32) {
         self.send(Msg::Credit(Credit { n })).await;
     }
@@ -299,6 +318,20 @@ async fn publish_and_read_errors_are_typed() -> TestResult {
     let e = env.events.read(read(0, 1000, 1)).await.unwrap_err();
     assert_code(&e, "offset_beyond_latest");
     assert_eq!(e.code(), Code::OutOfRange);
+
+    // A name no topic can have is invalid_topic_name everywhere, never "not found, create it".
+    for name in ["bad name!", "bad/name", ""] {
+        let e = env.publish(name, vec![event(1)]).await.unwrap_err();
+        assert_code(&e, "invalid_topic_name");
+        assert_eq!(e.code(), Code::InvalidArgument, "{name:?}");
+        let e =
+            env.events.read(ReadRequest { topic: name.into(), partition: 0, offset: 0, limit: 1 }).await.unwrap_err();
+        assert_code(&e, "invalid_topic_name");
+        let e = env.admin.describe_topic(TopicName { name: name.into() }).await.unwrap_err();
+        assert_code(&e, "invalid_topic_name");
+        let e = env.admin.delete_topic(TopicName { name: name.into() }).await.unwrap_err();
+        assert_code(&e, "invalid_topic_name");
+    }
     env.server.shutdown().await?;
     Ok(())
 }
@@ -414,6 +447,10 @@ async fn bad_settles_are_answered_and_the_stream_lives_on() -> TestResult {
     earlier.id.as_mut().unwrap().attempt = 7;
     assert_eq!(sub.settle(Kind::Reject, &earlier, None, "").await.error_code, "not_in_flight");
 
+    // A Settle without a kind acknowledges nothing (0 used to be ACK).
+    let r = sub.settle_raw(Settle { seq: 99, kind: 0, id: d.id.clone(), delay_ms: None, reason: String::new() }).await;
+    assert_eq!(r.error_code, "invalid_argument", "{r:?}");
+    assert!(r.error_message.contains("not set"), "{r:?}");
     let r = sub.settle_raw(Settle { seq: 100, kind: 0, id: None, delay_ms: None, reason: String::new() }).await;
     assert_eq!(r.error_code, "invalid_argument");
     let r = sub.settle_raw(Settle { seq: 101, kind: 9, id: d.id.clone(), delay_ms: None, reason: String::new() }).await;
@@ -512,6 +549,10 @@ async fn admin_calls() -> TestResult {
     assert_eq!(e.code(), Code::AlreadyExists);
     let again = env.admin.create_topic(create("orders", 3, true)).await?.into_inner();
     assert_eq!(again.created_ms, info.created_ms);
+    // "If it does not exist" with other settings is refused, naming the difference.
+    let e = env.admin.create_topic(create("orders", 8, true)).await.unwrap_err();
+    assert_code(&e, "invalid_config");
+    assert!(e.message().contains("partitions: asked 8, stored 3"), "{e:?}");
     let e = env.admin.create_topic(create("bad name", 1, false)).await.unwrap_err();
     assert_code(&e, "invalid_topic_name");
     env.admin.create_topic(create("audit", 1, false)).await?;
@@ -961,6 +1002,74 @@ async fn read_caps_its_limit_at_max_read_events() -> TestResult {
     env.publish("t", (0..5).map(event).collect()).await?;
     let r = env.events.read(ReadRequest { topic: "t".into(), partition: 0, offset: 0, limit: u32::MAX }).await?;
     assert_eq!(r.into_inner().events.len(), 3);
+    env.server.shutdown().await?;
+    Ok(())
+}
+
+/// Many acks in one message: each id answered (failures by position), the whole refused beyond
+/// the limit, and the stream lives on.
+#[tokio::test]
+async fn acks_settle_many_deliveries_in_one_message() -> TestResult {
+    let mut env = start().await?;
+    env.topic("orders", 1).await?;
+    env.publish("orders", (0..20).map(event).collect()).await?;
+    let mut sub = env.subscribe(join("g", "orders", 20)).await?;
+    assert!(sub.joined.batched_acks, "the server says it takes Acks");
+    let ds = sub.deliveries(20).await;
+    let mut ids: Vec<v1::DeliveryId> = ds.iter().map(|d| d.id.clone().unwrap()).collect();
+    let mut bogus = ids[3].clone();
+    bogus.topic = "other".into();
+    ids.insert(5, bogus);
+    let r = sub.acks(ids).await;
+    assert_eq!(r.error_code, "", "{r:?}");
+    assert_eq!(r.failures.len(), 1, "{r:?}");
+    assert_eq!((r.failures[0].index, r.failures[0].error_code.as_str()), (5, "not_in_flight"));
+    // Acked twice: the second time each one fails, none is lost.
+    let again = sub.acks(ds.iter().take(2).map(|d| d.id.clone().unwrap()).collect()).await;
+    assert_eq!(again.failures.iter().map(|f| f.index).collect::<Vec<_>>(), [0, 1]);
+    // Beyond the limit the whole message is refused and nothing is acknowledged.
+    let too_many = vec![ds[0].id.clone().unwrap(); 10_001];
+    let r = sub.acks(too_many).await;
+    assert_eq!(r.error_code, "request_too_large", "{r:?}");
+    assert!(r.error_message.contains("10000"), "{r:?}");
+    // Everything was acknowledged: the group's position is at the end once flushed.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let info = env.admin.describe_group(v1::GroupName { group: "g".into() }).await?.into_inner();
+        if info.partitions[0].committed == 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "committed stays at {}", info.partitions[0].committed);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Credit comes with Credit messages, not with acks.
+    sub.credit(1).await;
+    env.publish("orders", vec![event(20)]).await?;
+    assert_eq!(offsets(&sub.deliveries(1).await), [20]);
+    env.server.shutdown().await?;
+    Ok(())
+}
+
+/// A retry policy that names only some fields takes the defaults for the others (it used to be
+/// refused: a missing backoff_factor was 0).
+#[tokio::test]
+async fn a_partial_retry_policy_takes_the_defaults_for_the_rest() -> TestResult {
+    let mut env = start().await?;
+    env.topic("orders", 1).await?;
+    let settings = GroupSettings {
+        topics: vec!["orders".into()],
+        retry: Some(RetryPolicy { max_attempts: Some(3), ..Default::default() }),
+        ..Default::default()
+    };
+    let sub = env
+        .subscribe(Join { group: "g".into(), settings: Some(settings), max_in_flight: 5, member_id: String::new() })
+        .await?;
+    let retry = sub.joined.settings.as_ref().and_then(|s| s.retry).expect("settings in effect");
+    let d = herald_model::RetryPolicy::default();
+    assert_eq!(retry.max_attempts, Some(3));
+    assert_eq!(retry.backoff_factor, Some(d.backoff_factor));
+    assert_eq!(retry.backoff_base_ms, Some(d.backoff_base_ms));
+    assert_eq!(retry.jitter, Some(d.jitter));
     env.server.shutdown().await?;
     Ok(())
 }

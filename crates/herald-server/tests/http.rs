@@ -414,7 +414,7 @@ async fn bad_publishes_get_the_status_and_code_of_their_class() -> TestResult {
         Bad { what: "second event bad", topic: "orders", headers: vec![batch], body: second_bad, status: 400, code: "invalid_event", mentions: "event 1" },
         Bad { what: "other format", topic: "orders", headers: vec![("content-type", "application/cloudevents+xml")], body: b"<e/>".to_vec(), status: 415, code: "unsupported_media_type", mentions: "cloudevents+json" },
         Bad { what: "unknown topic", topic: "nope", headers: vec![structured], body: valid("n"), status: 404, code: "topic_not_found", mentions: "nope" },
-        Bad { what: "impossible topic", topic: "a%20b", headers: vec![structured], body: valid("n"), status: 404, code: "topic_not_found", mentions: "a b" },
+        Bad { what: "impossible topic", topic: "a%20b", headers: vec![structured], body: valid("n"), status: 400, code: "invalid_topic_name", mentions: "a b" },
     ];
     for case in cases {
         let mut req = env.http.post(env.url(&format!("/v1/topics/{}/events", case.topic))).body(case.body);

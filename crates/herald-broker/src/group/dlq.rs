@@ -124,7 +124,7 @@ impl Group {
         let (name, limit) = (self.name.clone(), self.config.dlq_events_max);
         broker
             .blocking(move |b| {
-                b.ensure_topic(&dlq, TopicConfig::for_dead_letters())?;
+                b.ensure_own_topic(&dlq, TopicConfig::for_dead_letters())?;
                 let held = dlq_view(b, &name)?.map_or(0, |(p, _, start)| p.log.latest_offset() - start);
                 if held + n > limit {
                     let err = BrokerError::LimitExceeded {
@@ -260,7 +260,7 @@ pub(crate) async fn dlq_replay(broker: &Broker, group: &str) -> Result<usize> {
     if count > 0 {
         let topic = dead_letter::replay_topic(group);
         let t = topic.clone();
-        broker.blocking(move |b| b.ensure_topic(&t, TopicConfig::for_dead_letters())).await?;
+        broker.blocking(move |b| b.ensure_own_topic(&t, TopicConfig::for_dead_letters())).await?;
         let (g2, b2) = (g.clone(), broker.clone());
         broker
             .blocking(move |_| {

@@ -44,6 +44,8 @@ const JOIN_WAIT: Duration = Duration::from_secs(10);
 const OUTBOUND_MESSAGES_MAX: usize = 16;
 /// Most events one poll takes (further ones come with the next poll).
 const POLL_EVENTS_MAX: u32 = 256;
+/// Most ids in one `Acks` message.
+pub const ACKS_PER_MESSAGE_MAX: usize = 10_000;
 /// How long a member with deliveries to settle waits before polling again after damaged data.
 const DAMAGE_RETRY: Duration = Duration::from_millis(500);
 /// Longest single poll: also how often an idle member with credit heartbeats.
@@ -141,6 +143,7 @@ pub(super) async fn start(
         member_id: member.id().to_owned(),
         generation: member.generation(),
         settings: Some(herald_proto::group_config_to_proto(member.settings())),
+        batched_acks: true,
     };
     tx.try_send(Ok(SubscribeResponse { msg: Some(Out::Joined(joined)) })).expect("a new channel has room");
     // Polling refreshes the session, and so does a heartbeat: both well within the timeout.
@@ -176,6 +179,7 @@ fn describe(msg: Option<&Msg>) -> &'static str {
         Some(Msg::Join(_)) => "Join",
         Some(Msg::Settle(_)) => "Settle",
         Some(Msg::Credit(_)) => "Credit",
+        Some(Msg::Acks(_)) => "Acks",
         None => "an empty message",
     }
 }
@@ -279,6 +283,10 @@ impl Session {
                 let result = SettleResult { seq, error_code, error_message };
                 self.send(SubscribeResponse { msg: Some(Out::Settled(result)) }).await
             }
+            Some(Msg::Acks(a)) => {
+                let result = self.acks(a);
+                self.send(SubscribeResponse { msg: Some(Out::Acked(result)) }).await
+            }
             Some(Msg::Credit(c)) => {
                 // Credit beyond max_in_flight could never be used: the member holds at most that.
                 self.credit = self.credit.saturating_add(c.n).min(self.max_in_flight);
@@ -299,23 +307,63 @@ impl Session {
         };
         let id: DeliveryId = delivery_id_from_proto(id);
         let reason = herald_proto::truncate_utf8(&s.reason, REASON_BYTES_MAX);
-        let kind = Kind::try_from(s.kind).map_err(|_| {
-            (Code::InvalidArgument, format!("Settle.kind {} is unknown; use ACK, NACK or REJECT", s.kind))
-        })?;
-        let r = match kind {
-            Kind::Ack => self.member.ack_id(&id),
-            Kind::Nack => self.member.nack_id(&id, s.delay_ms.map(Duration::from_millis), reason),
-            Kind::Reject => self.member.reject_id(&id, reason).await,
-        };
-        let kind_name = match kind {
-            Kind::Ack => "ack",
-            Kind::Nack => "nack",
-            Kind::Reject => "reject",
+        let (r, kind_name) = match Kind::try_from(s.kind) {
+            Ok(Kind::Ack) => (self.member.ack_id(&id), "ack"),
+            Ok(Kind::Nack) => (self.member.nack_id(&id, s.delay_ms.map(Duration::from_millis), reason), "nack"),
+            Ok(Kind::Reject) => (self.member.reject_id(&id, reason).await, "reject"),
+            Ok(Kind::Unspecified) => {
+                return Err((
+                    Code::InvalidArgument,
+                    "Settle.kind is not set; say KIND_ACK (3), KIND_NACK (1) or KIND_REJECT (2) (0 no longer acknowledges)"
+                        .to_owned(),
+                ));
+            }
+            Err(_) => {
+                return Err((
+                    Code::InvalidArgument,
+                    format!("Settle.kind {} is unknown; say KIND_ACK (3), KIND_NACK (1) or KIND_REJECT (2)", s.kind),
+                ));
+            }
         };
         let code = r.as_ref().err().map_or("ok", |e| crate::code_of(e).as_str());
         metrics::counter!("herald_server_settled_events_total", "api" => "grpc", "kind" => kind_name, "code" => code)
             .increment(1);
         r.map_err(|e| (crate::code_of(&e), e.to_string()))
+    }
+
+    /// Acknowledges many deliveries under one lock of the group.
+    fn acks(&self, a: v1::Acks) -> v1::AcksResult {
+        let seq = a.seq;
+        if a.ids.len() > ACKS_PER_MESSAGE_MAX {
+            return v1::AcksResult {
+                seq,
+                failures: Vec::new(),
+                error_code: Code::RequestTooLarge.as_str().to_owned(),
+                error_message: format!(
+                    "Acks holds {} ids; send at most {ACKS_PER_MESSAGE_MAX} per message",
+                    a.ids.len()
+                ),
+            };
+        }
+        let ids: Vec<DeliveryId> = a.ids.into_iter().map(delivery_id_from_proto).collect();
+        let results = self.member.ack_many(&ids);
+        let mut failures = Vec::new();
+        for (index, r) in results.into_iter().enumerate() {
+            if let Err(e) = r {
+                let code = crate::code_of(&e);
+                metrics::counter!("herald_server_settled_events_total", "api" => "grpc", "kind" => "ack", "code" => code.as_str())
+                    .increment(1);
+                failures.push(v1::AckFailure {
+                    index: index as u32,
+                    error_code: code.as_str().to_owned(),
+                    error_message: e.to_string(),
+                });
+            }
+        }
+        let ok = ids.len() - failures.len();
+        metrics::counter!("herald_server_settled_events_total", "api" => "grpc", "kind" => "ack", "code" => "ok")
+            .increment(ok as u64);
+        v1::AcksResult { seq, failures, error_code: String::new(), error_message: String::new() }
     }
 
     /// Sends what a poll returned, spending credit, in messages of about

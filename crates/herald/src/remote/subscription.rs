@@ -13,6 +13,11 @@
 //!   no longer be settled: its member left the group, the broker redelivers those events, and
 //!   settling one fails with [`crate::ErrorKind::Stale`]. A failure to re-join that is not a transport
 //!   failure (the group's topic was deleted, say) is returned once by the next `fetch`.
+//! - Acks are batched: `ack` queues the id and waits; a task per subscription sends everything
+//!   queued as one `Acks` message (with up to [`ACK_BATCHES_MAX`] of them unanswered), so that a
+//!   busy consumer sends one message per batch of acks, not per event, and an idle one is not
+//!   delayed (the first ack goes at once). Servers that do not say `batched_acks` get a `Settle`
+//!   per ack.
 //! - `close` ends the stream, which makes the server's member leave the group, and waits
 //!   (bounded) until the server has ended its side, i.e. until the member is gone.
 
@@ -54,6 +59,10 @@ const REJOIN_PAUSE_MAX: Duration = Duration::from_secs(2);
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A nack or reject reason is cut to this many bytes (the server keeps no more).
 const REASON_BYTES_MAX: usize = 1024;
+/// Most ids in one `Acks` message (the server takes up to 10,000).
+const ACKS_PER_MESSAGE_MAX: usize = 4096;
+/// `Acks` messages sent and not yet answered, per subscription.
+const ACK_BATCHES_MAX: usize = 8;
 
 /// Identifies subscriptions, so that a message is only settled through the one it came from.
 static NEXT_SUBSCRIPTION: AtomicU64 = AtomicU64::new(1);
@@ -73,6 +82,23 @@ struct Stream {
     /// The group's settings in effect, from the server's `Joined` (`None` from a server too old
     /// to send them).
     settings: Option<GroupConfig>,
+    /// The server takes `Acks`.
+    batched_acks: bool,
+}
+
+/// An ack waiting to go out in an `Acks` message.
+struct AckRequest {
+    epoch: u64,
+    id: v1::DeliveryId,
+    what: String,
+    answer: oneshot::Sender<Result<()>>,
+}
+
+/// An `Acks` message sent and not answered yet.
+struct AckBatch {
+    waiting: Vec<(String, oneshot::Sender<Result<()>>)>,
+    /// Its place among the [`ACK_BATCHES_MAX`]; freed with the answer.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 pub(super) struct RemoteSubscription {
@@ -94,6 +120,10 @@ struct Shared {
     stop: CancellationToken,
     /// One permit per settlement on its way or waiting for its answer.
     settles: Semaphore,
+    /// Acks for the batching task.
+    acks: mpsc::Sender<AckRequest>,
+    /// One permit per `Acks` message unanswered.
+    ack_batches: Arc<Semaphore>,
 }
 
 struct State {
@@ -107,6 +137,10 @@ struct State {
     owed: u32,
     /// Settlements sent on the current stream, waiting for their result.
     pending: HashMap<u64, oneshot::Sender<v1::SettleResult>>,
+    /// `Acks` sent on the current stream, waiting for their result.
+    pending_acks: HashMap<u64, AckBatch>,
+    /// The current stream's server takes `Acks`.
+    batched_acks: bool,
     next_seq: u64,
     /// A failure to re-join worth telling the caller: the next `fetch` returns it.
     error: Option<Error>,
@@ -143,6 +177,8 @@ impl RemoteSubscription {
                 Err(e) => return Err(e),
             }
         };
+        // Bounded by what can be unsettled: a member holds at most max_in_flight deliveries.
+        let (acks_tx, acks_rx) = mpsc::channel(join.max_in_flight.max(1) as usize);
         let shared = Arc::new(Shared {
             id: NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed),
             addr,
@@ -154,6 +190,8 @@ impl RemoteSubscription {
                 buffer: VecDeque::new(),
                 owed: 0,
                 pending: HashMap::new(),
+                pending_acks: HashMap::new(),
+                batched_acks: false,
                 next_seq: 0,
                 error: None,
                 closed: false,
@@ -161,9 +199,12 @@ impl RemoteSubscription {
             arrived: Notify::new(),
             stop,
             settles: Semaphore::new(join.max_in_flight as usize),
+            acks: acks_tx,
+            ack_batches: Arc::new(Semaphore::new(ACK_BATCHES_MAX)),
         });
         // Attached before the task starts, so that the first fetch already waits on this stream.
-        let epoch = shared.attach(stream.requests.clone());
+        let epoch = shared.attach(stream.requests.clone(), stream.batched_acks);
+        tokio::spawn(send_acks(shared.clone(), acks_rx));
         let asked = || herald_proto::group_config_from_proto(join.settings.clone().unwrap_or_default());
         let settings = stream.settings.clone().unwrap_or_else(asked);
         let task = tokio::spawn(keep(shared.clone(), events, join, stream, epoch));
@@ -186,10 +227,10 @@ async fn open_stream(addr: &str, events: &EventsClient<Channel>, join: &v1::Join
     };
     match tokio::time::timeout(JOIN_TIMEOUT, joined).await {
         Ok(Ok((responses, first))) => {
-            let settings = match first.and_then(|m| m.msg) {
+            let (settings, batched_acks) = match first.and_then(|m| m.msg) {
                 Some(Down::Joined(j)) => {
                     tracing::debug!(addr, group = %join.group, member = %j.member_id, generation = j.generation, "joined");
-                    j.settings.map(herald_proto::group_config_from_proto)
+                    (j.settings.map(herald_proto::group_config_from_proto), j.batched_acks)
                 }
                 _ => {
                     return Err(Error::new(
@@ -198,7 +239,7 @@ async fn open_stream(addr: &str, events: &EventsClient<Channel>, join: &v1::Join
                     ));
                 }
             };
-            Ok(Stream { requests, responses, settings })
+            Ok(Stream { requests, responses, settings, batched_acks })
         }
         Ok(Err(s)) => Err(status_error(addr, &what, &s)),
         Err(_) => Err(Error::new(
@@ -248,7 +289,7 @@ async fn keep(shared: Arc<Shared>, events: EventsClient<Channel>, join: v1::Join
                 }
             }
         };
-        epoch = shared.attach(stream.requests.clone());
+        epoch = shared.attach(stream.requests.clone(), stream.batched_acks);
         metrics::counter!("herald_client_rejoins_total", "group" => shared.group.clone()).increment(1);
         tracing::info!(addr = %shared.addr, group = %shared.group, "subscription re-joined the group");
     }
@@ -274,14 +315,16 @@ impl Shared {
     }
 
     /// A new stream is the current one; returns its epoch.
-    fn attach(&self, link: mpsc::Sender<v1::SubscribeRequest>) -> u64 {
+    fn attach(&self, link: mpsc::Sender<v1::SubscribeRequest>, batched_acks: bool) -> u64 {
         let mut st = self.lock();
         st.epoch += 1;
         st.link = Some(link);
+        st.batched_acks = batched_acks;
         // The new member starts with full credit; nothing of an older stream can be settled.
         st.buffer.clear();
         st.owed = 0;
         st.pending.clear();
+        st.pending_acks.clear();
         st.epoch
     }
 
@@ -292,6 +335,7 @@ impl Shared {
         st.buffer.clear();
         st.owed = 0;
         st.pending.clear();
+        st.pending_acks.clear();
     }
 
     /// Nothing works any more.
@@ -301,6 +345,7 @@ impl Shared {
         st.link = None;
         st.buffer.clear();
         st.pending.clear();
+        st.pending_acks.clear();
         drop(st);
         self.arrived.notify_waiters();
     }
@@ -340,6 +385,11 @@ impl Shared {
             Some(Down::Settled(r)) => {
                 if let Some(waiting) = self.lock().pending.remove(&r.seq) {
                     let _ = waiting.send(r);
+                }
+            }
+            Some(Down::Acked(r)) => {
+                if let Some(batch) = self.lock().pending_acks.remove(&r.seq) {
+                    self.answer_acks(batch, &r);
                 }
             }
             // A message kind this client does not know (a newer server): nothing to do.
@@ -418,10 +468,18 @@ impl Shared {
         drop(requests);
         let drained = tokio::time::timeout(LEAVE_TIMEOUT, async {
             while let Ok(Some(m)) = responses.message().await {
-                if let Some(Down::Settled(r)) = m.msg
-                    && let Some(waiting) = self.lock().pending.remove(&r.seq)
-                {
-                    let _ = waiting.send(r);
+                match m.msg {
+                    Some(Down::Settled(r)) => {
+                        if let Some(waiting) = self.lock().pending.remove(&r.seq) {
+                            let _ = waiting.send(r);
+                        }
+                    }
+                    Some(Down::Acked(r)) => {
+                        if let Some(batch) = self.lock().pending_acks.remove(&r.seq) {
+                            self.answer_acks(batch, &r);
+                        }
+                    }
+                    _ => {}
                 }
             }
         })
@@ -432,11 +490,58 @@ impl Shared {
         self.finish();
     }
 
+    /// Tells each ack of an answered `Acks` how it went.
+    fn answer_acks(&self, batch: AckBatch, r: &v1::AcksResult) {
+        let whole = (!r.error_code.is_empty()).then(|| (Code::from_wire(&r.error_code), r.error_message.as_str()));
+        let mut failed: HashMap<usize, &v1::AckFailure> = HashMap::new();
+        for f in &r.failures {
+            failed.insert(f.index as usize, f);
+        }
+        for (i, (what, answer)) in batch.waiting.into_iter().enumerate() {
+            let result = match (whole, failed.get(&i)) {
+                (Some((code, message)), _) => Err(coded_error(&self.addr, &what, code, message)),
+                (None, Some(f)) => {
+                    Err(coded_error(&self.addr, &what, Code::from_wire(&f.error_code), &f.error_message))
+                }
+                (None, None) => Ok(()),
+            };
+            let _ = answer.send(result);
+        }
+    }
+
+    /// Queues an ack for the batching task and waits for its answer.
+    async fn batched_ack(&self, what: String, token: &Token) -> Result<()> {
+        let (answer, result) = oneshot::channel();
+        let request = AckRequest { epoch: token.epoch, id: token.id.clone(), what: what.clone(), answer };
+        tokio::select! {
+            r = self.acks.send(request) => {
+                if r.is_err() {
+                    return Err(self.closed_error());
+                }
+            }
+            () = self.stop.cancelled() => return Err(self.closed_error()),
+        }
+        match tokio::time::timeout(SETTLE_TIMEOUT, result).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) if self.lock().closed => Err(self.closed_error()),
+            Ok(Err(_)) => Err(self.stale_error(&what, "the stream broke before the server confirmed the ack")),
+            Err(_) => Err(Error::new(
+                Code::Unavailable,
+                format!(
+                    "herald://{}: {what}: no answer within {} s; if it was not recorded, the event is redelivered",
+                    self.addr,
+                    SETTLE_TIMEOUT.as_secs()
+                ),
+            )),
+        }
+    }
+
     async fn settle(&self, m: &Message, kind: Kind, delay: Option<Duration>, reason: &str) -> Result<()> {
         let what = match kind {
             Kind::Ack => "ack",
             Kind::Nack => "nack",
             Kind::Reject => "reject",
+            Kind::Unspecified => "settle",
         };
         let what = format!("{what} of {}/{}@{} in group {:?}", m.topic, m.partition, m.offset, self.group);
         let token = match m.token.downcast_ref::<Token>() {
@@ -450,6 +555,21 @@ impl Shared {
                 ));
             }
         };
+        if kind == Kind::Ack {
+            let batched = {
+                let st = self.lock();
+                if st.closed {
+                    return Err(self.closed_error());
+                }
+                if st.link.is_none() || st.epoch != token.epoch {
+                    return Err(self.stale_error(&what, "the stream it was delivered on broke"));
+                }
+                st.batched_acks
+            };
+            if batched {
+                return self.batched_ack(what, token).await;
+            }
+        }
         let _permit = tokio::select! {
             p = self.settles.acquire() => p.expect("the settle semaphore is never closed"),
             () = self.stop.cancelled() => return Err(self.closed_error()),
@@ -501,6 +621,60 @@ impl Shared {
                     ),
                 ))
             }
+        }
+    }
+}
+
+/// The batching task of a subscription's acks: takes every ack queued (up to
+/// [`ACKS_PER_MESSAGE_MAX`]) and sends them as one `Acks` on the current stream, with at most
+/// [`ACK_BATCHES_MAX`] unanswered. Acks of an older stream are answered stale at once.
+async fn send_acks(shared: Arc<Shared>, mut queue: mpsc::Receiver<AckRequest>) {
+    loop {
+        let first = tokio::select! {
+            r = queue.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+            () = shared.stop.cancelled() => return,
+        };
+        let permit = tokio::select! {
+            p = shared.ack_batches.clone().acquire_owned() => p.expect("the ack semaphore is never closed"),
+            () = shared.stop.cancelled() => return,
+        };
+        // Everything that queued meanwhile goes in the same message.
+        let mut batch = vec![first];
+        while batch.len() < ACKS_PER_MESSAGE_MAX {
+            match queue.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let (seq, link, ids) = {
+            let mut st = shared.lock();
+            let current = st.epoch;
+            let link = st.link.clone().filter(|_| !st.closed);
+            let (ours, stale): (Vec<AckRequest>, Vec<AckRequest>) =
+                batch.into_iter().partition(|r| r.epoch == current && link.is_some());
+            for r in stale {
+                let e = shared.stale_error(&r.what, "the stream it was delivered on broke");
+                let _ = r.answer.send(Err(e));
+            }
+            let Some(link) = link.filter(|_| !ours.is_empty()) else { continue };
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            let mut ids = Vec::with_capacity(ours.len());
+            let mut waiting = Vec::with_capacity(ours.len());
+            for r in ours {
+                ids.push(r.id);
+                waiting.push((r.what, r.answer));
+            }
+            st.pending_acks.insert(seq, AckBatch { waiting, _permit: permit });
+            (seq, link, ids)
+        };
+        let message = v1::SubscribeRequest { msg: Some(Up::Acks(v1::Acks { seq, ids })) };
+        if link.send(message).await.is_err() {
+            // The stream broke: its pending acks were dropped with it (their callers hear stale).
+            shared.lock().pending_acks.remove(&seq);
         }
     }
 }
@@ -613,6 +787,8 @@ mod tests {
             buffer: VecDeque::new(),
             owed: 0,
             pending: HashMap::new(),
+            pending_acks: HashMap::new(),
+            batched_acks: true,
             next_seq: 0,
             error: None,
             closed: false,
