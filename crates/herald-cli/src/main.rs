@@ -5,6 +5,12 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod bench;
 mod commands;
+
+/// mimalloc instead of glibc's malloc: with a server's many threads allocating small buffers,
+/// glibc's arenas took about 40% of the CPU of `herald bench --serve` (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod demo;
 mod serve;
 

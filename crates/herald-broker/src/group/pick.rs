@@ -2,7 +2,7 @@
 //! where the broker decides per-key order (the NATS backend's hold-back and the runtime's key
 //! chains only keep the order the broker hands out).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::time::Instant;
 
 use herald_model::OrderingMode;
@@ -85,19 +85,35 @@ pub(crate) fn pick(
                 out.push(p.retry.remove(&o).expect("present").event);
             }
             if out.len() < budget && !p.buffer.is_empty() {
-                let mut kept = VecDeque::with_capacity(p.buffer.len());
-                for e in p.buffer.drain(..) {
-                    if out.len() >= budget {
-                        kept.push_back(e);
-                        continue;
+                // Which buffered events go: the first of each free key (it blocks the key for
+                // the rest), in offset order, up to the budget. Only the stretch of the buffer up
+                // to the last one taken is moved; events are large, and the buffer is long.
+                let room = budget - out.len();
+                let mut take = Vec::new();
+                for (i, e) in p.buffer.iter().enumerate() {
+                    if take.len() >= room {
+                        break;
                     }
-                    match key_hash(&e) {
-                        // The first event of a free key goes; it blocks the key for the rest.
-                        Some(h) if !blocked.insert(h) => kept.push_back(e),
-                        _ => out.push(e),
+                    match key_hash(e) {
+                        Some(h) if !blocked.insert(h) => {}
+                        _ => take.push(i),
                     }
                 }
-                p.buffer = kept;
+                if let Some(&last) = take.last() {
+                    let mut kept = Vec::with_capacity(last + 1 - take.len());
+                    let mut next = take.iter().copied().peekable();
+                    for (i, e) in p.buffer.drain(..=last).enumerate() {
+                        if next.peek() == Some(&i) {
+                            next.next();
+                            out.push(e);
+                        } else {
+                            kept.push(e);
+                        }
+                    }
+                    for e in kept.into_iter().rev() {
+                        p.buffer.push_front(e);
+                    }
+                }
             }
         }
     }
