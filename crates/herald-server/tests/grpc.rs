@@ -302,6 +302,9 @@ async fn publish_and_read_errors_are_typed() -> TestResult {
     let e = env.publish("nope", vec![event(1)]).await.unwrap_err();
     assert_code(&e, "topic_not_found");
     assert_eq!(e.code(), Code::NotFound);
+    let e = env.publish("orders", vec![v1::Event { id: String::new(), ..event(1) }]).await.unwrap_err();
+    assert_code(&e, "invalid_event");
+    assert!(e.message().contains("Event.id is empty") && !e.message().contains("leave it unset"), "{e:?}");
     let bad = v1::Event { r#type: String::new(), ..event(2) };
     let e = env.publish("orders", vec![event(1), bad]).await.unwrap_err();
     assert_code(&e, "invalid_event");

@@ -77,7 +77,16 @@ async fn publish(state: &AppState, req: PublishRequest) -> Result<PublishRespons
                     EventError::EventTooLarge { .. } => Code::EventTooLarge,
                     _ => Code::InvalidEvent,
                 };
-                return Err(status(code, format!("event {i} of the batch (counting from 0) is invalid: {e}")));
+                // Proto3 cannot leave a string unset: the builder's advice does not apply here.
+                let why = match e {
+                    EventError::EmptyId => {
+                        "Event.id is empty; set a unique id (a UUIDv7, say): the broker stores an id once per \
+                         source, so a retry with the same id is not stored twice"
+                            .to_owned()
+                    }
+                    e => e.to_string(),
+                };
+                return Err(status(code, format!("event {i} of the batch (counting from 0) is invalid: {why}")));
             }
         }
     }
