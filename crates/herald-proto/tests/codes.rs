@@ -28,6 +28,10 @@ fn the_proto_lists_every_code_with_its_statuses() {
     let listed: Vec<&str> = proto.lines().filter(|l| l.starts_with("//   ") && l.contains(" HTTP ")).collect();
     let expected: Vec<String> = Code::ALL.iter().map(|&c| line(c)).collect();
     let missing: Vec<&String> = expected.iter().filter(|l| !listed.contains(&l.as_str())).collect();
-    assert!(missing.is_empty(), "the proto's code list lacks or differs in:\n{}", missing.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"));
+    assert!(
+        missing.is_empty(),
+        "the proto's code list lacks or differs in:\n{}",
+        missing.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n")
+    );
     assert_eq!(listed.len(), expected.len(), "the proto lists codes the model does not have");
 }

@@ -140,6 +140,8 @@ struct Sub {
     seq: u64,
     /// Deliveries that arrived while waiting for something else.
     pending: VecDeque<Delivery>,
+    /// Assignments the server sent after Joined, in order.
+    assignments: Vec<v1::Assignment>,
 }
 
 impl Sub {
@@ -149,7 +151,9 @@ impl Sub {
         let mut rx = client.subscribe(ReceiverStream::new(rx)).await?.into_inner();
         let first = tokio::time::timeout(PATIENCE, rx.message()).await.expect("Joined in time")?;
         match first.and_then(|m| m.msg) {
-            Some(Out::Joined(joined)) => Ok(Sub { tx, rx, joined, seq: 0, pending: VecDeque::new() }),
+            Some(Out::Joined(joined)) => {
+                Ok(Sub { tx, rx, joined, seq: 0, pending: VecDeque::new(), assignments: Vec::new() })
+            }
             other => panic!("expected Joined first, got {other:?}"),
         }
     }
@@ -158,13 +162,21 @@ impl Sub {
         self.tx.send(SubscribeRequest { msg: Some(msg) }).await.expect("stream open");
     }
 
-    /// The next message from the server within `within`; `None` on timeout.
+    /// The next message from the server within `within`; `None` on timeout. Assignments are
+    /// kept aside (in `assignments`), not returned.
     async fn next(&mut self, within: Duration) -> Option<Result<Out, Status>> {
-        match tokio::time::timeout(within, self.rx.message()).await {
-            Err(_) => None,
-            Ok(Ok(Some(m))) => Some(Ok(m.msg.expect("a message with content"))),
-            Ok(Ok(None)) => Some(Err(Status::ok("stream ended"))),
-            Ok(Err(s)) => Some(Err(s)),
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.rx.message()).await {
+                Err(_) => return None,
+                Ok(Ok(Some(m))) => match m.msg.expect("a message with content") {
+                    Out::Assigned(a) => self.assignments.push(a),
+                    other => return Some(Ok(other)),
+                },
+                Ok(Ok(None)) => return Some(Err(Status::ok("stream ended"))),
+                Ok(Err(s)) => return Some(Err(s)),
+            }
         }
     }
 
@@ -1073,6 +1085,33 @@ async fn a_partial_retry_policy_takes_the_defaults_for_the_rest() -> TestResult 
     assert_eq!(retry.backoff_factor, Some(d.backoff_factor));
     assert_eq!(retry.backoff_base_ms, Some(d.backoff_base_ms));
     assert_eq!(retry.jitter, Some(d.jitter));
+    env.server.shutdown().await?;
+    Ok(())
+}
+
+/// Joined says what the member owns; a rebalance is announced with an Assignment naming the new
+/// generation and partitions (it used to go stale without a word).
+#[tokio::test]
+async fn a_rebalance_is_announced_with_the_new_assignment() -> TestResult {
+    let mut env = start().await?;
+    env.topic("orders", 4).await?;
+    let mut a = env.subscribe(join("g", "orders", 5)).await?;
+    let first = a.joined.assignment.clone().expect("Joined names the assignment");
+    assert_eq!(first.partitions.len(), 4, "{first:?}");
+    assert_eq!(first.generation, a.joined.generation);
+    let b = env.subscribe(join("g", "orders", 5)).await?;
+    let theirs = b.joined.assignment.clone().expect("Joined names the assignment");
+    assert!(theirs.generation > first.generation, "{theirs:?}");
+    // The first member hears of the rebalance (within a poll wait or a heartbeat).
+    let deadline = Instant::now() + PATIENCE;
+    while !a.assignments.iter().any(|x| x.generation >= theirs.generation) {
+        assert!(Instant::now() < deadline, "no Assignment after the rebalance: {:?}", a.assignments);
+        let _ = a.next(Duration::from_millis(100)).await;
+    }
+    let mine = a.assignments.last().unwrap();
+    let mut all: Vec<u32> = mine.partitions.iter().chain(&theirs.partitions).map(|p| p.partition).collect();
+    all.sort_unstable();
+    assert_eq!(all, [0, 1, 2, 3], "mine {mine:?}, theirs {theirs:?}");
     env.server.shutdown().await?;
     Ok(())
 }

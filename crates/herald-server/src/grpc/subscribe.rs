@@ -139,17 +139,20 @@ pub(super) async fn start(
         claim = state.members.claim(member.group(), member.id());
     }
     let (tx, rx) = mpsc::channel(OUTBOUND_MESSAGES_MAX);
+    let told_generation = member.generation();
     let joined = Joined {
         member_id: member.id().to_owned(),
         generation: member.generation(),
         settings: Some(herald_proto::group_config_to_proto(member.settings())),
         batched_acks: true,
+        assignment: Some(assignment_of(&member)),
     };
     tx.try_send(Ok(SubscribeResponse { msg: Some(Out::Joined(joined)) })).expect("a new channel has room");
     // Polling refreshes the session, and so does a heartbeat: both well within the timeout.
     let session = Duration::from_millis(session_timeout_ms);
     let third = (session / 3).max(Duration::from_millis(1));
     let s = Session {
+        told_generation,
         max_request_bytes: state.config.max_request_bytes,
         shutdown: state.shutdown.clone(),
         member: Arc::new(member),
@@ -184,7 +187,21 @@ fn describe(msg: Option<&Msg>) -> &'static str {
     }
 }
 
+/// What `member` owns now, for the wire.
+fn assignment_of(member: &Member) -> v1::Assignment {
+    v1::Assignment {
+        generation: member.generation(),
+        partitions: member
+            .assignment()
+            .into_iter()
+            .map(|(topic, partition)| v1::TopicPartition { topic, partition })
+            .collect(),
+    }
+}
+
 struct Session {
+    /// The generation the client was last told of (in Joined or an Assignment).
+    told_generation: u64,
     max_request_bytes: usize,
     shutdown: tokio_util::sync::CancellationToken,
     member: Arc<Member>,
@@ -245,6 +262,9 @@ impl Session {
                 },
                 r = poll_some(&mut polling), if polling.is_some() => {
                     polling = None;
+                    if let Err(end) = self.tell_assignment().await {
+                        return end;
+                    }
                     match r {
                         Ok(deliveries) => {
                             if let Err(end) = self.deliver(deliveries).await {
@@ -266,6 +286,9 @@ impl Session {
                 _ = beat.tick(), if self.credit == 0 => {
                     if let Err(e) = self.member.heartbeat() {
                         return Some(broker_status(&e));
+                    }
+                    if let Err(end) = self.tell_assignment().await {
+                        return end;
                     }
                 }
             }
@@ -329,6 +352,16 @@ impl Session {
         metrics::counter!("herald_server_settled_events_total", "api" => "grpc", "kind" => kind_name, "code" => code)
             .increment(1);
         r.map_err(|e| (crate::code_of(&e), e.to_string()))
+    }
+
+    /// Sends an Assignment when a rebalance changed the generation since the client last heard.
+    async fn tell_assignment(&mut self) -> Result<(), End> {
+        if self.member.generation() == self.told_generation {
+            return Ok(());
+        }
+        let assignment = assignment_of(&self.member);
+        self.told_generation = assignment.generation;
+        self.send(SubscribeResponse { msg: Some(Out::Assigned(assignment)) }).await
     }
 
     /// Acknowledges many deliveries under one lock of the group.

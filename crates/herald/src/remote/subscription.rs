@@ -392,6 +392,10 @@ impl Shared {
                     self.answer_acks(batch, &r);
                 }
             }
+            Some(Down::Assigned(a)) => {
+                tracing::debug!(addr = %self.addr, group = %self.group, generation = a.generation,
+                    partitions = a.partitions.len(), "the group rebalanced");
+            }
             // A message kind this client does not know (a newer server): nothing to do.
             None => {}
         }
