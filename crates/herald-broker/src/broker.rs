@@ -323,12 +323,18 @@ impl Broker {
     /// A topic of that name with other settings is refused with `invalid_config`, naming each
     /// difference (as a group is).
     pub fn ensure_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
+        self.ensure_topic_created(name, config).map(|(info, _)| info)
+    }
+
+    /// [`Broker::ensure_topic`], also telling whether it created the topic.
+    pub fn ensure_topic_created(&self, name: &str, config: TopicConfig) -> Result<(TopicInfo, bool)> {
         match self.create_topic(name, config.clone()) {
+            Ok(info) => Ok((info, true)),
             Err(BrokerError::TopicExists { .. }) => {
                 let info = self.describe_topic(name)?;
                 let differences = config.differences(&info.config);
                 if differences.is_empty() {
-                    Ok(info)
+                    Ok((info, false))
                 } else {
                     Err(BrokerError::InvalidConfig(format!(
                         "topic {name:?} exists with other settings ({}); use its settings, or another name",
@@ -336,7 +342,7 @@ impl Broker {
                     )))
                 }
             }
-            other => other,
+            Err(e) => Err(e),
         }
     }
 

@@ -488,10 +488,14 @@ async fn topics_are_created_listed_described_and_deleted() -> TestResult {
 
     let again = env.post("/v1/topics", json!({ "name": "orders", "partitions": 3 })).await?;
     error(&again, 409, "topic_exists");
-    let (status, body) =
-        env.post("/v1/topics", json!({ "name": "orders", "partitions": 1, "if_not_exists": true })).await?;
+    let same = json!({
+        "name": "orders", "partitions": 3, "retention_ms": 86_400_000, "durability": "os", "if_not_exists": true
+    });
+    let (status, body) = env.post("/v1/topics", same).await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["partitions"].as_array().map(Vec::len), Some(3), "the existing topic, as it is");
+    let other = env.post("/v1/topics", json!({ "name": "orders", "partitions": 1, "if_not_exists": true })).await?;
+    error(&other, 400, "invalid_config");
 
     error(&env.post("/v1/topics", json!({ "name": "bad name", "partitions": 1 })).await?, 400, "invalid_topic_name");
     error(&env.post("/v1/topics", json!({ "name": "z", "partitions": 0 })).await?, 400, "invalid_config");
@@ -1418,6 +1422,22 @@ async fn skip_damaged_refuses_where_nothing_is_damaged() -> TestResult {
     error(&got, 404, "group_not_found");
     let got = env.post("/v1/groups/g/skip-damaged", json!({ "topic": "t" })).await?;
     error(&got, 400, "invalid_argument");
+    env.server.shutdown().await?;
+    Ok(())
+}
+
+/// `if_not_exists` succeeds only when the topic has the same settings (as the proto says).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_not_exists_with_other_settings_is_refused() -> TestResult {
+    let env = start().await?;
+    env.topic("t", 2).await?;
+    let (status, _) = env.post("/v1/topics", json!({ "name": "t", "partitions": 2, "if_not_exists": true })).await?;
+    assert_eq!(status, 200);
+    let got = env.post("/v1/topics", json!({ "name": "t", "partitions": 5, "if_not_exists": true })).await?;
+    assert!(error(&got, 400, "invalid_config").contains("partitions: asked 5, stored 2"), "{got:?}");
+    // A name no topic can have is invalid, not "not found".
+    error(&env.get("/v1/topics/bad%20name").await?, 400, "invalid_topic_name");
+    error(&env.delete("/v1/topics/bad%20name").await?, 400, "invalid_topic_name");
     env.server.shutdown().await?;
     Ok(())
 }

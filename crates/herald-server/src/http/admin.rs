@@ -2,7 +2,8 @@
 //!
 //! - `POST /v1/topics` `{"name", "partitions", "retention_ms"?, "retention_bytes"?,
 //!   "durability"?, "dedupe_window_ms"?, "max_event_bytes"?, "segment_bytes_max"?,
-//!   "if_not_exists"?}` → 201 and the topic (200 when `if_not_exists` found it);
+//!   "if_not_exists"?}` → 201 and the topic (200 when `if_not_exists` found it with the same
+//!   settings; 400 `invalid_config` naming the differences when its settings differ);
 //! - `GET /v1/topics` → `{"topics": [names]}`; `GET /v1/topics/{t}` → the topic with its
 //!   partitions; `DELETE /v1/topics/{t}` → `{"deleted": t}`;
 //! - `GET /v1/groups` → `{"groups": [names]}`; `GET /v1/groups/{g}` → settings, members, and per
@@ -112,10 +113,8 @@ pub(super) async fn create_topic(
         segment_bytes_max: req.segment_bytes_max.unwrap_or(d.segment_bytes_max),
     };
     let (name, if_not_exists) = (req.name, req.if_not_exists);
-    let (info, created) = blocking(&h, move |b| match b.create_topic(&name, config) {
-        Ok(info) => Ok((info, true)),
-        Err(herald_broker::BrokerError::TopicExists { .. }) if if_not_exists => Ok((b.describe_topic(&name)?, false)),
-        Err(e) => Err(e),
+    let (info, created) = blocking(&h, move |b| {
+        if if_not_exists { b.ensure_topic_created(&name, config) } else { b.create_topic(&name, config).map(|i| (i, true)) }
     })
     .await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
