@@ -114,7 +114,11 @@ pub(super) async fn create_topic(
     };
     let (name, if_not_exists) = (req.name, req.if_not_exists);
     let (info, created) = blocking(&h, move |b| {
-        if if_not_exists { b.ensure_topic_created(&name, config) } else { b.create_topic(&name, config).map(|i| (i, true)) }
+        if if_not_exists {
+            b.ensure_topic_created(&name, config)
+        } else {
+            b.create_topic(&name, config).map(|i| (i, true))
+        }
     })
     .await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
