@@ -93,6 +93,9 @@ impl Gate {
                             tracing::warn!(%peer, "out of file descriptors: a spare one serves this connection (health and admin only)");
                             return (tcp, peer, true);
                         }
+                        // Nothing taken: the spare goes back (if the descriptor is still free).
+                        self.refill_spare();
+                        tokio::time::sleep(ACCEPT_RETRY).await;
                     } else {
                         tracing::warn!(error = %e, "out of file descriptors and no spare left: new connections wait");
                         tokio::time::sleep(ACCEPT_RETRY).await;
