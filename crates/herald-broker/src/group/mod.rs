@@ -486,7 +486,12 @@ impl Group {
         self.closed.store(true, AtomicOrdering::Release);
         self.lock().close();
         self.flush()?;
-        self.store.close()
+        // A flush the timer took just before this close may still be on its way to the store
+        // (its records left the state when it took them): the store closes in turn, after every
+        // append handed out before, or those acks would be lost. (Was a bug: a group's positions
+        // reverted after a close that raced its timer's flush.)
+        let barrier = self.lock().barrier();
+        self.sequencer.run(barrier, || self.store.close())
     }
 
     /// Moves every partition's position to `to`, forgetting attempts and pending retries;

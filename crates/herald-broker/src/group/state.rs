@@ -337,6 +337,11 @@ impl GroupState {
         self.closed = true;
     }
 
+    /// A ticket with nothing to append: running it waits for every append handed out before.
+    pub fn barrier(&mut self) -> Ticket {
+        self.ticket()
+    }
+
     pub fn members(&self) -> impl Iterator<Item = &Arc<str>> {
         self.members.keys()
     }
