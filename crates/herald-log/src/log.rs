@@ -314,15 +314,9 @@ impl Log {
             active.with_index(|i| i.write_files(&op, &tp))??;
             active.set_next_base(end);
             segments.push(active);
-            let path = dir.join(segment::file_name(end, "log"));
-            let file = OpenOptions::new()
-                .create_new(true)
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(LogError::io(&path, "creating a segment"))?;
+            let seg = new_segment(&dir, end, interval)?;
             sync_dir(&dir)?;
-            active = Arc::new(Segment::new(end, path, file, 0, Some(SegmentIndex::new(end)), interval));
+            active = Arc::new(seg);
             next_offset = end;
             position = 0;
         }
@@ -825,16 +819,8 @@ impl Inner {
         let (op, tp) = old.index_paths();
         old.with_index(|i| i.write_files(&op, &tp))??;
         let base = w.next_offset;
-        let path = self.dir.join(segment::file_name(base, "log"));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(LogError::io(&path, "creating a segment"))?;
+        let seg = Arc::new(new_segment(&self.dir, base, self.config.index_interval_bytes.into())?);
         sync_dir(&self.dir).map_err(|e| self.fence_with(e))?;
-        let interval = self.config.index_interval_bytes.into();
-        let seg = Arc::new(Segment::new(base, path, file, 0, Some(SegmentIndex::new(base)), interval));
         old.set_next_base(base);
         {
             let mut list = self.segments.write().expect("segments lock poisoned");
@@ -960,6 +946,19 @@ impl CleanMarker {
         }
         m
     }
+}
+
+/// A new, empty segment file at `base` in `dir` (created exclusively; the caller fsyncs the
+/// directory).
+fn new_segment(dir: &Path, base: u64, interval: u64) -> Result<Segment> {
+    let path = dir.join(segment::file_name(base, "log"));
+    let file = OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(LogError::io(&path, "creating a segment"))?;
+    Ok(Segment::new(base, path, file, 0, Some(SegmentIndex::new(base)), interval))
 }
 
 /// Index files whose segment is gone (retention interrupted by a crash) are removed.

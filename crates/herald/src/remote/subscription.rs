@@ -382,16 +382,7 @@ impl Shared {
                 tracing::debug!(addr = %self.addr, group = %self.group, member = %j.member_id, generation = j.generation, "joined");
             }
             Some(Down::Deliveries(d)) => self.deliveries(epoch, d.deliveries),
-            Some(Down::Settled(r)) => {
-                if let Some(waiting) = self.lock().pending.remove(&r.seq) {
-                    let _ = waiting.send(r);
-                }
-            }
-            Some(Down::Acked(r)) => {
-                if let Some(batch) = self.lock().pending_acks.remove(&r.seq) {
-                    self.answer_acks(batch, &r);
-                }
-            }
+            Some(answer @ (Down::Settled(_) | Down::Acked(_))) => self.answer(answer),
             Some(Down::Assigned(a)) => {
                 tracing::debug!(addr = %self.addr, group = %self.group, generation = a.generation,
                     partitions = a.partitions.len(), "the group rebalanced");
@@ -472,18 +463,8 @@ impl Shared {
         drop(requests);
         let drained = tokio::time::timeout(LEAVE_TIMEOUT, async {
             while let Ok(Some(m)) = responses.message().await {
-                match m.msg {
-                    Some(Down::Settled(r)) => {
-                        if let Some(waiting) = self.lock().pending.remove(&r.seq) {
-                            let _ = waiting.send(r);
-                        }
-                    }
-                    Some(Down::Acked(r)) => {
-                        if let Some(batch) = self.lock().pending_acks.remove(&r.seq) {
-                            self.answer_acks(batch, &r);
-                        }
-                    }
-                    _ => {}
+                if let Some(answer) = m.msg {
+                    self.answer(answer);
                 }
             }
         })
@@ -492,6 +473,24 @@ impl Shared {
             tracing::warn!(addr = %self.addr, group = %self.group, "the server did not end the stream within {} s of leaving", LEAVE_TIMEOUT.as_secs());
         }
         self.finish();
+    }
+
+    /// Hands a settlement's answer (`Settled` or `Acked`) to whoever waits for it; other
+    /// messages are ignored.
+    fn answer(&self, m: Down) {
+        match m {
+            Down::Settled(r) => {
+                if let Some(waiting) = self.lock().pending.remove(&r.seq) {
+                    let _ = waiting.send(r);
+                }
+            }
+            Down::Acked(r) => {
+                if let Some(batch) = self.lock().pending_acks.remove(&r.seq) {
+                    self.answer_acks(batch, &r);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Tells each ack of an answered `Acks` how it went.
