@@ -19,6 +19,7 @@
 #                      that everything is written to the same disk (not a tmpfs /tmp)
 #   BENCH_PAYLOADS [100 1024]  BENCH_PARTITIONS [1 8]  BENCH_GROUPS [1 4]
 #   BENCH_RATES [0 10000]: the matrix (0 = max rate)   BATCH [100]: events per publish call
+#   ORDERING [key]: the herald groups' delivery order, key|partition|none (Redis Streams: none)
 #   BENCH_NATS [unset]: set to 1 to add nats:// to every cell: a nats-server (HERALD_NATS_SERVER,
 #                      else target/tools/nats/bin/nats-server, else PATH) started for the run with
 #                      JetStream's `sync_interval: always`, its store under BENCH_DIR
@@ -72,6 +73,7 @@ BENCH_PARTITIONS=${BENCH_PARTITIONS:-1 8}
 BENCH_GROUPS=${BENCH_GROUPS:-1 4}
 BENCH_RATES=${BENCH_RATES:-0 10000}
 BATCH=${BATCH:-100}
+ORDERING=${ORDERING:-key}
 mkdir -p "$BENCH_DIR"
 OUT=${OUT:-$BENCH_DIR/bench-server-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -132,8 +134,9 @@ for run in $(seq 1 "$RUNS"); do
           n=$((n + 1))
           rate_name=$([ "$rate" = 0 ] && echo max || echo "$rate")
           cell="b${payload}-p${partitions}-g${groups}-r${rate_name}"
+          if [ "$ORDERING" != key ]; then cell="$cell-o$ORDERING"; fi
           common=(--payload-bytes "$payload" --partitions "$partitions" --groups "$groups" --rate "$rate"
-            --duration "$DURATION" --warmup "$WARMUP" --durability "$DURABILITY" --batch "$BATCH" --json)
+            --duration "$DURATION" --warmup "$WARMUP" --durability "$DURABILITY" --batch "$BATCH" --ordering "$ORDERING" --json)
           echo "== [$n/$((cells * RUNS))] run $run, $cell" >&2
           # A failed command is reported and the matrix goes on; its lines are missing from OUT.
           "$HERALD_BIN" bench --serve --peer redis "${redis_args[@]}" "${common[@]}" | tag "$run" "$cell" >>"$OUT" \

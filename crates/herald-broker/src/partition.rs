@@ -297,9 +297,9 @@ impl Partition {
     fn read_inner(&self, offset: u64, max_bytes: usize, max_events: usize) -> Result<Vec<StoredEvent>> {
         crate::group::assert_no_group_lock("reading a partition");
         let records = self.log.read(offset, max_bytes, max_events)?;
-        records
-            .into_iter()
-            .map(|r| {
+        let mut events = Vec::with_capacity(records.len());
+        for r in records {
+            events.push({
                 let event = binary::decode_with(&r.data, &herald_core::Limits::HARD).map_err(|e| {
                     BrokerError::CorruptEvent {
                         topic: self.topic.to_string(),
@@ -308,15 +308,16 @@ impl Partition {
                         reason: e.to_string(),
                     }
                 })?;
-                Ok(StoredEvent {
+                StoredEvent {
                     event,
                     topic: self.topic.clone(),
                     partition: self.id,
                     offset: r.offset,
                     append_time_ms: r.timestamp_ms,
-                })
-            })
-            .collect()
+                }
+            });
+        }
+        Ok(events)
     }
 }
 

@@ -306,11 +306,43 @@ impl EventBuilder {
         validate(&self.event, limits)?;
         Ok(self.event)
     }
+
+    /// Returns the event of a record a Herald broker stored, which it validated before storing:
+    /// checks only that `id`, `source` and `type` are not empty, and trusts the rest. This is
+    /// how a client takes the events a server delivers (each is checked once, when published,
+    /// not again on every delivery); anything else uses [`EventBuilder::build_with`].
+    pub fn build_stored(self) -> Result<Event, EventError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let e = &self.event;
+        if e.id.is_empty() {
+            return Err(EventError::EmptyId);
+        }
+        if e.source.is_empty() {
+            return Err(EventError::EmptySource);
+        }
+        if e.ty.is_empty() {
+            return Err(EventError::EmptyType);
+        }
+        Ok(self.event)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_events_skip_validation_but_keep_their_required_attributes() {
+        // A control character fails validation; a stored event is trusted with it.
+        let b = Event::builder("t").id("a\u{1}b");
+        assert!(b.clone().build().is_err());
+        assert_eq!(b.build_stored().expect("trusted").id(), "a\u{1}b");
+        assert_eq!(Event::builder("t").id("").build_stored(), Err(EventError::EmptyId));
+        assert_eq!(Event::builder("").build_stored(), Err(EventError::EmptyType));
+        assert_eq!(Event::builder("t").source("").build_stored(), Err(EventError::EmptySource));
+    }
 
     #[test]
     fn defaults_are_safe() {

@@ -33,6 +33,10 @@ pub fn event_to_proto(e: &Event) -> v1::Event {
 
 /// Decodes and validates an event from the wire under `limits`.
 pub fn event_from_proto(p: v1::Event, limits: &Limits) -> Result<Event, EventError> {
+    builder_from_proto(p).build_with(limits)
+}
+
+fn builder_from_proto(p: v1::Event) -> herald_core::EventBuilder {
     let mut b =
         Event::builder(p.r#type).id(p.id).source(p.source).time(p.time_unix_nano.map(Timestamp::from_unix_nanos));
     if let Some(s) = p.subject {
@@ -64,7 +68,7 @@ pub fn event_from_proto(p: v1::Event, limits: &Limits) -> Result<Event, EventErr
     for (k, v) in p.headers {
         b = b.header(k, v);
     }
-    b.build_with(limits)
+    b
 }
 
 pub fn receipt_to_proto(r: &broker::Receipt) -> v1::Receipt {
@@ -85,9 +89,10 @@ pub fn stored_to_proto(s: &broker::StoredEvent) -> v1::StoredEvent {
     }
 }
 
-/// Decodes a stored event; events from the server are trusted up to the hard limits.
+/// Decodes a stored event. The server validated it before storing it, so it is not validated
+/// again ([`herald_core::EventBuilder::build_stored`]): only its id, source and type must be set.
 pub fn stored_from_proto(s: v1::StoredEvent) -> Result<broker::StoredEvent, EventError> {
-    let event = event_from_proto(s.event.unwrap_or_default(), &Limits::HARD)?;
+    let event = builder_from_proto(s.event.unwrap_or_default()).build_stored()?;
     Ok(broker::StoredEvent {
         event,
         topic: s.topic.into(),

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use herald_model::Durability;
+use herald_model::{Durability, OrderingMode};
 
 use crate::Global;
 
@@ -108,6 +108,10 @@ pub struct BenchArgs {
     /// Distinct partition keys, used in turn; 0 sends events without a key.
     #[arg(long, default_value_t = 1000)]
     keys: u64,
+    /// The groups' delivery order: one event of a key in flight at a time (key, the default),
+    /// one per partition (partition), or none (none: what Redis Streams gives).
+    #[arg(long, value_enum, default_value_t = OrderingArg::Key)]
+    ordering: OrderingArg,
     /// Starts a server in this process (loopback, port 0, a temporary data directory) and
     /// benchmarks `herald://<its gRPC address>`; --url is ignored.
     #[arg(long)]
@@ -130,6 +134,13 @@ enum DurabilityArg {
     Always,
     Interval,
     Os,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OrderingArg {
+    Key,
+    Partition,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -175,6 +186,7 @@ pub(crate) struct Plan {
     pub drain_timeout: Duration,
     pub durability: Durability,
     pub keys: u64,
+    pub ordering: OrderingMode,
     pub json: bool,
     /// Makes topic, stream and group names unique to this run.
     pub run_id: String,
@@ -238,6 +250,11 @@ impl Plan {
                 DurabilityArg::Os => Durability::Os,
             },
             keys: a.keys,
+            ordering: match a.ordering {
+                OrderingArg::Key => OrderingMode::Key,
+                OrderingArg::Partition => OrderingMode::Partition,
+                OrderingArg::None => OrderingMode::None,
+            },
             json,
             run_id: format!("{:08x}", rand::random::<u32>()),
         };
@@ -268,6 +285,14 @@ impl Plan {
     /// Key `i` of the run's keys.
     pub fn key(&self, i: u64) -> String {
         format!("k{}", i % self.keys.max(1))
+    }
+
+    pub fn ordering_name(&self) -> &'static str {
+        match self.ordering {
+            OrderingMode::Key => "key",
+            OrderingMode::Partition => "partition",
+            OrderingMode::None => "none",
+        }
     }
 
     pub fn durability_name(&self) -> String {

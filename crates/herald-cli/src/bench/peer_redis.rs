@@ -83,6 +83,8 @@ pub(super) async fn run(url: Option<&str>, appendfsync: Option<AppendFsync>, pla
     result.target = target;
     result.durability = durability;
     result.durability_note = note;
+    // A consumer group of Streams hands entries out with no order per key.
+    result.ordering = "none".to_owned();
     result.peak_memory_bytes = peak;
     result.peak_memory_of = peak_of.to_owned();
     Ok(result)

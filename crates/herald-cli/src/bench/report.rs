@@ -18,6 +18,8 @@ pub struct RunResult {
     pub durability: String,
     /// A remark about the durability, e.g. that a Redis does no fsync.
     pub durability_note: Option<String>,
+    /// The order the groups' deliveries kept.
+    pub ordering: String,
     pub workload: Workload,
     /// Length of the measured window, s.
     pub window_s: f64,
@@ -131,6 +133,7 @@ impl RunResult {
             target,
             durability,
             durability_note,
+            ordering: plan.ordering_name().to_owned(),
             workload: Workload {
                 topics: plan.topics,
                 partitions: plan.partitions,
@@ -209,6 +212,7 @@ pub(super) fn table(plan: &Plan, results: &[RunResult]) {
     row("", &|r| r.system.to_owned());
     row("target", &|r| r.target.clone());
     row("durability", &|r| r.durability.clone());
+    row("delivery order", &|r| r.ordering.clone());
     row("published events/s", &|r| count(r.published.events_per_s));
     row("published MB/s", &|r| format!("{:.1}", r.published.mb_per_s));
     for g in 0..plan.groups as usize {

@@ -83,11 +83,13 @@ async fn workload(
             let options = SubscribeOptions {
                 topics: topics.to_vec(),
                 start: StartFrom::Earliest,
-                max_in_flight: FETCH_MAX as u32,
+                ordering: plan.ordering,
+                // What one fetch takes plus the ack rounds still unanswered.
+                max_in_flight: ((ACK_ROUNDS_MAX + 2) * FETCH_MAX) as u32,
                 ..SubscribeOptions::default()
             };
             let sub = backend.subscribe(&group, options).await.with_context(|| format!("joining group {group}"))?;
-            receivers.push((g, SdkReceiver { sub }));
+            receivers.push((g, SdkReceiver::new(sub)));
         }
     }
     let schedule = Schedule::starting_soon(plan.warmup, plan.duration);
@@ -147,8 +149,28 @@ impl BatchSender for SdkSender {
     }
 }
 
+/// Ack rounds (one per fetch) a consumer keeps waiting for while it fetches again, as a consumer
+/// runtime does: its handlers do not wait for the server's answer to an ack before taking more.
+const ACK_ROUNDS_MAX: usize = 8;
+
 struct SdkReceiver {
-    sub: Box<dyn Subscription>,
+    sub: Arc<dyn Subscription>,
+    /// Ack rounds in flight: each answers how many acks failed, and the first error.
+    acking: tokio::task::JoinSet<(u64, Option<String>)>,
+}
+
+impl SdkReceiver {
+    fn new(sub: Box<dyn Subscription>) -> Self {
+        SdkReceiver { sub: Arc::from(sub), acking: tokio::task::JoinSet::new() }
+    }
+
+    fn count(r: &mut Received, done: Result<(u64, Option<String>), tokio::task::JoinError>) {
+        let (errors, first) = done.unwrap_or_else(|e| (1, Some(format!("an ack round failed: {e}"))));
+        r.ack_errors += errors;
+        if r.ack_error.is_none() {
+            r.ack_error = first;
+        }
+    }
 }
 
 impl Receiver for SdkReceiver {
@@ -165,17 +187,37 @@ impl Receiver for SdkReceiver {
                 }
             }
         }
-        // Acks are independent: all of them go at once, so that a remote backend pipelines them
-        // instead of waiting a round trip for each.
-        let acks = futures::future::join_all(messages.iter().map(|m| self.sub.ack(m))).await;
-        for e in acks.into_iter().filter_map(Result::err) {
-            r.ack_errors += 1;
-            r.ack_error.get_or_insert_with(|| e.to_string());
+        if !messages.is_empty() {
+            // Acks are independent: all of them go at once (a remote backend pipelines them), and
+            // the next fetch does not wait for their answers, up to ACK_ROUNDS_MAX rounds.
+            let sub = self.sub.clone();
+            self.acking.spawn(async move {
+                let acks = futures::future::join_all(messages.iter().map(|m| sub.ack(m))).await;
+                let mut errors = acks.into_iter().filter_map(Result::err);
+                let first = errors.next().map(|e| e.to_string());
+                (u64::from(first.is_some()) + errors.count() as u64, first)
+            });
+        }
+        while let Some(done) = self.acking.try_join_next() {
+            Self::count(&mut r, done);
+        }
+        while self.acking.len() > ACK_ROUNDS_MAX {
+            let done = self.acking.join_next().await.expect("the set is not empty");
+            Self::count(&mut r, done);
         }
         Ok(r)
     }
 
-    async fn close(self) {
+    async fn close(mut self) {
+        // Acks still waiting are answered before the member leaves (their errors are no longer
+        // counted: the measurement is over).
+        while let Some(done) = self.acking.join_next().await {
+            let mut r = Received { at_ns: 0, redelivered: 0, ack_errors: 0, ack_error: None };
+            Self::count(&mut r, done);
+            if let Some(e) = r.ack_error {
+                eprintln!("warning: acking: {e}");
+            }
+        }
         if let Err(e) = self.sub.close().await {
             eprintln!("warning: leaving the group: {e}");
         }
