@@ -220,7 +220,7 @@ where
     F: FnOnce(Client) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let client = herald::connect(&g.url).await?;
+    let client = herald::connect_with(&g.url, g.connect_options()).await?;
     let result = body(client.clone()).await;
     let closed = client.close().await;
     let value = result?;

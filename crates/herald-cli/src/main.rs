@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod demo;
 mod serve;
+mod token;
 
 /// Options every client command shares.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,6 +24,17 @@ pub struct Global {
     /// JSON output, for scripts.
     #[arg(long, global = true)]
     pub json: bool,
+    /// API token for a server that requires one (`herald token create`); better in HERALD_TOKEN
+    /// than on a command line others can see.
+    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+impl Global {
+    /// What `herald::connect_with` needs besides the URL.
+    pub fn connect_options(&self) -> herald::ConnectOptions {
+        herald::ConnectOptions { token: self.token.clone().filter(|t| !t.is_empty()) }
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -51,6 +63,11 @@ enum Command {
     /// Lists, shows, replays and purges a group's dead letters.
     #[command(subcommand)]
     Dlq(commands::DlqCmd),
+    /// Makes, lists and revokes API tokens (in a server's data directory).
+    #[command(subcommand)]
+    Token(token::TokenCmd),
+    /// Shows who the server takes you for (your token's name) and what you may do.
+    Whoami,
     /// Measures throughput and latency (OpenMessaging Benchmark style) against any URL.
     Bench(bench::BenchArgs),
     /// Runs the demo: a server, an orders topic, two consumer groups, a live table.
@@ -96,6 +113,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Consume(a) => commands::consume(&g, a).await,
         Command::Group(c) => commands::group(&g, c).await,
         Command::Dlq(c) => commands::dlq(&g, c).await,
+        Command::Token(c) => token::run(&g, c),
+        Command::Whoami => token::whoami(&g).await,
         Command::Bench(a) => bench::run(&g, a).await,
         Command::Demo(a) => demo::run(&g, a).await,
         Command::Completions { shell } => {

@@ -24,9 +24,27 @@ pub struct ServeArgs {
     /// Largest event accepted, in bytes [default: 1048576].
     #[arg(long)]
     pub max_event_bytes: Option<usize>,
+    /// Authentication: none (anyone may do anything; loopback only unless --allow-anonymous)
+    /// or token (API tokens made by `herald token create`, with their permissions)
+    /// [default: none].
+    #[arg(long, value_enum)]
+    pub auth: Option<AuthArg>,
+    /// Serves anonymous access on a non-loopback address (anyone who reaches it may do
+    /// everything): only on a network you trust.
+    #[arg(long)]
+    pub allow_anonymous: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// `--auth`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AuthArg {
+    /// No authentication.
+    None,
+    /// API tokens.
+    Token,
 }
 
 /// How the server logs.
@@ -53,10 +71,28 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if let Some(n) = args.max_event_bytes {
         flags.push(("max_event_bytes", toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))));
     }
+    if let Some(a) = args.auth {
+        let mode = match a {
+            AuthArg::None => "none",
+            AuthArg::Token => "token",
+        };
+        flags.push(("auth.mode", toml::Value::String(mode.into())));
+    }
+    if args.allow_anonymous {
+        flags.push(("auth.allow_anonymous", toml::Value::Boolean(true)));
+    }
     // HERALD_DATA_DIR and friends; other HERALD_* names are errors unless they are the client's.
     let config = herald_server::ServerConfig::load(args.config.as_deref(), std::env::vars(), &flags)?;
     herald_server::raise_descriptor_limit();
     let server = herald_server::Server::start(config).await?;
+    let exposed = [server.http_addr(), server.grpc_addr()];
+    if server.state().guard.exposed_anonymously(&exposed) {
+        eprintln!(
+            "\n!!! WARNING: ANONYMOUS ACCESS on {} and {} (--allow-anonymous): anyone who reaches these ports may \
+             publish, read, delete topics and purge dead letters. Turn on --auth token.\n",
+            exposed[0], exposed[1]
+        );
+    }
     // One line a script can wait for.
     println!("herald listening: http://{} grpc://{}", server.http_addr(), server.grpc_addr());
     server.run_until(herald_server::shutdown_signal()).await?;

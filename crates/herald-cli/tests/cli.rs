@@ -94,7 +94,7 @@ impl Drop for Server {
 
 fn command(url: &str, args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
-    c.env_remove("HERALD_URL").arg("--url").arg(url).args(args);
+    c.env_remove("HERALD_URL").env_remove("HERALD_TOKEN").arg("--url").arg(url).args(args);
     c
 }
 

@@ -35,6 +35,9 @@ pub enum ErrorKind {
     Storage,
     /// The backend does not offer this operation.
     Unsupported,
+    /// The caller is not authenticated (no, a wrong, an expired or a revoked token), or may not
+    /// do what it asked: retrying the same request cannot help.
+    Denied,
 }
 
 /// A gRPC status code, by its number in the gRPC specification (so that this crate needs no gRPC
@@ -175,6 +178,15 @@ codes! {
     StorageFull = "storage_full",
     /// A bug or an unexpected failure inside the server.
     Internal = "internal",
+    /// The request carries no credentials the server accepts: no token where one is required,
+    /// or a wrong, expired or revoked one.
+    Unauthenticated = "unauthenticated",
+    /// The caller is authenticated but may not do this (to this topic or group). Said the same
+    /// whether or not the topic or group exists.
+    PermissionDenied = "permission_denied",
+    /// A rate or count the server allows this caller (or its address) is used up for now: retry
+    /// after the time the message names.
+    QuotaExceeded = "quota_exceeded",
     /// A code this build does not know (a newer peer sent it).
     Remote = "remote",
 }
@@ -201,7 +213,8 @@ impl Code {
             | OffsetBeyondLatest => ErrorKind::NotFound,
             TopicExists | MemberActive | GroupActive | NotAHeraldTopic => ErrorKind::Conflict,
             LimitExceeded | RequestTooLarge => ErrorKind::Limit,
-            Busy | StorageFull => ErrorKind::Busy,
+            Busy | StorageFull | QuotaExceeded => ErrorKind::Busy,
+            Unauthenticated | PermissionDenied => ErrorKind::Denied,
             Unavailable | ShuttingDown | RequestTimeout => ErrorKind::Unavailable,
             Closed => ErrorKind::Closed,
             StaleGeneration | NotInFlight => ErrorKind::Stale,
@@ -224,7 +237,9 @@ impl Code {
             TopicNotFound | GroupNotFound | PartitionNotFound | UnknownMember | NotFound => GrpcStatus::NotFound,
             TopicExists | MemberActive => GrpcStatus::AlreadyExists,
             GroupActive | NotAHeraldTopic | StaleGeneration | NotInFlight | Closed => GrpcStatus::FailedPrecondition,
-            LimitExceeded | RequestTooLarge | Busy | StorageFull => GrpcStatus::ResourceExhausted,
+            LimitExceeded | RequestTooLarge | Busy | StorageFull | QuotaExceeded => GrpcStatus::ResourceExhausted,
+            Unauthenticated => GrpcStatus::Unauthenticated,
+            PermissionDenied => GrpcStatus::PermissionDenied,
             Unavailable | ShuttingDown => GrpcStatus::Unavailable,
             RequestTimeout => GrpcStatus::DeadlineExceeded,
             Unsupported => GrpcStatus::Unimplemented,
@@ -247,6 +262,9 @@ impl Code {
             | RetentionOvertook => 409,
             EventTooLarge | RequestTooLarge => 413,
             UnsupportedMediaType => 415,
+            Unauthenticated => 401,
+            PermissionDenied => 403,
+            QuotaExceeded => 429,
             OffsetBelowEarliest | OffsetBeyondLatest => 416,
             CorruptEvent | Corrupt | Damaged | Storage | Internal | Remote => 500,
             Unsupported => 501,
@@ -282,7 +300,14 @@ mod tests {
         let retryable: Vec<Code> = Code::ALL.iter().copied().filter(|c| c.is_retryable()).collect();
         assert_eq!(
             retryable,
-            [Code::Busy, Code::Unavailable, Code::ShuttingDown, Code::RequestTimeout, Code::StorageFull]
+            [
+                Code::Busy,
+                Code::Unavailable,
+                Code::ShuttingDown,
+                Code::RequestTimeout,
+                Code::StorageFull,
+                Code::QuotaExceeded
+            ]
         );
         // A limit is not retryable, and over HTTP it is not "try again later" either.
         assert!(!Code::LimitExceeded.is_retryable());

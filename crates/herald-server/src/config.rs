@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// The broker's own limits.
     pub broker: BrokerConfig,
+    /// Who may do what (`[auth]`): see `docs/security.md`.
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -84,13 +86,15 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 20_000,
             shutdown_grace_ms: 10_000,
             broker: BrokerConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
 
 /// Environment variables that belong to the CLI or to the test tooling (`./scripts/test` exports
 /// `HERALD_NATS_SERVER`), not to the server.
-const CLIENT_VARS: &[&str] = &["HERALD_URL", "HERALD_LOG", "HERALD_LOG_FORMAT", "HERALD_NATS_SERVER"];
+const CLIENT_VARS: &[&str] =
+    &["HERALD_URL", "HERALD_TOKEN", "HERALD_CA", "HERALD_LOG", "HERALD_LOG_FORMAT", "HERALD_NATS_SERVER"];
 
 impl ServerConfig {
     /// Builds the configuration: defaults, then `file` (TOML), then the `HERALD_*` variables of

@@ -200,7 +200,7 @@ pub(crate) async fn serve_http(listener: TcpListener, app: Router, gate: Arc<Gat
         conns.spawn(async move {
             let _permit = permit;
             let handling = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let service = Counted { inner: TowerToHyperService::new(router), handling: handling.clone() };
+            let service = Counted { inner: TowerToHyperService::new(router), handling: handling.clone(), peer };
             // HTTP/1.1, and HTTP/2 with prior knowledge (as axum::serve did: a gRPC client sent
             // here by mistake gets an HTTP answer it can explain). Hyper's own timeout covers an
             // HTTP/1 request head that started and does not finish (a slowloris); the watchdog
@@ -249,18 +249,22 @@ pub(crate) async fn serve_http(listener: TcpListener, app: Router, gate: Arc<Gat
 struct Counted<S> {
     inner: S,
     handling: Arc<std::sync::atomic::AtomicUsize>,
+    /// The connection's source address, given to each request (for the failed-authentication
+    /// limit).
+    peer: std::net::SocketAddr,
 }
 
-impl<S, B> hyper::service::Service<B> for Counted<S>
+impl<S, B> hyper::service::Service<hyper::Request<B>> for Counted<S>
 where
-    S: hyper::service::Service<B, Response = axum::response::Response>,
+    S: hyper::service::Service<hyper::Request<B>, Response = axum::response::Response>,
     S::Future: Send + 'static,
 {
     type Response = axum::response::Response;
     type Error = S::Error;
     type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
-    fn call(&self, req: B) -> Self::Future {
+    fn call(&self, mut req: hyper::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(crate::http::Peer(self.peer));
         self.handling.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let done = Handled(self.handling.clone());
         let fut = self.inner.call(req);

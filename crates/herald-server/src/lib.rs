@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod auth;
 mod config;
 mod conn;
 pub mod grpc;
@@ -78,6 +79,8 @@ pub struct AppState {
     pub(crate) gate: Arc<conn::Gate>,
     /// Group members held by this server's open streams (gRPC and SSE), by (group, member id).
     pub members: Arc<LiveMembers>,
+    /// Who is calling, for both APIs.
+    pub guard: Arc<auth::Guard>,
 }
 
 /// The (group, member id) pairs of the members this server's streams hold. The broker counts two
@@ -137,6 +140,8 @@ impl Server {
         })?;
         let http_addr = http_listener.local_addr().expect("bound listener has an address");
         let grpc_addr = grpc_listener.local_addr().expect("bound listener has an address");
+        let guard = auth::Guard::new(&config.auth, config.data_dir.clone(), http_addr, grpc_addr)
+            .map_err(|e| ServerError::Config(ConfigError::Range(e)))?;
         let broker = Broker::open(&config.data_dir, config.broker.clone())?;
         let max_connections = conn::effective_max_connections(config.max_connections);
         let gate = conn::Gate::new(max_connections, Duration::from_millis(config.header_read_timeout_ms));
@@ -148,7 +153,9 @@ impl Server {
             metrics: metrics::Metrics::install(),
             gate,
             members: Arc::new(LiveMembers::default()),
+            guard: Arc::new(guard),
         });
+        let guard_task = tokio::spawn(watch_auth(state.clone(), [http_addr, grpc_addr]));
         let gate = state.gate.clone();
         let http_task = {
             let app = http::router(state.clone());
@@ -176,8 +183,9 @@ impl Server {
                 }
             })
         };
-        tracing::info!(%http_addr, %grpc_addr, data_dir = %state.config.data_dir.display(), "herald serving");
-        Ok(Server { state, http_addr, grpc_addr, tasks: vec![http_task, grpc_task] })
+        tracing::info!(%http_addr, %grpc_addr, data_dir = %state.config.data_dir.display(),
+            auth = ?state.guard.mode(), "herald serving");
+        Ok(Server { state, http_addr, grpc_addr, tasks: vec![http_task, grpc_task, guard_task] })
     }
 
     /// Where the HTTP API listens.
@@ -218,6 +226,41 @@ impl Server {
     pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> Result<(), ServerError> {
         stop.await;
         self.shutdown().await
+    }
+}
+
+/// Re-reads the token file each second (a revoked token stops working within a second), and
+/// repeats every minute that anonymous access is served beyond loopback.
+async fn watch_auth(state: Arc<AppState>, addrs: [SocketAddr; 2]) {
+    const EVERY: Duration = Duration::from_secs(1);
+    const WARN_EVERY: u32 = 60;
+    let exposed = state.guard.exposed_anonymously(&addrs);
+    let warn = || {
+        tracing::warn!(http = %addrs[0], grpc = %addrs[1],
+            "ANONYMOUS ACCESS on a non-loopback address (--allow-anonymous): anyone who reaches these ports may \
+             publish, read, delete topics and purge dead letters; turn on --auth token");
+    };
+    if exposed {
+        warn();
+    } else if state.guard.mode() == auth::AuthMode::Token && state.guard.live_tokens() == 0 {
+        tracing::warn!(data_dir = %state.config.data_dir.display(),
+            "authentication is on and no token exists: every request is refused until one is made \
+             (herald token create --data-dir … --name admin --allow '*:*')");
+    }
+    let mut tick = tokio::time::interval(EVERY);
+    let mut n = 0u32;
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let guard = state.guard.clone();
+        // A file read: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || guard.reload_if_changed()).await;
+        n += 1;
+        if exposed && n.is_multiple_of(WARN_EVERY) {
+            warn();
+        }
     }
 }
 

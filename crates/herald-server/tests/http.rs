@@ -866,7 +866,9 @@ async fn read_response(conn: &mut TcpStream) -> Result<Answer, Box<dyn std::erro
 }
 
 fn post_head(path: &str, content_type: &str, length: u64) -> String {
-    format!("POST {path} HTTP/1.1\r\nhost: test\r\ncontent-type: {content_type}\r\ncontent-length: {length}\r\n\r\n")
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: {content_type}\r\ncontent-length: {length}\r\n\r\n"
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

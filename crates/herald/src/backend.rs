@@ -122,6 +122,19 @@ impl SubscribeOptions {
     }
 }
 
+/// The caller as a backend authenticated it ([`Backend::whoami`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's name, or `anonymous`.
+    pub principal: String,
+    /// No credentials needed: the backend lets everyone do everything.
+    pub anonymous: bool,
+    /// `ACTION:PATTERN` permissions (`publish:orders.*`, `admin:*`).
+    pub permissions: Vec<String>,
+    /// When the credentials expire, ms since the Unix epoch.
+    pub expires_ms: Option<u64>,
+}
+
 /// A broker the SDK talks to.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -180,6 +193,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn dlq_purge(&self, group: &str) -> Result<u64> {
         let _ = group;
         Err(unsupported("purging dead letters"))
+    }
+    /// Who the backend takes the caller for, and what it may do.
+    async fn whoami(&self) -> Result<Identity> {
+        Err(unsupported("telling who the caller is"))
     }
     /// Stored events of one partition from `offset`, at most `max`.
     async fn read(&self, topic: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<StoredEvent>> {

@@ -15,7 +15,29 @@ pub struct Client {
     backend: Arc<dyn Backend>,
 }
 
-/// Connects to the backend named by `url`:
+/// How to connect, beyond the URL.
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    /// An API token for a server that requires one (`herald token create`), sent as
+    /// `authorization: Bearer …` on every call. Keep it out of URLs (they get logged).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions").field("token", &self.token.as_ref().map(|_| "…")).finish()
+    }
+}
+
+impl ConnectOptions {
+    /// The options the environment gives: `HERALD_TOKEN`.
+    pub fn from_env() -> ConnectOptions {
+        ConnectOptions { token: std::env::var("HERALD_TOKEN").ok().filter(|t| !t.is_empty()) }
+    }
+}
+
+/// Connects to the backend named by `url`, with the token in `HERALD_TOKEN` if set (see
+/// [`connect_with`]):
 /// - `mem://`: Herald's broker in this process, in a temporary directory (gone on close);
 /// - `file:///path/to/dir`: Herald's broker in this process, durable in that directory;
 /// - `herald://host:port`: a Herald server (`herald serve`) over gRPC;
@@ -23,11 +45,16 @@ pub struct Client {
 ///
 /// Must be called inside a Tokio runtime.
 pub async fn connect(url: &str) -> Result<Client> {
+    connect_with(url, ConnectOptions::from_env()).await
+}
+
+/// [`connect`] with explicit options (a token).
+pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Client> {
     let invalid = |why: &str| Error::new(Code::InvalidUrl, format!("cannot connect to {url:?}: {why}"));
     let (scheme, rest) =
         url.split_once("://").ok_or_else(|| invalid("expected scheme://…, e.g. mem:// or file:///var/lib/herald"))?;
     let backend: Arc<dyn Backend> = match scheme {
-        "mem" | "file" | "herald" | "nats" => open(scheme, rest, url, &invalid).await?,
+        "mem" | "file" | "herald" | "nats" => open(scheme, rest, url, &options, &invalid).await?,
         other => return Err(invalid(&format!("unknown scheme {other:?}; use mem://, file://, herald:// or nats://"))),
     };
     Ok(Client { backend })
@@ -42,8 +69,14 @@ fn not_built(scheme: &str, feature: &str) -> Error {
     )
 }
 
-async fn open(scheme: &str, rest: &str, url: &str, invalid: &dyn Fn(&str) -> Error) -> Result<Arc<dyn Backend>> {
-    let _ = (rest, url, invalid);
+async fn open(
+    scheme: &str,
+    rest: &str,
+    url: &str,
+    options: &ConnectOptions,
+    invalid: &dyn Fn(&str) -> Error,
+) -> Result<Arc<dyn Backend>> {
+    let _ = (rest, url, options, invalid);
     match scheme {
         #[cfg(feature = "embedded")]
         "mem" => {
@@ -66,7 +99,7 @@ async fn open(scheme: &str, rest: &str, url: &str, invalid: &dyn Fn(&str) -> Err
             if rest.is_empty() || rest.contains('/') {
                 return Err(invalid("herald:// needs host:port, e.g. herald://127.0.0.1:7281"));
             }
-            crate::remote::connect(rest).await
+            crate::remote::connect(rest, options.token.as_deref()).await
         }
         #[cfg(not(feature = "remote"))]
         "herald" => Err(not_built(scheme, "remote")),
@@ -117,6 +150,11 @@ impl Client {
     /// Deletes a topic.
     pub async fn delete_topic(&self, topic: &str) -> Result<()> {
         self.backend.delete_topic(topic).await
+    }
+
+    /// Who the backend takes this client for, and what it may do.
+    pub async fn whoami(&self) -> Result<crate::backend::Identity> {
+        self.backend.whoami().await
     }
 
     /// Topic names.

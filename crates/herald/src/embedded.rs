@@ -128,6 +128,16 @@ impl Backend for Embedded {
         Ok(self.broker.list_groups())
     }
 
+    async fn whoami(&self) -> Result<crate::backend::Identity> {
+        // In process there is nobody to authenticate: the process may do everything.
+        Ok(crate::backend::Identity {
+            principal: "anonymous".into(),
+            anonymous: true,
+            permissions: vec!["*:*".into()],
+            expires_ms: None,
+        })
+    }
+
     async fn describe_group(&self, group: &str) -> Result<GroupInfo> {
         Ok(self.broker.describe_group(group)?)
     }

@@ -53,11 +53,11 @@ mod producer;
 mod remote;
 
 pub use backend::{
-    Backend, Capabilities, DamageSkipped, DeadLetter, GroupConfig, GroupInfo, GroupPartitionInfo, Message,
+    Backend, Capabilities, DamageSkipped, DeadLetter, GroupConfig, GroupInfo, GroupPartitionInfo, Identity, Message,
     OrderingMode, PartitionInfo, Receipt, RetryPolicy, StartFrom, StoredEvent, SubscribeOptions, Subscription,
     TopicConfig, TopicInfo,
 };
-pub use client::{Client, connect};
+pub use client::{Client, ConnectOptions, connect, connect_with};
 pub use consumer::{Consumer, Outcome, RunReport};
 #[cfg(feature = "embedded")]
 pub use embedded::Embedded;

@@ -330,7 +330,7 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<()> {
         peer_redis::find_server()?;
     }
     let mut results = Vec::new();
-    let herald = sdk::run(&g.url, a.serve, plan.clone()).await?;
+    let herald = sdk::run(&g.url, a.serve, plan.clone(), g.connect_options()).await?;
     report::emit(&herald, g.json);
     results.push(herald);
     let mut peer_error = None;

@@ -16,7 +16,7 @@ use super::measure::{self, BatchSender, Counters, FETCH_MAX, FETCH_WAIT, Receive
 use super::report::{self, RunResult};
 
 /// Runs the workload against `url`, or against a server of its own with `serve`.
-pub(super) async fn run(url: &str, serve: bool, plan: Arc<Plan>) -> Result<RunResult> {
+pub(super) async fn run(url: &str, serve: bool, plan: Arc<Plan>, options: herald::ConnectOptions) -> Result<RunResult> {
     let mut served = None;
     let url = if serve {
         let dir = tempfile::Builder::new()
@@ -37,7 +37,7 @@ pub(super) async fn run(url: &str, serve: bool, plan: Arc<Plan>) -> Result<RunRe
     } else {
         url.to_owned()
     };
-    let result = connected(&url, serve, &plan).await;
+    let result = connected(&url, serve, &plan, options).await;
     if let Some((server, dir)) = served {
         server.shutdown().await.context("stopping the --serve server")?;
         drop(dir);
@@ -46,8 +46,8 @@ pub(super) async fn run(url: &str, serve: bool, plan: Arc<Plan>) -> Result<RunRe
 }
 
 /// Connects, runs, and removes the run's topics whatever happened.
-async fn connected(url: &str, serve: bool, plan: &Arc<Plan>) -> Result<RunResult> {
-    let client = herald::connect(url).await?;
+async fn connected(url: &str, serve: bool, plan: &Arc<Plan>, options: herald::ConnectOptions) -> Result<RunResult> {
+    let client = herald::connect_with(url, options).await?;
     let backend = client.backend().clone();
     let topics: Vec<String> = (0..plan.topics).map(|t| format!("bench-{}-t{t}", plan.run_id)).collect();
     let result = workload(&backend, &topics, plan, url, serve).await;

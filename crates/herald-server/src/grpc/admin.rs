@@ -5,8 +5,8 @@ use std::sync::Arc;
 use herald_proto::v1::admin_server::Admin;
 use herald_proto::v1::{
     Count, CreateTopicRequest, DamageSkipped, DeadLetter, DlqListRequest, DlqListResponse, Empty, GroupInfo, GroupName,
-    ListGroupsResponse, ListTopicsRequest, ListTopicsResponse, ResetGroupRequest, SkipDamagedRequest, TopicInfo,
-    TopicName,
+    Identity, ListGroupsResponse, ListTopicsRequest, ListTopicsResponse, ResetGroupRequest, SkipDamagedRequest,
+    TopicInfo, TopicName,
 };
 use herald_proto::{
     event_to_proto, group_info_to_proto, position_from_proto, topic_config_from_proto, topic_info_to_proto,
@@ -14,8 +14,9 @@ use herald_proto::{
 use tonic::{Request, Response, Status};
 
 use super::events::count_request;
-use super::{blocking, cut_to_size};
+use super::{blocking, caller, cut_to_size, denied};
 use crate::AppState;
+use crate::auth::{Action, Resource};
 
 pub(super) struct AdminService {
     pub(super) state: Arc<AppState>,
@@ -31,9 +32,11 @@ async fn counted<T>(method: &'static str, f: impl Future<Output = Result<T, Stat
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn create_topic(&self, request: Request<CreateTopicRequest>) -> Result<Response<TopicInfo>, Status> {
+        let p = caller(&request)?;
         let CreateTopicRequest { name, config, if_not_exists } = request.into_inner();
         let config = topic_config_from_proto(config.unwrap_or_default());
         counted("CreateTopic", async {
+            p.check(Action::Admin, Resource::Topic(&name)).map_err(denied)?;
             let info = blocking(&self.state.broker, move |b| {
                 // As the SDK's ensure_topic: an existing topic is described as it is.
                 if if_not_exists { b.ensure_topic(&name, config) } else { b.create_topic(&name, config) }
@@ -44,13 +47,21 @@ impl Admin for AdminService {
         .await
     }
 
-    async fn list_topics(&self, _: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
-        counted("ListTopics", async { Ok(ListTopicsResponse { names: self.state.broker.list_topics() }) }).await
+    async fn list_topics(&self, request: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
+        let p = caller(&request)?;
+        counted("ListTopics", async {
+            let mut names = self.state.broker.list_topics();
+            names.retain(|t| p.sees(Resource::Topic(t)));
+            Ok(ListTopicsResponse { names })
+        })
+        .await
     }
 
     async fn describe_topic(&self, request: Request<TopicName>) -> Result<Response<TopicInfo>, Status> {
+        let p = caller(&request)?;
         let name = request.into_inner().name;
         counted("DescribeTopic", async {
+            p.check_any(Resource::Topic(&name)).map_err(denied)?;
             let info = blocking(&self.state.broker, move |b| b.describe_topic(&name)).await?;
             Ok(topic_info_to_proto(&info))
         })
@@ -58,21 +69,31 @@ impl Admin for AdminService {
     }
 
     async fn delete_topic(&self, request: Request<TopicName>) -> Result<Response<Empty>, Status> {
+        let p = caller(&request)?;
         let name = request.into_inner().name;
         counted("DeleteTopic", async {
+            p.check(Action::Admin, Resource::Topic(&name)).map_err(denied)?;
             blocking(&self.state.broker, move |b| b.delete_topic(&name)).await?;
             Ok(Empty {})
         })
         .await
     }
 
-    async fn list_groups(&self, _: Request<Empty>) -> Result<Response<ListGroupsResponse>, Status> {
-        counted("ListGroups", async { Ok(ListGroupsResponse { names: self.state.broker.list_groups() }) }).await
+    async fn list_groups(&self, request: Request<Empty>) -> Result<Response<ListGroupsResponse>, Status> {
+        let p = caller(&request)?;
+        counted("ListGroups", async {
+            let mut names = self.state.broker.list_groups();
+            names.retain(|g| p.sees(Resource::Group(g)));
+            Ok(ListGroupsResponse { names })
+        })
+        .await
     }
 
     async fn describe_group(&self, request: Request<GroupName>) -> Result<Response<GroupInfo>, Status> {
+        let p = caller(&request)?;
         let group = request.into_inner().group;
         counted("DescribeGroup", async {
+            p.check_any(Resource::Group(&group)).map_err(denied)?;
             let info = blocking(&self.state.broker, move |b| b.describe_group(&group)).await?;
             Ok(group_info_to_proto(&info))
         })
@@ -80,9 +101,11 @@ impl Admin for AdminService {
     }
 
     async fn reset_group(&self, request: Request<ResetGroupRequest>) -> Result<Response<GroupInfo>, Status> {
+        let p = caller(&request)?;
         let ResetGroupRequest { group, to } = request.into_inner();
         let to = position_from_proto(to);
         counted("ResetGroup", async {
+            p.check(Action::Admin, Resource::Group(&group)).map_err(denied)?;
             let info = blocking(&self.state.broker, move |b| b.reset_group(&group, to)).await?;
             Ok(group_info_to_proto(&info))
         })
@@ -90,9 +113,11 @@ impl Admin for AdminService {
     }
 
     async fn skip_damaged(&self, request: Request<SkipDamagedRequest>) -> Result<Response<DamageSkipped>, Status> {
+        let p = caller(&request)?;
         let SkipDamagedRequest { group, topic, partition } = request.into_inner();
         let broker = self.state.broker.clone();
         counted("SkipDamaged", async move {
+            p.check(Action::Admin, Resource::Group(&group)).map_err(denied)?;
             let skipped =
                 broker.skip_damaged(&group, &topic, partition).await.map_err(|e| crate::grpc::broker_status(&e))?;
             Ok(herald_proto::damage_skipped_to_proto(&skipped))
@@ -103,6 +128,7 @@ impl Admin for AdminService {
     /// Dead letters, oldest first: at most `max` (0 or more than `max_read_events` mean
     /// `max_read_events`), and no more than fit in [`super::RESPONSE_BYTES_TARGET`].
     async fn dlq_list(&self, request: Request<DlqListRequest>) -> Result<Response<DlqListResponse>, Status> {
+        let p = caller(&request)?;
         let DlqListRequest { group, max } = request.into_inner();
         let cap = self.state.config.max_read_events;
         let max = match max as usize {
@@ -110,6 +136,7 @@ impl Admin for AdminService {
             n => n.min(cap),
         };
         counted("DlqList", async {
+            p.check(Action::Dlq, Resource::Group(&group)).map_err(denied)?;
             let letters = blocking(&self.state.broker, move |b| b.dlq_list(&group, max)).await?;
             let mut dead_letters: Vec<DeadLetter> = letters
                 .iter()
@@ -122,8 +149,10 @@ impl Admin for AdminService {
     }
 
     async fn dlq_replay(&self, request: Request<GroupName>) -> Result<Response<Count>, Status> {
+        let p = caller(&request)?;
         let group = request.into_inner().group;
         counted("DlqReplay", async {
+            p.check(Action::Dlq, Resource::Group(&group)).map_err(denied)?;
             let n = self.state.broker.dlq_replay(&group).await.map_err(|e| crate::grpc::broker_status(&e))?;
             Ok(Count { count: n as u64 })
         })
@@ -131,10 +160,25 @@ impl Admin for AdminService {
     }
 
     async fn dlq_purge(&self, request: Request<GroupName>) -> Result<Response<Count>, Status> {
+        let p = caller(&request)?;
         let group = request.into_inner().group;
         counted("DlqPurge", async {
+            p.check(Action::Dlq, Resource::Group(&group)).map_err(denied)?;
             let n = self.state.broker.dlq_purge(&group).await.map_err(|e| crate::grpc::broker_status(&e))?;
             Ok(Count { count: n })
+        })
+        .await
+    }
+
+    async fn who_am_i(&self, request: Request<Empty>) -> Result<Response<Identity>, Status> {
+        let p = caller(&request)?;
+        counted("WhoAmI", async {
+            Ok(Identity {
+                principal: p.name.to_string(),
+                anonymous: p.anonymous,
+                permissions: p.permissions().iter().map(ToString::to_string).collect(),
+                expires_ms: p.expires_ms,
+            })
         })
         .await
     }

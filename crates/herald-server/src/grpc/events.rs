@@ -10,8 +10,9 @@ use herald_proto::{event_from_proto, receipt_to_proto, status, stored_to_proto};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::subscribe::{self, SubscribeStream};
-use super::{blocking, cut_to_size};
+use super::{blocking, caller, cut_to_size, denied};
 use crate::AppState;
+use crate::auth::{Action, Resource};
 
 pub(super) struct EventsService {
     pub(super) state: Arc<AppState>,
@@ -29,7 +30,12 @@ pub(super) fn count_request<T>(method: &'static str, r: &Result<T, Status>) {
 #[tonic::async_trait]
 impl Events for EventsService {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
-        let r = publish(&self.state, request.into_inner()).await;
+        let p = caller(&request)?;
+        let req = request.into_inner();
+        let r = match p.check(Action::Publish, Resource::Topic(&req.topic)) {
+            Ok(()) => publish(&self.state, req).await,
+            Err(d) => Err(denied(d)),
+        };
         count_request("Publish", &r);
         r.map(Response::new)
     }
@@ -40,13 +46,19 @@ impl Events for EventsService {
         &self,
         request: Request<Streaming<SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let r = subscribe::start(self.state.clone(), request.into_inner()).await;
+        let p = caller(&request)?;
+        let r = subscribe::start(self.state.clone(), p, request.into_inner()).await;
         count_request("Subscribe", &r);
         r.map(Response::new)
     }
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
-        let r = read(&self.state, request.into_inner()).await;
+        let p = caller(&request)?;
+        let req = request.into_inner();
+        let r = match p.check(Action::Consume, Resource::Topic(&req.topic)) {
+            Ok(()) => read(&self.state, req).await,
+            Err(d) => Err(denied(d)),
+        };
         count_request("Read", &r);
         r.map(Response::new)
     }

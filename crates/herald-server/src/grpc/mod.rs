@@ -27,6 +27,7 @@ use tonic::codegen::http;
 use tonic::server::NamedService;
 
 use crate::AppState;
+use crate::auth::{Denied, Principal};
 
 mod admin;
 mod events;
@@ -69,11 +70,25 @@ pub fn routes(state: Arc<AppState>) -> tonic::service::Routes {
     let events = EventsServer::new(events::EventsService { state: state.clone() })
         .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(ENCODE_BYTES_MAX);
-    let admin = AdminServer::new(admin::AdminService { state })
+    let admin = AdminServer::new(admin::AdminService { state: state.clone() })
         .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(ENCODE_BYTES_MAX);
-    tonic::service::Routes::new(Coded { inner: events, max_request_bytes })
-        .add_service(Coded { inner: admin, max_request_bytes })
+    tonic::service::Routes::new(Coded { inner: events, max_request_bytes, guard: state.guard.clone() })
+        .add_service(Coded { inner: admin, max_request_bytes, guard: state.guard.clone() })
+}
+
+/// Who sent `request`: [`Coded`] authenticated it before any handler ran.
+fn caller<T>(request: &tonic::Request<T>) -> Result<Principal, Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| status(Code::Internal, "the call was not authenticated (a service outside Coded)"))
+}
+
+/// A refusal as a status.
+fn denied(d: Denied) -> Status {
+    status(d.code, d.message)
 }
 
 /// Runs a broker call that may touch the disk (fsync, reads) off the async workers.
@@ -120,12 +135,14 @@ fn wire_status(s: &Status, max_request_bytes: usize) -> Status {
     }
 }
 
-/// Wraps a generated service so that an error response tonic built without our handlers (a
-/// request that could not be decoded) still carries a `herald-code`.
+/// Wraps a generated service: authenticates every call first (the caller's [`Principal`] goes
+/// into the request's extensions for the handlers to check), and gives an error response tonic
+/// built without our handlers (a request that could not be decoded) a `herald-code`.
 #[derive(Clone)]
 pub struct Coded<S> {
     inner: S,
     max_request_bytes: usize,
+    guard: Arc<crate::auth::Guard>,
 }
 
 impl<S: NamedService> NamedService for Coded<S> {
@@ -145,8 +162,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let max_request_bytes = self.max_request_bytes;
+        let peer = req.extensions().get::<tonic::transport::server::TcpConnectInfo>().and_then(|c| c.remote_addr());
+        let authorization = req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+        match self.guard.authenticate(authorization, peer.map(|a| a.ip())) {
+            Ok(p) => {
+                req.extensions_mut().insert(p);
+            }
+            Err(d) => {
+                let code = d.code;
+                let res = denied(d).into_http();
+                metrics::counter!("herald_server_requests_total", "api" => "grpc", "method" => "unauthenticated",
+                    "code" => code.as_str())
+                .increment(1);
+                return Box::pin(async move { Ok(res) });
+            }
+        }
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut res = fut.await?;

@@ -33,6 +33,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::{RESPONSE_BYTES_TARGET, blocking, field_len, wire_status};
+use crate::auth::{Action, Principal, Resource};
 use crate::{AppState, MemberClaim};
 
 /// What a `Subscribe` call streams back.
@@ -68,6 +69,7 @@ fn shutting_down() -> Status {
 /// Opens a stream: permit, `Join`, group, member; then hands the rest to a [`Session`] task.
 pub(super) async fn start(
     state: Arc<AppState>,
+    caller: Principal,
     mut inbound: Streaming<SubscribeRequest>,
 ) -> Result<SubscribeStream, Status> {
     let max_subscriptions = state.config.max_subscriptions;
@@ -102,6 +104,10 @@ pub(super) async fn start(
         }
     };
     let Join { group, settings, max_in_flight, member_id } = join;
+    caller.check(Action::Consume, Resource::Group(&group)).map_err(super::denied)?;
+    for t in settings.as_ref().map_or(&[][..], |s| &s.topics[..]) {
+        caller.check(Action::Consume, Resource::Topic(t)).map_err(super::denied)?;
+    }
     if max_in_flight == 0 {
         return Err(status(
             Code::InvalidArgument,
@@ -133,6 +139,11 @@ pub(super) async fn start(
     // Settings belong to the group: a member that asks for other ones joins with the stored
     // ones, and `Joined` tells the client which are in effect.
     let member = blocking(&state.broker, move |b| b.subscribe(&group, config, member_config)).await?;
+    // The group's stored topics are the ones delivered: the caller must be allowed them too
+    // (dropping the member leaves the group).
+    for t in &member.settings().topics {
+        caller.check(Action::Consume, Resource::Topic(t)).map_err(super::denied)?;
+    }
     let session_timeout_ms = member.settings().session_timeout_ms;
     if claim.is_none() {
         // A generated id: reserved so that no other stream can name it.

@@ -19,6 +19,8 @@
 //! - `POST /v1/groups/{g}/dlq/replay` → `{"replayed": n}`; `DELETE /v1/groups/{g}/dlq` →
 //!   `{"purged": n}`.
 
+use super::Caller;
+use crate::auth::{Action, Resource};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -98,9 +100,11 @@ fn topic_json(t: TopicInfo) -> TopicJson {
 
 pub(super) async fn create_topic(
     State(h): State<Http>,
+    caller: Caller,
     q: Params,
     JsonBody(req): JsonBody<CreateTopic>,
 ) -> Result<Response, ApiError> {
+    caller.may(Action::Admin, Resource::Topic(&req.name))?;
     q.only(&[])?;
     let d = TopicConfig::default();
     let config = TopicConfig {
@@ -125,31 +129,41 @@ pub(super) async fn create_topic(
     Ok((status, Json(topic_json(info))).into_response())
 }
 
-pub(super) async fn list_topics(State(h): State<Http>, q: Params) -> Result<Response, ApiError> {
+pub(super) async fn list_topics(State(h): State<Http>, caller: Caller, q: Params) -> Result<Response, ApiError> {
     q.only(&[])?;
-    let topics = blocking(&h, |b| Ok(b.list_topics())).await?;
+    let mut topics = blocking(&h, |b| Ok(b.list_topics())).await?;
+    topics.retain(|t| caller.0.sees(Resource::Topic(t)));
     Ok(Json(serde_json::json!({ "topics": topics })).into_response())
 }
 
 pub(super) async fn describe_topic(
     State(h): State<Http>,
+    caller: Caller,
     Seg(topic): Seg,
     q: Params,
 ) -> Result<Json<TopicJson>, ApiError> {
+    caller.0.check_any(Resource::Topic(&topic))?;
     q.only(&[])?;
     Ok(Json(topic_json(blocking(&h, move |b| b.describe_topic(&topic)).await?)))
 }
 
-pub(super) async fn delete_topic(State(h): State<Http>, Seg(topic): Seg, q: Params) -> Result<Response, ApiError> {
+pub(super) async fn delete_topic(
+    State(h): State<Http>,
+    caller: Caller,
+    Seg(topic): Seg,
+    q: Params,
+) -> Result<Response, ApiError> {
+    caller.may(Action::Admin, Resource::Topic(&topic))?;
     q.only(&[])?;
     let name = topic.clone();
     blocking(&h, move |b| b.delete_topic(&name)).await?;
     Ok(Json(serde_json::json!({ "deleted": topic })).into_response())
 }
 
-pub(super) async fn list_groups(State(h): State<Http>, q: Params) -> Result<Response, ApiError> {
+pub(super) async fn list_groups(State(h): State<Http>, caller: Caller, q: Params) -> Result<Response, ApiError> {
     q.only(&[])?;
-    let groups = blocking(&h, |b| Ok(b.list_groups())).await?;
+    let mut groups = blocking(&h, |b| Ok(b.list_groups())).await?;
+    groups.retain(|g| caller.0.sees(Resource::Group(g)));
     Ok(Json(serde_json::json!({ "groups": groups })).into_response())
 }
 
@@ -200,9 +214,11 @@ fn group_json(g: GroupInfo) -> GroupJson {
 
 pub(super) async fn describe_group(
     State(h): State<Http>,
+    caller: Caller,
     Seg(group): Seg,
     q: Params,
 ) -> Result<Json<GroupJson>, ApiError> {
+    caller.0.check_any(Resource::Group(&group))?;
     q.only(&[])?;
     Ok(Json(group_json(blocking(&h, move |b| b.describe_group(&group)).await?)))
 }
@@ -215,10 +231,12 @@ pub(super) struct Reset {
 
 pub(super) async fn reset_group(
     State(h): State<Http>,
+    caller: Caller,
     Seg(group): Seg,
     q: Params,
     JsonBody(req): JsonBody<Reset>,
 ) -> Result<Json<GroupJson>, ApiError> {
+    caller.may(Action::Admin, Resource::Group(&group))?;
     q.only(&[])?;
     let to = start_from(&req.to)?;
     Ok(Json(group_json(blocking(&h, move |b| b.reset_group(&group, to)).await?)))
@@ -244,10 +262,12 @@ pub(super) struct DamageSkippedJson {
 
 pub(super) async fn skip_damaged(
     State(h): State<Http>,
+    caller: Caller,
     Seg(group): Seg,
     q: Params,
     JsonBody(req): JsonBody<SkipDamaged>,
 ) -> Result<Json<DamageSkippedJson>, ApiError> {
+    caller.may(Action::Admin, Resource::Group(&group))?;
     q.only(&[])?;
     let s = h.app.broker.skip_damaged(&group, &req.topic, req.partition).await?;
     Ok(Json(DamageSkippedJson {
@@ -277,7 +297,13 @@ pub(super) struct DlqJson {
 
 /// `GET /v1/groups/{g}/dlq?max=`: oldest first, at most `max` (1 to `max_read_events`, default
 /// 100).
-pub(super) async fn dlq_list(State(h): State<Http>, Seg(group): Seg, q: Params) -> Result<Json<DlqJson>, ApiError> {
+pub(super) async fn dlq_list(
+    State(h): State<Http>,
+    caller: Caller,
+    Seg(group): Seg,
+    q: Params,
+) -> Result<Json<DlqJson>, ApiError> {
+    caller.may(Action::Dlq, Resource::Group(&group))?;
     q.only(&["max"])?;
     let cap = h.app.config.max_read_events;
     let max: usize = q.parse("max", "a number of dead letters")?.unwrap_or(DLQ_LIST_DEFAULT.min(cap));
@@ -306,13 +332,25 @@ pub(super) async fn dlq_list(State(h): State<Http>, Seg(group): Seg, q: Params) 
     Ok(Json(DlqJson { dead_letters, truncated }))
 }
 
-pub(super) async fn dlq_replay(State(h): State<Http>, Seg(group): Seg, q: Params) -> Result<Response, ApiError> {
+pub(super) async fn dlq_replay(
+    State(h): State<Http>,
+    caller: Caller,
+    Seg(group): Seg,
+    q: Params,
+) -> Result<Response, ApiError> {
+    caller.may(Action::Dlq, Resource::Group(&group))?;
     q.only(&[])?;
     let replayed = h.app.broker.dlq_replay(&group).await?;
     Ok(Json(serde_json::json!({ "replayed": replayed })).into_response())
 }
 
-pub(super) async fn dlq_purge(State(h): State<Http>, Seg(group): Seg, q: Params) -> Result<Response, ApiError> {
+pub(super) async fn dlq_purge(
+    State(h): State<Http>,
+    caller: Caller,
+    Seg(group): Seg,
+    q: Params,
+) -> Result<Response, ApiError> {
+    caller.may(Action::Dlq, Resource::Group(&group))?;
     q.only(&[])?;
     let purged = h.app.broker.dlq_purge(&group).await?;
     Ok(Json(serde_json::json!({ "purged": purged })).into_response())

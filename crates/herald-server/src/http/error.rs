@@ -14,6 +14,8 @@ use serde::Serialize;
 pub(crate) struct ApiError {
     pub code: Code,
     pub message: String,
+    /// Seconds for `Retry-After` when the code is retryable (1 when not said).
+    pub retry_after_s: Option<u64>,
 }
 
 /// The code of an error answer, left in the response's extensions for the request counter.
@@ -28,7 +30,7 @@ struct Body<'a> {
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into() }
+        ApiError { code, message: message.into(), retry_after_s: None }
     }
 
     /// The HTTP status of its code.
@@ -92,7 +94,13 @@ fn too_large(bytes: usize, limit: usize, prefix: &str) -> ApiError {
 
 impl From<BrokerError> for ApiError {
     fn from(e: BrokerError) -> ApiError {
-        ApiError { code: crate::code_of(&e), message: e.to_string() }
+        ApiError::new(crate::code_of(&e), e.to_string())
+    }
+}
+
+impl From<crate::auth::Denied> for ApiError {
+    fn from(d: crate::auth::Denied) -> ApiError {
+        ApiError { code: d.code, message: d.message, retry_after_s: d.retry_after_s }
     }
 }
 
@@ -107,7 +115,11 @@ impl IntoResponse for ApiError {
         let mut res = (status, axum::Json(Body { code: self.code.as_str(), message: &self.message })).into_response();
         res.extensions_mut().insert(AnsweredCode(self.code));
         if retry {
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            let after = HeaderValue::from(self.retry_after_s.unwrap_or(1));
+            res.headers_mut().insert(header::RETRY_AFTER, after);
+        }
+        if self.code == Code::Unauthenticated {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"herald\""));
         }
         res
     }

@@ -19,6 +19,8 @@
 //! stored. The answer lists one receipt per event, in order: 201 when anything was stored, 200
 //! when every event was a duplicate.
 
+use super::Caller;
+use crate::auth::{Action, Resource};
 use herald_model::Code;
 use std::collections::BTreeMap;
 
@@ -76,11 +78,13 @@ struct PublishJson<'a> {
 
 pub(super) async fn publish(
     State(h): State<Http>,
+    caller: Caller,
     Seg(topic): Seg,
     params: Params,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    caller.may(Action::Publish, Resource::Topic(&topic))?;
     params.only(&[])?;
     let mode = mode(&headers)?;
     let bytes = read_body(&h, &headers, body).await?;
@@ -307,7 +311,13 @@ pub(super) struct ReadJson {
 /// `GET /v1/topics/{topic}/events?partition=&offset=&limit=`: stored events of one partition
 /// from `offset` (default: the earliest stored), at most `limit` (1 to `max_read_events`,
 /// default 100) and about 4 MiB.
-pub(super) async fn read(State(h): State<Http>, Seg(topic): Seg, q: Params) -> Result<Json<ReadJson>, ApiError> {
+pub(super) async fn read(
+    State(h): State<Http>,
+    caller: Caller,
+    Seg(topic): Seg,
+    q: Params,
+) -> Result<Json<ReadJson>, ApiError> {
+    caller.may(Action::Consume, Resource::Topic(&topic))?;
     q.only(&["partition", "offset", "limit"])?;
     let partition: u32 = q.parse("partition", "a partition number")?.unwrap_or(0);
     let offset: Option<u64> = q.parse("offset", "an offset")?;

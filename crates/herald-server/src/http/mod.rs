@@ -38,6 +38,7 @@ use herald_broker::{Broker, BrokerError};
 use tokio::sync::Semaphore;
 
 use crate::AppState;
+use crate::auth::{Action, Principal, Resource};
 
 mod admin;
 mod error;
@@ -77,6 +78,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/groups/{group}/acks", post(subscribe::acks))
         .route("/v1/groups/{group}/dlq", get(admin::dlq_list).delete(admin::dlq_purge))
         .route("/v1/groups/{group}/dlq/replay", post(admin::dlq_replay))
+        .route("/v1/whoami", get(whoami))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(h.clone(), limit_requests));
     Router::new()
@@ -86,11 +88,89 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(h.clone(), authenticate))
         .layer(middleware::from_fn(count_requests))
         // Bodies are read by `extract::read_body` under the same limit; this one covers any
         // extractor of axum's own.
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(h)
+}
+
+/// The source address of a request's connection (each connection's service puts it in).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub std::net::SocketAddr);
+
+/// Who sent the request, as [`authenticate`] found; a handler takes it and checks what it asks
+/// for with [`Principal::check`] before anything else.
+pub(crate) struct Caller(pub Principal);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Caller, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| ApiError::internal("the request was not authenticated (a route outside the auth layer)"))
+    }
+}
+
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Option<Caller>, std::convert::Infallible> {
+        Ok(parts.extensions.get::<Principal>().cloned().map(Caller))
+    }
+}
+
+impl Caller {
+    /// `Ok` when the caller may do `action` to `resource`.
+    pub(crate) fn may(&self, action: Action, resource: Resource<'_>) -> Result<(), ApiError> {
+        self.0.check(action, resource).map_err(ApiError::from)
+    }
+}
+
+/// Every request: the Host/Origin check (a loopback server answers only for itself), then who
+/// is calling. The probes answer without credentials; `/readyz` then leaves out its details.
+async fn authenticate(State(h): State<Http>, mut req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let host = headers.get(header::HOST).map(|v| v.as_bytes());
+    if let Err(d) = h.app.guard.check_host(host, headers.get(header::ORIGIN).map(|v| v.as_bytes())) {
+        return ApiError::from(d).into_response();
+    }
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
+    if probe && authorization.is_none() {
+        if h.app.guard.mode() == crate::auth::AuthMode::None {
+            req.extensions_mut().insert(Principal::anonymous());
+        }
+        return next.run(req).await;
+    }
+    let peer = req.extensions().get::<Peer>().map(|p| p.0.ip());
+    match h.app.guard.authenticate(authorization, peer) {
+        Ok(p) => {
+            req.extensions_mut().insert(p);
+        }
+        Err(d) => return ApiError::from(d).into_response(),
+    }
+    next.run(req).await
+}
+
+/// `GET /v1/whoami`: the caller and its permissions.
+async fn whoami(caller: Caller) -> Response {
+    let p = caller.0;
+    axum::Json(serde_json::json!({
+        "principal": &*p.name,
+        "anonymous": p.anonymous,
+        "permissions": p.permissions().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "expires_ms": p.expires_ms,
+    }))
+    .into_response()
 }
 
 /// Refuses a request at once when `max_http_requests` are being handled. The permit is held
@@ -148,10 +228,12 @@ async fn healthz() -> Response {
 
 /// 200 while serving (`"degraded"` with what is damaged and not served, and the partitions that
 /// accept no appends — `fenced`, with why — while the rest serves); 503 once shutdown began.
-async fn readyz(State(h): State<Http>) -> Response {
+async fn readyz(State(h): State<Http>, caller: Option<Caller>) -> Response {
     if h.app.shutdown.is_cancelled() {
         return ApiError::shutting_down().into_response();
     }
+    // Names of damaged topics and groups are for those who administer the server.
+    let details = caller.is_some_and(|c| c.0.allows(Action::Admin, Resource::Server));
     let damage: Vec<serde_json::Value> = h
         .app
         .broker
@@ -174,12 +256,16 @@ async fn readyz(State(h): State<Http>) -> Response {
         })
         .collect();
     let status = if damage.is_empty() && fenced.is_empty() { "ready" } else { "degraded" };
+    if !details {
+        return axum::Json(serde_json::json!({ "status": status })).into_response();
+    }
     axum::Json(serde_json::json!({ "status": status, "damaged": damage, "fenced": fenced })).into_response()
 }
 
 /// Prometheus text: what the process recorded, then gauges read from the broker now (so that a
 /// deleted topic or group disappears from the next scrape).
-async fn metrics(State(h): State<Http>) -> Result<Response, ApiError> {
+async fn metrics(State(h): State<Http>, caller: Caller) -> Result<Response, ApiError> {
+    caller.may(Action::Admin, Resource::Server)?;
     let mut text = h.app.metrics.render();
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');

@@ -18,6 +18,8 @@
 //!
 //! A delivery token is `topic:partition:offset:generation:attempt` (topic names hold no `:`).
 
+use super::Caller;
+use crate::auth::{Action as Access, Resource};
 use herald_model::Code;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -103,9 +105,11 @@ fn parse_ordering(v: &str) -> Result<OrderingMode, ApiError> {
 pub(super) async fn subscribe(
     method: axum::http::Method,
     State(h): State<Http>,
+    caller: Caller,
     Seg(group): Seg,
     q: Params,
 ) -> Result<Response, ApiError> {
+    caller.may(Access::Consume, Resource::Group(&group))?;
     // axum routes HEAD to GET handlers; a HEAD must not join the group, even for a moment.
     if method == axum::http::Method::HEAD {
         return Err(ApiError::new(
@@ -115,6 +119,9 @@ pub(super) async fn subscribe(
     }
     q.only(&["topic", "from", "max_in_flight", "ordering", "ack_timeout_ms", "session_timeout_ms", "max_attempts"])?;
     let topics: Vec<String> = q.all("topic").into_iter().map(str::to_owned).collect();
+    for t in &topics {
+        caller.may(Access::Consume, Resource::Topic(t))?;
+    }
     if topics.is_empty() {
         return Err(ApiError::invalid("name the topics to receive: ?topic=orders (repeat it for more)"));
     }
@@ -167,6 +174,11 @@ pub(super) async fn subscribe(
     })?;
     // Settings belong to the group: a member asking for other ones joins with the stored ones.
     let member = blocking(&h, move |b| b.subscribe(&group, config, MemberConfig { id: None, max_in_flight })).await?;
+    // The group's stored topics are the ones delivered: the caller must be allowed them too
+    // (dropping the member leaves the group).
+    for t in &member.settings().topics {
+        caller.may(Access::Consume, Resource::Topic(t))?;
+    }
     let session_timeout_ms = member.settings().session_timeout_ms;
     let member = Arc::new(member);
     let (tx, rx) = mpsc::channel(OUTBOUND_EVENTS_MAX);
@@ -376,10 +388,12 @@ pub(super) struct AcksJson {
 /// entry, in order (a failed entry does not stop the others).
 pub(super) async fn acks(
     State(h): State<Http>,
+    caller: Caller,
     Seg(group): Seg,
     q: Params,
     JsonBody(req): JsonBody<AcksRequest>,
 ) -> Result<Json<AcksJson>, ApiError> {
+    caller.may(Access::Consume, Resource::Group(&group))?;
     q.only(&[])?;
     let max = h.app.config.max_batch_events;
     if req.acks.len() > max {

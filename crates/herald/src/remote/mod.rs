@@ -55,23 +55,39 @@ const PUBLISH_BYTES_TARGET: usize = 4 << 20;
 /// (the server never sends more; see `herald_server::grpc::ENCODE_BYTES_MAX`).
 const DECODE_BYTES_MAX: usize = herald_core::Limits::EVENT_BYTES_HARD_MAX + (1 << 20);
 
+/// The channel every call goes over: the connection, with the caller's token added to each call.
+pub(crate) type Wire = tonic::service::interceptor::InterceptedService<Channel, Credentials>;
+
+/// Adds `authorization: Bearer <token>` to every call (when there is a token).
+#[derive(Clone)]
+pub(crate) struct Credentials(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// A Herald server over gRPC.
 pub(crate) struct Remote {
     addr: Arc<str>,
-    events: EventsClient<Channel>,
-    admin: AdminClient<Channel>,
+    events: EventsClient<Wire>,
+    admin: AdminClient<Wire>,
     /// Cancelled by `close`: later calls fail with `closed`, subscriptions leave their groups.
     closed: CancellationToken,
 }
 
 /// Connects to the server at `addr` (`host:port`). Nothing is dialled yet: the first call does,
 /// and reports a server that cannot be reached.
-pub(crate) async fn connect(addr: &str) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(Remote::new(addr)?))
+pub(crate) async fn connect(addr: &str, token: Option<&str>) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(Remote::new(addr, token)?))
 }
 
 impl Remote {
-    fn new(addr: &str) -> Result<Remote> {
+    fn new(addr: &str, token: Option<&str>) -> Result<Remote> {
         let invalid =
             |why: String| Error::new(Code::InvalidUrl, format!("cannot connect to \"herald://{addr}\": {why}"));
         let (host, port) =
@@ -91,10 +107,17 @@ impl Remote {
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
+        let credentials = match token {
+            None => Credentials(None),
+            Some(t) => Credentials(Some(format!("Bearer {t}").parse().map_err(|_| {
+                Error::new(Code::InvalidArgument, "the token holds characters a header cannot carry; copy it again")
+            })?)),
+        };
         Ok(Remote {
             addr: addr.into(),
-            events: EventsClient::new(channel.clone()).max_decoding_message_size(DECODE_BYTES_MAX),
-            admin: AdminClient::new(channel).max_decoding_message_size(DECODE_BYTES_MAX),
+            events: EventsClient::with_interceptor(channel.clone(), credentials.clone())
+                .max_decoding_message_size(DECODE_BYTES_MAX),
+            admin: AdminClient::with_interceptor(channel, credentials).max_decoding_message_size(DECODE_BYTES_MAX),
             closed: CancellationToken::new(),
         })
     }
@@ -352,6 +375,21 @@ impl Backend for Remote {
         Ok(herald_proto::topic_info_from_proto(info))
     }
 
+    async fn whoami(&self) -> Result<crate::backend::Identity> {
+        let r = self
+            .idempotent("who am I", || {
+                let mut c = self.admin.clone();
+                async move { c.who_am_i(v1::Empty {}).await }
+            })
+            .await?;
+        Ok(crate::backend::Identity {
+            principal: r.principal,
+            anonymous: r.anonymous,
+            permissions: r.permissions,
+            expires_ms: r.expires_ms,
+        })
+    }
+
     async fn list_groups(&self) -> Result<Vec<String>> {
         let r = self
             .idempotent("list groups", || {
@@ -516,12 +554,12 @@ mod tests {
     #[tokio::test]
     async fn bad_addresses_are_refused_with_what_to_do() {
         for addr in ["nohost", ":7281", "h:0", "h:99999", "h:port"] {
-            let e = Remote::new(addr).err().unwrap_or_else(|| panic!("{addr} accepted"));
+            let e = Remote::new(addr, None).err().unwrap_or_else(|| panic!("{addr} accepted"));
             assert_eq!((e.kind(), e.code()), (ErrorKind::Invalid, Code::InvalidUrl), "{addr}");
             assert!(e.to_string().contains(addr), "{e}");
         }
-        Remote::new("127.0.0.1:7281").unwrap();
-        Remote::new("[::1]:7281").unwrap();
-        Remote::new("localhost:7281").unwrap();
+        Remote::new("127.0.0.1:7281", None).unwrap();
+        Remote::new("[::1]:7281", None).unwrap();
+        Remote::new("localhost:7281", None).unwrap();
     }
 }

@@ -37,7 +37,6 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
-use tonic::transport::Channel;
 
 use super::{IDEMPOTENT_ATTEMPTS, IDEMPOTENT_RETRY_PAUSE, coded_error, status_error};
 use crate::backend::GroupConfig;
@@ -160,7 +159,7 @@ impl RemoteSubscription {
     /// within a second), then keeps the stream in a background task.
     pub(super) async fn open(
         addr: Arc<str>,
-        events: EventsClient<Channel>,
+        events: EventsClient<super::Wire>,
         join: v1::Join,
         stop: CancellationToken,
     ) -> Result<RemoteSubscription> {
@@ -214,7 +213,7 @@ impl RemoteSubscription {
 
 /// Opens a `Subscribe` stream and sends `Join`; the call returns once the server has joined the
 /// group (or refused).
-async fn open_stream(addr: &str, events: &EventsClient<Channel>, join: &v1::Join) -> Result<Stream> {
+async fn open_stream(addr: &str, events: &EventsClient<super::Wire>, join: &v1::Join) -> Result<Stream> {
     let what = format!("join group {:?}", join.group);
     let (requests, rx) = mpsc::channel(REQUESTS_MAX);
     requests.try_send(v1::SubscribeRequest { msg: Some(Up::Join(join.clone())) }).expect("a new channel has room");
@@ -250,7 +249,7 @@ async fn open_stream(addr: &str, events: &EventsClient<Channel>, join: &v1::Join
 }
 
 /// The background task: reads the stream, and re-joins whenever it breaks, until stopped.
-async fn keep(shared: Arc<Shared>, events: EventsClient<Channel>, join: v1::Join, first: Stream, epoch: u64) {
+async fn keep(shared: Arc<Shared>, events: EventsClient<super::Wire>, join: v1::Join, first: Stream, epoch: u64) {
     let mut stream = first;
     let mut epoch = epoch;
     loop {

@@ -1,0 +1,404 @@
+//! Who may do what (#10), against a real server with `[auth] mode = "token"`: a matrix of
+//! principals × actions over HTTP and gRPC (allowed ones succeed, refused ones get
+//! `permission_denied` worded the same whether or not the target exists), missing, wrong,
+//! revoked and expired tokens, the failed-authentication limit per source address (an attacker
+//! on 127.0.0.2 is cut off, a client on 127.0.0.1 is not), the Host/Origin check on loopback,
+//! and a non-loopback listener without authentication refusing to start.
+
+use std::time::Duration;
+
+use herald_proto::v1::admin_client::AdminClient;
+use herald_proto::v1::events_client::EventsClient;
+use herald_proto::v1::{
+    self, CreateTopicRequest, DlqListRequest, Empty, GroupName, PublishRequest, ReadRequest, TopicName,
+};
+use herald_server::auth::{AuthConfig, AuthMode, tokens};
+use herald_server::{Server, ServerConfig};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+struct Env {
+    server: Server,
+    http: reqwest::Client,
+    channel: Channel,
+    dir: tempfile::TempDir,
+    admin: String,
+    producer: String,
+    billing: String,
+    nobody: String,
+}
+
+async fn start() -> Result<Env, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let mk = |name: &str, perms: &[&str]| {
+        let perms: Vec<String> = perms.iter().map(|p| p.to_string()).collect();
+        tokens::create(dir.path(), name, &perms, None).map(|t| t.token)
+    };
+    let admin = mk("admin", &["*:*"])?;
+    let producer = mk("orders-api", &["publish:topic/orders"])?;
+    let billing = mk("billing", &["consume:topic/orders", "consume:group/billing", "dlq:group/billing"])?;
+    let nobody = mk("nobody", &[])?;
+    let config = ServerConfig {
+        data_dir: dir.path().to_owned(),
+        http: "127.0.0.1:0".parse()?,
+        grpc: "127.0.0.1:0".parse()?,
+        auth: AuthConfig { mode: AuthMode::Token, failures_per_minute: 20, ..AuthConfig::default() },
+        ..Default::default()
+    };
+    let server = Server::start(config).await?;
+    let channel = Channel::from_shared(format!("http://{}", server.grpc_addr()))?.connect().await?;
+    Ok(Env { server, http: reqwest::Client::new(), channel, dir, admin, producer, billing, nobody })
+}
+
+impl Env {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.server.http_addr())
+    }
+
+    /// One HTTP call with `token` (or none): status, code (`""` on success), body.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, String, serde_json::Value), Box<dyn std::error::Error>> {
+        let mut r = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            // Events go structured (CloudEvents JSON), everything else as plain JSON.
+            let ty = if path.ends_with("/events") { "application/cloudevents+json" } else { "application/json" };
+            r = r.header("content-type", ty).body(b.to_string());
+        }
+        let res = r.send().await?;
+        let status = res.status().as_u16();
+        let text = res.text().await?;
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        let code = if status < 300 { String::new() } else { json["code"].as_str().unwrap_or("?").to_owned() };
+        Ok((status, code, json))
+    }
+
+    fn admin_client(
+        &self,
+        token: Option<&str>,
+    ) -> AdminClient<tonic::service::interceptor::InterceptedService<Channel, Auth>> {
+        AdminClient::with_interceptor(self.channel.clone(), Auth::new(token))
+    }
+
+    fn events_client(
+        &self,
+        token: Option<&str>,
+    ) -> EventsClient<tonic::service::interceptor::InterceptedService<Channel, Auth>> {
+        EventsClient::with_interceptor(self.channel.clone(), Auth::new(token))
+    }
+}
+
+#[derive(Clone)]
+struct Auth(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Auth {
+    fn new(token: Option<&str>) -> Auth {
+        Auth(token.map(|t| format!("Bearer {t}").parse().expect("a token is ASCII")))
+    }
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(r)
+    }
+}
+
+fn event(id: &str) -> serde_json::Value {
+    serde_json::json!({"specversion": "1.0", "id": id, "source": "/test", "type": "t", "data": {"n": 1}})
+}
+
+fn wire_event(id: &str) -> v1::Event {
+    v1::Event { id: id.into(), source: "/test".into(), r#type: "t".into(), ..Default::default() }
+}
+
+/// The Herald code of a gRPC result (`""` on success).
+fn code<T>(r: &Result<tonic::Response<T>, tonic::Status>) -> String {
+    match r {
+        Ok(_) => String::new(),
+        Err(s) => herald_proto::code_of(s).as_str().to_owned(),
+    }
+}
+
+use reqwest::Method;
+
+#[tokio::test]
+async fn http_principals_may_do_what_their_permissions_say_and_nothing_else() -> TestResult {
+    let env = start().await?;
+    let (a, p, b, n) =
+        (Some(env.admin.as_str()), Some(env.producer.as_str()), Some(env.billing.as_str()), Some(env.nobody.as_str()));
+    let create = serde_json::json!({"name": "orders", "partitions": 1});
+    // Topic admin: only admin.
+    for who in [p, b, n] {
+        let (s, c, _) = env.call(Method::POST, "/v1/topics", who, Some(create.clone())).await?;
+        assert_eq!((s, c.as_str()), (403, "permission_denied"));
+    }
+    let (s, _, _) = env.call(Method::POST, "/v1/topics", a, Some(create.clone())).await?;
+    assert_eq!(s, 201);
+    let (s, _, body) =
+        env.call(Method::POST, "/v1/topics", a, Some(serde_json::json!({"name": "payments", "partitions": 1}))).await?;
+    assert_eq!(s, 201, "{body}");
+    // Publish: admin and the producer, to orders only.
+    let (s, c, _) = env.call(Method::POST, "/v1/topics/orders/events", p, Some(event("e1"))).await?;
+    assert_eq!((s, c.as_str()), (201, ""));
+    for who in [b, n] {
+        let (s, c, _) = env.call(Method::POST, "/v1/topics/orders/events", who, Some(event("e2"))).await?;
+        assert_eq!((s, c.as_str()), (403, "permission_denied"));
+    }
+    // No trace of what exists: an existing and a missing topic answer the same.
+    let (_, c1, body1) = env.call(Method::POST, "/v1/topics/payments/events", p, Some(event("e3"))).await?;
+    let (_, c2, body2) = env.call(Method::POST, "/v1/topics/no-such/events", p, Some(event("e3"))).await?;
+    assert_eq!((c1.as_str(), c2.as_str()), ("permission_denied", "permission_denied"));
+    let strip = |v: &serde_json::Value, name: &str| v["message"].as_str().unwrap_or_default().replace(name, "X");
+    assert_eq!(strip(&body1, "payments"), strip(&body2, "no-such"), "same words either way");
+    // Browse: billing (consume) and admin; not the producer.
+    let (s, _, read) = env.call(Method::GET, "/v1/topics/orders/events", b, None).await?;
+    assert_eq!(s, 200);
+    assert_eq!(read["events"].as_array().map(Vec::len), Some(1));
+    let (s, c, _) = env.call(Method::GET, "/v1/topics/orders/events", p, None).await?;
+    assert_eq!((s, c.as_str()), (403, "permission_denied"));
+    // Listings show only what a principal holds a permission on.
+    let (_, _, all) = env.call(Method::GET, "/v1/topics", a, None).await?;
+    assert!(all["topics"].as_array().is_some_and(|t| t.len() >= 2), "{all}");
+    let (_, _, mine) = env.call(Method::GET, "/v1/topics", p, None).await?;
+    assert_eq!(mine["topics"], serde_json::json!(["orders"]));
+    let (_, _, none) = env.call(Method::GET, "/v1/topics", n, None).await?;
+    assert_eq!(none["topics"], serde_json::json!([]));
+    // Describe needs some permission on it.
+    assert_eq!(env.call(Method::GET, "/v1/topics/orders", p, None).await?.0, 200);
+    assert_eq!(env.call(Method::GET, "/v1/topics/payments", p, None).await?.1, "permission_denied");
+    // Dead letters: billing's own group only.
+    assert_eq!(env.call(Method::GET, "/v1/groups/billing/dlq", b, None).await?.1, "group_not_found");
+    assert_eq!(env.call(Method::GET, "/v1/groups/other/dlq", b, None).await?.1, "permission_denied");
+    assert_eq!(env.call(Method::GET, "/v1/groups/billing/dlq", p, None).await?.1, "permission_denied");
+    // Subscribing needs consume on the group and on every topic.
+    let sub = |group: &str, topic: &str| format!("/v1/groups/{group}/subscribe?topic={topic}");
+    assert_eq!(env.call(Method::GET, &sub("other", "orders"), b, None).await?.1, "permission_denied");
+    assert_eq!(env.call(Method::GET, &sub("billing", "payments"), b, None).await?.1, "permission_denied");
+    assert_eq!(env.call(Method::GET, &sub("billing", "orders"), p, None).await?.1, "permission_denied");
+    let res = env.http.get(env.url(&sub("billing", "orders"))).bearer_auth(&env.billing).send().await?;
+    assert_eq!(res.status().as_u16(), 200, "billing may subscribe");
+    drop(res);
+    // Group admin, metrics and deletion: admin only.
+    let reset = serde_json::json!({"to": "earliest"});
+    assert_eq!(env.call(Method::POST, "/v1/groups/billing/reset", b, Some(reset)).await?.1, "permission_denied");
+    assert_eq!(env.call(Method::GET, "/metrics", b, None).await?.1, "permission_denied");
+    assert_eq!(env.call(Method::GET, "/metrics", a, None).await?.0, 200);
+    assert_eq!(env.call(Method::DELETE, "/v1/topics/orders", p, None).await?.1, "permission_denied");
+    assert_eq!(env.call(Method::DELETE, "/v1/topics/payments", a, None).await?.0, 200);
+    // whoami answers everyone with what they hold.
+    let (s, _, me) = env.call(Method::GET, "/v1/whoami", b, None).await?;
+    assert_eq!(s, 200);
+    assert_eq!(me["principal"], "billing");
+    assert_eq!(me["permissions"].as_array().map(Vec::len), Some(3));
+    let (_, _, me) = env.call(Method::GET, "/v1/whoami", n, None).await?;
+    assert_eq!(me["permissions"], serde_json::json!([]));
+    // Probes need no token; readyz keeps its details for admins.
+    let (s, _, ready) = env.call(Method::GET, "/readyz", None, None).await?;
+    assert_eq!((s, ready.get("damaged").is_none()), (200, true), "{ready}");
+    let (_, _, ready) = env.call(Method::GET, "/readyz", a, None).await?;
+    assert!(ready.get("damaged").is_some(), "{ready}");
+    assert_eq!(env.call(Method::GET, "/healthz", None, None).await?.0, 200);
+    env.server.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn grpc_principals_may_do_what_their_permissions_say_and_nothing_else() -> TestResult {
+    let env = start().await?;
+    let (a, p, b, n) =
+        (Some(env.admin.as_str()), Some(env.producer.as_str()), Some(env.billing.as_str()), Some(env.nobody.as_str()));
+    let create = |name: &str| CreateTopicRequest { name: name.into(), config: None, if_not_exists: false };
+    for who in [p, b, n] {
+        assert_eq!(code(&env.admin_client(who).create_topic(create("orders")).await), "permission_denied");
+    }
+    assert_eq!(code(&env.admin_client(a).create_topic(create("orders")).await), "");
+    let publish = |topic: &str| PublishRequest { topic: topic.into(), events: vec![wire_event("g1")] };
+    assert_eq!(code(&env.events_client(p).publish(publish("orders")).await), "");
+    assert_eq!(code(&env.events_client(b).publish(publish("orders")).await), "permission_denied");
+    assert_eq!(code(&env.events_client(p).publish(publish("no-such")).await), "permission_denied");
+    assert_eq!(code(&env.events_client(p).publish(publish("bad name!")).await), "permission_denied");
+    let read = ReadRequest { topic: "orders".into(), partition: 0, offset: 0, limit: 10 };
+    assert_eq!(code(&env.events_client(b).read(read.clone()).await), "");
+    assert_eq!(code(&env.events_client(p).read(read).await), "permission_denied");
+    let names = env.admin_client(p).list_topics(v1::ListTopicsRequest::default()).await?.into_inner().names;
+    assert_eq!(names, ["orders"]);
+    let names = env.admin_client(n).list_topics(v1::ListTopicsRequest::default()).await?.into_inner().names;
+    assert!(names.is_empty());
+    let dlq = |g: &str| DlqListRequest { group: g.into(), max: 0 };
+    assert_eq!(code(&env.admin_client(b).dlq_list(dlq("billing")).await), "group_not_found");
+    assert_eq!(code(&env.admin_client(b).dlq_list(dlq("other")).await), "permission_denied");
+    assert_eq!(code(&env.admin_client(b).dlq_purge(GroupName { group: "billing".into() }).await), "group_not_found");
+    assert_eq!(code(&env.admin_client(p).describe_topic(TopicName { name: "orders".into() }).await), "");
+    assert_eq!(code(&env.admin_client(b).delete_topic(TopicName { name: "orders".into() }).await), "permission_denied");
+    // Subscribe: consume on the group and the topics, checked on Join.
+    for (who, group, topic, expected) in [
+        (b, "other", "orders", "permission_denied"),
+        (p, "billing", "orders", "permission_denied"),
+        (b, "billing", "orders", ""),
+    ] {
+        let join = v1::SubscribeRequest {
+            msg: Some(v1::subscribe_request::Msg::Join(v1::Join {
+                group: group.into(),
+                settings: Some(v1::GroupSettings { topics: vec![topic.into()], ..Default::default() }),
+                max_in_flight: 10,
+                member_id: String::new(),
+            })),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(join).await?;
+        let r = env.events_client(who).subscribe(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+        let got = match r {
+            Err(s) => herald_proto::code_of(&s).as_str().to_owned(),
+            Ok(res) => match res.into_inner().message().await {
+                Ok(_) => String::new(),
+                Err(s) => herald_proto::code_of(&s).as_str().to_owned(),
+            },
+        };
+        assert_eq!(got, expected, "{group}/{topic}");
+    }
+    let me = env.admin_client(b).who_am_i(Empty {}).await?.into_inner();
+    assert_eq!((me.principal.as_str(), me.anonymous, me.permissions.len()), ("billing", false, 3));
+    env.server.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn missing_wrong_revoked_and_expired_tokens_are_unauthenticated() -> TestResult {
+    let env = start().await?;
+    let short = tokens::create(env.dir.path(), "short", &["*:*".into()], Some(Duration::from_secs(2)))?.token;
+    // None, garbage, a good-looking token of nobody: 401 / UNAUTHENTICATED.
+    let (s, c, _) = env.call(Method::GET, "/v1/topics", None, None).await?;
+    assert_eq!((s, c.as_str()), (401, "unauthenticated"));
+    let res = env.http.get(env.url("/v1/topics")).send().await?;
+    assert!(res.headers().get("www-authenticate").is_some_and(|v| v.as_bytes().starts_with(b"Bearer")));
+    let forged = format!("hrd_{}_{}", "0".repeat(16), "0".repeat(64));
+    for bad in [Some("nope"), Some(forged.as_str())] {
+        assert_eq!(env.call(Method::GET, "/v1/topics", bad, None).await?.1, "unauthenticated");
+        let r = env.admin_client(bad).list_topics(v1::ListTopicsRequest::default()).await;
+        assert_eq!(code(&r), "unauthenticated");
+        assert_eq!(r.unwrap_err().code(), tonic::Code::Unauthenticated);
+    }
+    assert_eq!(code(&env.admin_client(None).list_topics(v1::ListTopicsRequest::default()).await), "unauthenticated");
+    // The new token works at once (the server re-reads the file), then expires.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while env.call(Method::GET, "/v1/whoami", Some(&short), None).await?.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "a new token was not picked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, c, body) = env.call(Method::GET, "/v1/whoami", Some(&short), None).await?;
+        if s == 401 {
+            assert_eq!(c, "unauthenticated");
+            assert!(body["message"].as_str().is_some_and(|m| m.contains("expired")), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the token did not expire");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Revoked: refused within a second or so, with that said.
+    assert_eq!(env.call(Method::GET, "/v1/whoami", Some(&env.billing), None).await?.0, 200);
+    tokens::revoke(env.dir.path(), "billing")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, _, body) = env.call(Method::GET, "/v1/whoami", Some(&env.billing), None).await?;
+        if s == 401 {
+            assert!(body["message"].as_str().is_some_and(|m| m.contains("revoked")), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the revocation was not picked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.server.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn ten_thousand_wrong_tokens_are_cut_off_per_address_and_others_keep_working() -> TestResult {
+    let env = start().await?;
+    let attacker = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build()?;
+    let url = env.url("/v1/topics");
+    let mut codes = std::collections::HashMap::<String, u32>::new();
+    for i in 0..10_000u32 {
+        let res = attacker.get(&url).bearer_auth(format!("guess-{i}")).send().await?;
+        let status = res.status().as_u16();
+        let body: serde_json::Value = res.json().await?;
+        *codes.entry(format!("{status} {}", body["code"].as_str().unwrap_or("?"))).or_default() += 1;
+        if i % 1000 == 0 {
+            // Meanwhile the good client on 127.0.0.1 is served as usual.
+            assert_eq!(env.call(Method::GET, "/v1/whoami", Some(&env.admin), None).await?.0, 200);
+        }
+    }
+    // 20 failures a minute are looked at; the rest are refused unseen, with when to retry.
+    assert_eq!(codes.get("401 unauthenticated"), Some(&20), "{codes:?}");
+    assert_eq!(codes.get("429 quota_exceeded"), Some(&9_980), "{codes:?}");
+    let res = attacker.get(&url).bearer_auth(&env.admin).send().await?;
+    assert_eq!(res.status().as_u16(), 429, "even a good token from that address waits");
+    assert!(res.headers().get("retry-after").is_some());
+    assert_eq!(env.call(Method::GET, "/healthz", None, None).await?.0, 200);
+    assert_eq!(env.call(Method::GET, "/v1/whoami", Some(&env.admin), None).await?.0, 200);
+    env.server.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_loopback_server_refuses_other_sites_hosts_and_origins() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = ServerConfig {
+        data_dir: dir.path().to_owned(),
+        http: "127.0.0.1:0".parse()?,
+        grpc: "127.0.0.1:0".parse()?,
+        ..Default::default()
+    };
+    let server = Server::start(config).await?;
+    let url = format!("http://{}/v1/topics", server.http_addr());
+    let http = reqwest::Client::new();
+    // Anonymous access works on loopback (no setup)...
+    assert_eq!(http.get(&url).send().await?.status().as_u16(), 200);
+    assert_eq!(http.get(&url).header("Host", "localhost:7280").send().await?.status().as_u16(), 200);
+    // ...but not for a page whose name was rebound to 127.0.0.1, nor from another site.
+    for (header, value) in
+        [("Host", "attacker.example"), ("Host", "attacker.example:7280"), ("Origin", "http://attacker.example")]
+    {
+        let res = http.post(&url).header(header, value).json(&serde_json::json!({"name": "x"})).send().await?;
+        assert_eq!(res.status().as_u16(), 403, "{header}: {value}");
+        let body: serde_json::Value = res.json().await?;
+        assert_eq!(body["code"], "permission_denied");
+        assert!(body["message"].as_str().is_some_and(|m| m.contains("allowed_hosts")), "{body}");
+    }
+    assert_eq!(http.get(&url).send().await?.json::<serde_json::Value>().await?["topics"], serde_json::json!([]));
+    server.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn anonymous_access_beyond_loopback_refuses_to_start_unless_allowed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = ServerConfig {
+        data_dir: dir.path().to_owned(),
+        http: "0.0.0.0:0".parse()?,
+        grpc: "127.0.0.1:0".parse()?,
+        ..Default::default()
+    };
+    let e = Server::start(config.clone()).await.err().ok_or("started without authentication on 0.0.0.0")?;
+    assert!(e.to_string().contains("--allow-anonymous") && e.to_string().contains("--auth token"), "{e}");
+    let mut allowed = config.clone();
+    allowed.auth.allow_anonymous = true;
+    Server::start(allowed).await?.shutdown().await?;
+    let mut token = config;
+    token.auth.mode = AuthMode::Token;
+    Server::start(token).await?.shutdown().await?;
+    Ok(())
+}
