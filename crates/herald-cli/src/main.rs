@@ -28,12 +28,22 @@ pub struct Global {
     /// than on a command line others can see.
     #[arg(long, env = "HERALD_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// Connects to herald:// over TLS, trusting this CA (PEM) for the server's certificate.
+    #[arg(long, env = "HERALD_CA", global = true)]
+    pub ca: Option<std::path::PathBuf>,
+    /// Connects to herald:// over TLS, trusting the system's roots.
+    #[arg(long, env = "HERALD_TLS", global = true)]
+    pub tls: bool,
 }
 
 impl Global {
     /// What `herald::connect_with` needs besides the URL.
     pub fn connect_options(&self) -> herald::ConnectOptions {
-        herald::ConnectOptions { token: self.token.clone().filter(|t| !t.is_empty()) }
+        herald::ConnectOptions {
+            token: self.token.clone().filter(|t| !t.is_empty()),
+            ca: self.ca.clone(),
+            tls: self.tls,
+        }
     }
 }
 

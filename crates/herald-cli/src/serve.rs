@@ -29,6 +29,13 @@ pub struct ServeArgs {
     /// [default: none].
     #[arg(long, value_enum)]
     pub auth: Option<AuthArg>,
+    /// TLS on both ports: the server's PEM certificate chain (with --tls-key; re-read when it
+    /// changes).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Serves anonymous access on a non-loopback address (anyone who reaches it may do
     /// everything): only on a network you trust.
     #[arg(long)]
@@ -78,6 +85,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         };
         flags.push(("auth.mode", toml::Value::String(mode.into())));
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        // One value: a `[tls]` with only one of the two is refused.
+        let mut t = toml::Table::new();
+        t.insert("cert".into(), toml::Value::String(cert.display().to_string()));
+        t.insert("key".into(), toml::Value::String(key.display().to_string()));
+        flags.push(("tls", toml::Value::Table(t)));
+    }
     if args.allow_anonymous {
         flags.push(("auth.allow_anonymous", toml::Value::Boolean(true)));
     }
@@ -94,7 +108,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         );
     }
     // One line a script can wait for.
-    println!("herald listening: http://{} grpc://{}", server.http_addr(), server.grpc_addr());
+    let (http, grpc) = if server.state().config.tls.is_some() { ("https", "grpcs") } else { ("http", "grpc") };
+    println!("herald listening: {http}://{} {grpc}://{}", server.http_addr(), server.grpc_addr());
     server.run_until(herald_server::shutdown_signal()).await?;
     Ok(())
 }

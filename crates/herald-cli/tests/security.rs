@@ -150,3 +150,134 @@ fn serve_refuses_anonymous_access_beyond_loopback() {
     assert!(!ok, "started anonymously on 0.0.0.0");
     assert!(err.contains("--allow-anonymous") && err.contains("--auth token"), "{err}");
 }
+
+/// A CA, and a certificate for `localhost` and 127.0.0.1 it signed: (CA PEM, cert PEM, key PEM).
+fn pki(name: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+fn serve_tls(dir: &Path, cert: &Path, key: &Path) -> (Serve, String, String) {
+    let mut child = herald(&["serve", "--auth", "token", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--tls-cert")
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key)
+        .env("HERALD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning herald serve");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).expect("herald serve printed its listening line");
+    let http = line.split_whitespace().find_map(|w| w.strip_prefix("https://")).expect("an https address").to_owned();
+    let grpc = line.split_whitespace().find_map(|w| w.strip_prefix("grpcs://")).expect("a grpcs address").to_owned();
+    (Serve(child, String::new()), http, grpc)
+}
+
+/// `GET /healthz` over TLS trusting `ca_pem`, as raw HTTP/1.1: the status line, or the error.
+fn https_get(addr: &str, ca_pem: &str, path: &str) -> Result<String, String> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(c.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        tls.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out).await;
+        Ok(String::from_utf8_lossy(&out).lines().next().unwrap_or_default().to_owned())
+    })
+}
+
+#[test]
+fn tls_serves_both_ports_refuses_plaintext_and_wrong_cas_and_rotates_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = token(dir.path(), "admin", &["*:*"]);
+    let (ca, cert, key) = pki("first");
+    let (ca_path, cert_path, key_path) =
+        (dir.path().join("ca.pem"), dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::write(&ca_path, &ca).unwrap();
+    std::fs::write(&cert_path, &cert).unwrap();
+    std::fs::write(&key_path, &key).unwrap();
+    let (_server, http, grpc) = serve_tls(dir.path(), &cert_path, &key_path);
+    let port = grpc.rsplit(':').next().unwrap();
+    let url = format!("herald://localhost:{port}");
+
+    // The SDK and CLI over TLS with a token.
+    let mut c = herald(&["--url", &url, "--token", &admin, "--ca"]);
+    c.arg(&ca_path).args(["topic", "create", "orders", "--partitions", "1"]);
+    let (ok, _, err) = output(c);
+    assert!(ok, "{err}");
+    let mut c = herald(&["--url", &url, "--token", &admin, "--ca"]);
+    c.arg(&ca_path).args(["whoami"]);
+    let (ok, out, err) = output(c);
+    assert!(ok && out.starts_with("admin"), "{out}{err}");
+    // HTTP over TLS.
+    assert_eq!(https_get(&http, &ca, "/healthz").unwrap(), "HTTP/1.1 200 OK");
+
+    // Plaintext against the TLS ports: refused, saying why.
+    let (ok, _, err) = with(&url, Some(&admin), &["whoami"]);
+    assert!(!ok && err.contains("TLS"), "{err}");
+    let mut plain = std::net::TcpStream::connect(&http).unwrap();
+    std::io::Write::write_all(&mut plain, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut plain, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("TLS only"), "{answer}");
+
+    // Another CA: not trusted, and said so.
+    let (other_ca, _, _) = pki("other");
+    let other_path = dir.path().join("other-ca.pem");
+    std::fs::write(&other_path, &other_ca).unwrap();
+    let mut c = herald(&["--url", &url, "--token", &admin, "--ca"]);
+    c.arg(&other_path).arg("whoami");
+    let (ok, _, err) = output(c);
+    assert!(!ok && err.contains("not trusted"), "{err}");
+    assert!(https_get(&http, &other_ca, "/healthz").is_err());
+
+    // Rotation: new files (from another CA) are served to new connections without a restart.
+    let (ca2, cert2, key2) = pki("second");
+    let ca2_path = dir.path().join("ca2.pem");
+    std::fs::write(&ca2_path, &ca2).unwrap();
+    std::fs::write(&key_path, &key2).unwrap();
+    std::fs::write(&cert_path, &cert2).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while https_get(&http, &ca2, "/healthz").is_err() {
+        assert!(Instant::now() < deadline, "the renewed certificate was not served");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut c = herald(&["--url", &url, "--token", &admin, "--ca"]);
+    c.arg(&ca2_path).arg("whoami");
+    let (ok, _, err) = output(c);
+    assert!(ok, "{err}");
+    assert!(https_get(&http, &ca, "/healthz").is_err(), "the old certificate is no longer served");
+}

@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub broker: BrokerConfig,
     /// Who may do what (`[auth]`): see `docs/security.md`.
     pub auth: crate::auth::AuthConfig,
+    /// TLS on both listeners (`[tls] cert`, `key`: PEM files, re-read when they change).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +89,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             broker: BrokerConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            tls: None,
         }
     }
 }

@@ -174,7 +174,13 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 }
 
 /// Serves HTTP/1.1 on `listener` until `stop`, then lets every connection finish gracefully.
-pub(crate) async fn serve_http(listener: TcpListener, app: Router, gate: Arc<Gate>, stop: CancellationToken) {
+pub(crate) async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    gate: Arc<Gate>,
+    stop: CancellationToken,
+    tls: Option<Arc<crate::tls::Tls>>,
+) {
     let reserve_app = app.clone().layer(axum::middleware::from_fn(reserve_only));
     let mut conns = JoinSet::new();
     loop {
@@ -196,9 +202,23 @@ pub(crate) async fn serve_http(listener: TcpListener, app: Router, gate: Arc<Gat
             Admitted::Regular(p) => (Some(p), app.clone(), gate.header_read_timeout),
             Admitted::Reserve(p) => (p, reserve_app.clone(), gate.header_read_timeout.min(RESERVE_HEADER_READ_TIMEOUT)),
         };
-        let (stop, gate) = (stop.clone(), gate.clone());
+        let (stop, gate, tls) = (stop.clone(), gate.clone(), tls.clone());
         conns.spawn(async move {
             let _permit = permit;
+            let io = Tracked::new(tcp);
+            let activity = io.activity.clone();
+            let io = match tls {
+                None => tokio_util::either::Either::Left(io),
+                Some(tls) => match handshake(io, &tls, crate::tls::Listener::Http, timeout).await {
+                    Some(t) => tokio_util::either::Either::Right(t),
+                    None => {
+                        if spare_used {
+                            gate.refill_spare();
+                        }
+                        return;
+                    }
+                },
+            };
             let handling = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let service = Counted { inner: TowerToHyperService::new(router), handling: handling.clone(), peer };
             // HTTP/1.1, and HTTP/2 with prior knowledge (as axum::serve did: a gRPC client sent
@@ -207,8 +227,6 @@ pub(crate) async fn serve_http(listener: TcpListener, app: Router, gate: Arc<Gat
             // below covers a connection that sends nothing at all, at first or between requests.
             let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
-            let io = Tracked::new(tcp);
-            let activity = io.activity.clone();
             let conn = builder.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             let mut watchdog = tokio::time::interval((timeout / 4).max(Duration::from_millis(25)));
@@ -241,6 +259,58 @@ pub(crate) async fn serve_http(listener: TcpListener, app: Router, gate: Arc<Gat
         });
     }
     while conns.join_next().await.is_some() {}
+}
+
+/// The TLS handshake of a new connection within `timeout`; `None` (closed) when it fails. A
+/// plaintext HTTP request is answered in plain text that this port wants TLS.
+async fn handshake<T: AsyncRead + AsyncWrite + Unpin + Peek>(
+    io: T,
+    tls: &crate::tls::Tls,
+    listener: crate::tls::Listener,
+    timeout: Duration,
+) -> Option<Box<tokio_rustls::server::TlsStream<T>>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, io.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    if !crate::tls::looks_like_tls(first[0]) {
+        tracing::debug!(?listener, "a plaintext client on a TLS port: closed");
+        metrics::counter!("herald_server_tls_failures_total", "reason" => "plaintext").increment(1);
+        if matches!(listener, crate::tls::Listener::Http) {
+            let mut io = io;
+            use tokio::io::AsyncWriteExt as _;
+            let _ = tokio::time::timeout(timeout, io.write_all(&crate::tls::plaintext_answer())).await;
+            let _ = tokio::time::timeout(timeout, io.shutdown()).await;
+        }
+        return None;
+    }
+    match tokio::time::timeout(timeout, tls.acceptor(listener).accept(io)).await {
+        Ok(Ok(t)) => Some(Box::new(t)),
+        Ok(Err(e)) => {
+            tracing::debug!(?listener, error = %e, "TLS handshake failed");
+            metrics::counter!("herald_server_tls_failures_total", "reason" => "handshake").increment(1);
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// A connection whose first byte can be looked at without taking it.
+pub(crate) trait Peek {
+    fn peek<'a>(&'a self, buf: &'a mut [u8]) -> impl std::future::Future<Output = io::Result<usize>> + Send + 'a;
+}
+
+impl Peek for Tracked {
+    fn peek<'a>(&'a self, buf: &'a mut [u8]) -> impl std::future::Future<Output = io::Result<usize>> + Send + 'a {
+        self.tcp.peek(buf)
+    }
+}
+
+impl Peek for TcpStream {
+    fn peek<'a>(&'a self, buf: &'a mut [u8]) -> impl std::future::Future<Output = io::Result<usize>> + Send + 'a {
+        TcpStream::peek(self, buf)
+    }
 }
 
 /// The router's service, counting the requests being handled on one connection, until their
@@ -413,6 +483,7 @@ pub(crate) fn grpc_incoming(
     listener: TcpListener,
     gate: Arc<Gate>,
     stop: CancellationToken,
+    tls: Option<Arc<crate::tls::Tls>>,
 ) -> impl futures::Stream<Item = Result<GatedStream, Infallible>> {
     let (tx, rx) = mpsc::channel(GRPC_HANDOFF_MAX);
     tokio::spawn(async move {
@@ -433,13 +504,21 @@ pub(crate) fn grpc_incoming(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let (tx, timeout) = (tx.clone(), gate.header_read_timeout);
+            let (tx, timeout, tls) = (tx.clone(), gate.header_read_timeout, tls.clone());
             tokio::spawn(async move {
+                if let Some(tls) = tls {
+                    if let Some(t) = handshake(tcp, &tls, crate::tls::Listener::Grpc, timeout).await {
+                        let io = tokio_util::either::Either::Right(t);
+                        let _ = tx.send(Ok(GatedStream { io, _permit: permit })).await;
+                    }
+                    return;
+                }
                 // `peek` waits for the first byte without taking it (readiness alone may be
                 // spurious).
                 match tokio::time::timeout(timeout, tcp.peek(&mut [0u8; 1])).await {
                     Ok(Ok(n)) if n > 0 => {
-                        let _ = tx.send(Ok(GatedStream { tcp, _permit: permit })).await;
+                        let io = tokio_util::either::Either::Left(tcp);
+                        let _ = tx.send(Ok(GatedStream { io, _permit: permit })).await;
                     }
                     _ => {
                         tracing::debug!(%peer, "closed a gRPC connection that sent nothing within header_read_timeout_ms")
@@ -453,7 +532,7 @@ pub(crate) fn grpc_incoming(
 
 /// An accepted TCP connection holding its place under `max_connections` until it closes.
 pub(crate) struct GatedStream {
-    tcp: TcpStream,
+    io: tokio_util::either::Either<TcpStream, Box<tokio_rustls::server::TlsStream<TcpStream>>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -461,27 +540,30 @@ impl tonic::transport::server::Connected for GatedStream {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.tcp.connect_info()
+        match &self.io {
+            tokio_util::either::Either::Left(tcp) => tcp.connect_info(),
+            tokio_util::either::Either::Right(tls) => tls.get_ref().0.connect_info(),
+        }
     }
 }
 
 impl AsyncRead for GatedStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for GatedStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -489,10 +571,10 @@ impl AsyncWrite for GatedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.io.is_write_vectored()
     }
 }

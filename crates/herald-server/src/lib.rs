@@ -23,6 +23,9 @@ mod conn;
 pub mod grpc;
 pub mod http;
 mod metrics;
+mod tls;
+
+pub use tls::TlsConfig;
 
 pub use config::{ConfigError, ServerConfig};
 pub use conn::{RESERVE_CONNECTIONS, raise_descriptor_limit};
@@ -142,6 +145,12 @@ impl Server {
         let grpc_addr = grpc_listener.local_addr().expect("bound listener has an address");
         let guard = auth::Guard::new(&config.auth, config.data_dir.clone(), http_addr, grpc_addr)
             .map_err(|e| ServerError::Config(ConfigError::Range(e)))?;
+        let tls = match &config.tls {
+            None => None,
+            Some(files) => Some(Arc::new(
+                tls::Tls::new(files).map_err(|e| ServerError::Config(ConfigError::Range(format!("[tls]: {e}"))))?,
+            )),
+        };
         let broker = Broker::open(&config.data_dir, config.broker.clone())?;
         let max_connections = conn::effective_max_connections(config.max_connections);
         let gate = conn::Gate::new(max_connections, Duration::from_millis(config.header_read_timeout_ms));
@@ -155,13 +164,13 @@ impl Server {
             members: Arc::new(LiveMembers::default()),
             guard: Arc::new(guard),
         });
-        let guard_task = tokio::spawn(watch_auth(state.clone(), [http_addr, grpc_addr]));
+        let guard_task = tokio::spawn(watch_files(state.clone(), tls.clone(), [http_addr, grpc_addr]));
         let gate = state.gate.clone();
         let http_task = {
             let app = http::router(state.clone());
             let stop = state.shutdown.clone();
             // No Nagle on accepted connections: small answers (receipts, SSE events) go out at once.
-            tokio::spawn(conn::serve_http(http_listener, app, gate.clone(), stop))
+            tokio::spawn(conn::serve_http(http_listener, app, gate.clone(), stop, tls.clone()))
         };
         let grpc_task = {
             let routes = grpc::routes(state.clone());
@@ -169,7 +178,7 @@ impl Server {
             tokio::spawn(async move {
                 // No Nagle on accepted connections (in `conn`): a small frame (a receipt, a settle
                 // result, a delivery) otherwise waits for the peer's delayed ACK.
-                let incoming = conn::grpc_incoming(grpc_listener, gate, stop.clone());
+                let incoming = conn::grpc_incoming(grpc_listener, gate, stop.clone(), tls);
                 let serve = tonic::transport::Server::builder()
                     .http2_keepalive_interval(Some(Duration::from_secs(10)))
                     .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -184,7 +193,7 @@ impl Server {
             })
         };
         tracing::info!(%http_addr, %grpc_addr, data_dir = %state.config.data_dir.display(),
-            auth = ?state.guard.mode(), "herald serving");
+            auth = ?state.guard.mode(), tls = state.config.tls.is_some(), "herald serving");
         Ok(Server { state, http_addr, grpc_addr, tasks: vec![http_task, grpc_task, guard_task] })
     }
 
@@ -229,9 +238,10 @@ impl Server {
     }
 }
 
-/// Re-reads the token file each second (a revoked token stops working within a second), and
-/// repeats every minute that anonymous access is served beyond loopback.
-async fn watch_auth(state: Arc<AppState>, addrs: [SocketAddr; 2]) {
+/// Re-reads the token file and the certificate files each second when they changed (a revoked
+/// token stops working, a renewed certificate is served, within a second), and repeats every
+/// minute that anonymous access is served beyond loopback.
+async fn watch_files(state: Arc<AppState>, tls: Option<Arc<tls::Tls>>, addrs: [SocketAddr; 2]) {
     const EVERY: Duration = Duration::from_secs(1);
     const WARN_EVERY: u32 = 60;
     let exposed = state.guard.exposed_anonymously(&addrs);
@@ -254,9 +264,15 @@ async fn watch_auth(state: Arc<AppState>, addrs: [SocketAddr; 2]) {
             () = state.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let guard = state.guard.clone();
-        // A file read: off the async workers.
-        let _ = tokio::task::spawn_blocking(move || guard.reload_if_changed()).await;
+        let (guard, tls) = (state.guard.clone(), tls.clone());
+        // File reads: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            guard.reload_if_changed();
+            if let Some(t) = tls {
+                t.reload_if_changed();
+            }
+        })
+        .await;
         n += 1;
         if exposed && n.is_multiple_of(WARN_EVERY) {
             warn();

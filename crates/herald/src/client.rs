@@ -21,18 +21,33 @@ pub struct ConnectOptions {
     /// An API token for a server that requires one (`herald token create`), sent as
     /// `authorization: Bearer …` on every call. Keep it out of URLs (they get logged).
     pub token: Option<String>,
+    /// Connect to `herald://` over TLS, trusting this CA (a PEM file) for the server's
+    /// certificate.
+    pub ca: Option<std::path::PathBuf>,
+    /// Connect to `herald://` over TLS, trusting the system's roots (implied by `ca`).
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for ConnectOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnectOptions").field("token", &self.token.as_ref().map(|_| "…")).finish()
+        f.debug_struct("ConnectOptions")
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("ca", &self.ca)
+            .field("tls", &self.tls)
+            .finish()
     }
 }
 
 impl ConnectOptions {
-    /// The options the environment gives: `HERALD_TOKEN`.
+    /// The options the environment gives: `HERALD_TOKEN`, `HERALD_CA` (a PEM file), and
+    /// `HERALD_TLS=1` (TLS with the system's roots).
     pub fn from_env() -> ConnectOptions {
-        ConnectOptions { token: std::env::var("HERALD_TOKEN").ok().filter(|t| !t.is_empty()) }
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        ConnectOptions {
+            token: var("HERALD_TOKEN"),
+            ca: var("HERALD_CA").map(Into::into),
+            tls: var("HERALD_TLS").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true")),
+        }
     }
 }
 
@@ -99,7 +114,7 @@ async fn open(
             if rest.is_empty() || rest.contains('/') {
                 return Err(invalid("herald:// needs host:port, e.g. herald://127.0.0.1:7281"));
             }
-            crate::remote::connect(rest, options.token.as_deref()).await
+            crate::remote::connect(rest, options).await
         }
         #[cfg(not(feature = "remote"))]
         "herald" => Err(not_built(scheme, "remote")),

@@ -82,12 +82,12 @@ pub(crate) struct Remote {
 
 /// Connects to the server at `addr` (`host:port`). Nothing is dialled yet: the first call does,
 /// and reports a server that cannot be reached.
-pub(crate) async fn connect(addr: &str, token: Option<&str>) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(Remote::new(addr, token)?))
+pub(crate) async fn connect(addr: &str, options: &crate::client::ConnectOptions) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(Remote::new(addr, options)?))
 }
 
 impl Remote {
-    fn new(addr: &str, token: Option<&str>) -> Result<Remote> {
+    fn new(addr: &str, options: &crate::client::ConnectOptions) -> Result<Remote> {
         let invalid =
             |why: String| Error::new(Code::InvalidUrl, format!("cannot connect to \"herald://{addr}\": {why}"));
         let (host, port) =
@@ -99,15 +99,32 @@ impl Remote {
             Ok(p) if p > 0 => {}
             _ => return Err(invalid(format!("the port {port:?} is not a number from 1 to 65535"))),
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| invalid(format!("not a valid address: {e}")))?
+        let tls = options.tls || options.ca.is_some();
+        let scheme = if tls { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| invalid(format!("not a valid address: {e}")))?;
+        if tls {
+            let domain = host.trim_start_matches('[').trim_end_matches(']');
+            let mut config = tonic::transport::ClientTlsConfig::new().domain_name(domain);
+            config = match &options.ca {
+                Some(path) => {
+                    let pem = std::fs::read(path).map_err(|e| {
+                        Error::new(Code::InvalidArgument, format!("cannot read the CA file {}: {e}", path.display()))
+                    })?;
+                    config.ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                }
+                None => config.with_native_roots(),
+            };
+            endpoint = endpoint.tls_config(config).map_err(|e| invalid(format!("cannot set up TLS: {e}")))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
-        let credentials = match token {
+        let credentials = match options.token.as_deref() {
             None => Credentials(None),
             Some(t) => Credentials(Some(format!("Bearer {t}").parse().map_err(|_| {
                 Error::new(Code::InvalidArgument, "the token holds characters a header cannot carry; copy it again")
@@ -247,8 +264,21 @@ fn status_error(addr: &str, what: &str, s: &tonic::Status) -> Error {
         );
     }
     let code = herald_proto::code_of(s);
+    let certificate =
+        ["certificate", "UnknownIssuer", "CertNotValid", "NotValidForName"].iter().any(|w| detail.contains(w));
+    if certificate {
+        // Retrying cannot make an untrusted certificate trusted.
+        return Error::new(
+            Code::InvalidUrl,
+            format!(
+                "herald://{addr}: {what}: the server's TLS certificate is not trusted ({detail}); give the CA that \
+                 signed it (--ca or HERALD_CA), and connect by the name the certificate is for"
+            ),
+        );
+    }
     let hint = if code.kind() == ErrorKind::Unavailable {
-        "; is the Herald server (`herald serve`) running and listening there? Retry once it is"
+        "; is the Herald server (`herald serve`) running and listening there? Retry once it is (a server with \
+         TLS closes plaintext connections at once: connect with --ca/HERALD_CA or --tls)"
     } else {
         ""
     };
@@ -554,12 +584,12 @@ mod tests {
     #[tokio::test]
     async fn bad_addresses_are_refused_with_what_to_do() {
         for addr in ["nohost", ":7281", "h:0", "h:99999", "h:port"] {
-            let e = Remote::new(addr, None).err().unwrap_or_else(|| panic!("{addr} accepted"));
+            let e = Remote::new(addr, &Default::default()).err().unwrap_or_else(|| panic!("{addr} accepted"));
             assert_eq!((e.kind(), e.code()), (ErrorKind::Invalid, Code::InvalidUrl), "{addr}");
             assert!(e.to_string().contains(addr), "{e}");
         }
-        Remote::new("127.0.0.1:7281", None).unwrap();
-        Remote::new("[::1]:7281", None).unwrap();
-        Remote::new("localhost:7281", None).unwrap();
+        Remote::new("127.0.0.1:7281", &Default::default()).unwrap();
+        Remote::new("[::1]:7281", &Default::default()).unwrap();
+        Remote::new("localhost:7281", &Default::default()).unwrap();
     }
 }
