@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod audit;
 pub mod auth;
 mod config;
 mod conn;
@@ -84,6 +85,8 @@ pub struct AppState {
     pub members: Arc<LiveMembers>,
     /// Who is calling, for both APIs.
     pub guard: Arc<auth::Guard>,
+    /// The audit trail.
+    pub audit: Arc<audit::Audit>,
 }
 
 /// The (group, member id) pairs of the members this server's streams hold. The broker counts two
@@ -124,6 +127,9 @@ pub struct Server {
     http_addr: SocketAddr,
     grpc_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
+    /// The audit appender: stopped after the requests (it appends what they recorded), before
+    /// the broker closes.
+    audit: (CancellationToken, JoinHandle<()>),
 }
 
 impl Server {
@@ -154,6 +160,8 @@ impl Server {
         let broker = Broker::open(&config.data_dir, config.broker.clone())?;
         let max_connections = conn::effective_max_connections(config.max_connections);
         let gate = conn::Gate::new(max_connections, Duration::from_millis(config.header_read_timeout_ms));
+        let audit_stop = CancellationToken::new();
+        let (audit, audit_task) = audit::Audit::start(broker.clone(), audit_stop.clone());
         let state = Arc::new(AppState {
             broker,
             subscriptions: Arc::new(tokio::sync::Semaphore::new(config.max_subscriptions)),
@@ -163,6 +171,7 @@ impl Server {
             gate,
             members: Arc::new(LiveMembers::default()),
             guard: Arc::new(guard),
+            audit,
         });
         let guard_task = tokio::spawn(watch_files(state.clone(), tls.clone(), [http_addr, grpc_addr]));
         let gate = state.gate.clone();
@@ -194,7 +203,13 @@ impl Server {
         };
         tracing::info!(%http_addr, %grpc_addr, data_dir = %state.config.data_dir.display(),
             auth = ?state.guard.mode(), tls = state.config.tls.is_some(), "herald serving");
-        Ok(Server { state, http_addr, grpc_addr, tasks: vec![http_task, grpc_task, guard_task] })
+        Ok(Server {
+            state,
+            http_addr,
+            grpc_addr,
+            tasks: vec![http_task, grpc_task, guard_task],
+            audit: (audit_stop, audit_task),
+        })
     }
 
     /// Where the HTTP API listens.
@@ -225,6 +240,10 @@ impl Server {
         let all = futures::future::join_all(self.tasks);
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!(grace_ms = grace.as_millis() as u64, "requests still running after the grace period");
+        }
+        self.audit.0.cancel();
+        if tokio::time::timeout(grace, self.audit.1).await.is_err() {
+            tracing::warn!("audit records still being appended after the grace period");
         }
         self.state.broker.close().await?;
         tracing::info!("herald stopped");
@@ -264,10 +283,10 @@ async fn watch_files(state: Arc<AppState>, tls: Option<Arc<tls::Tls>>, addrs: [S
             () = state.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (guard, tls) = (state.guard.clone(), tls.clone());
+        let (s, tls) = (state.clone(), tls.clone());
         // File reads: off the async workers.
         let _ = tokio::task::spawn_blocking(move || {
-            guard.reload_if_changed();
+            s.guard.reload_if_changed(&s.audit);
             if let Some(t) = tls {
                 t.reload_if_changed();
             }

@@ -402,3 +402,97 @@ async fn anonymous_access_beyond_loopback_refuses_to_start_unless_allowed() -> T
     Server::start(token).await?.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn admin_actions_refusals_and_token_changes_are_audited_and_read_back_through_a_group() -> TestResult {
+    let env = start().await?;
+    let (a, p, b) = (Some(env.admin.as_str()), Some(env.producer.as_str()), Some(env.billing.as_str()));
+    env.call(Method::POST, "/v1/topics", a, Some(serde_json::json!({"name": "orders", "partitions": 1}))).await?;
+    assert_eq!(env.call(Method::DELETE, "/v1/topics/orders", p, None).await?.1, "permission_denied");
+    assert_eq!(env.call(Method::GET, "/v1/groups/billing/dlq", b, None).await?.1, "group_not_found");
+    assert_eq!(env.call(Method::GET, "/v1/topics", Some("wrong"), None).await?.1, "unauthenticated");
+    let r = env.admin_client(a).delete_topic(TopicName { name: "orders".into() }).await;
+    assert_eq!(code(&r), "");
+    assert_eq!(
+        code(&env.events_client(b).read(ReadRequest { topic: "x".into(), partition: 0, offset: 0, limit: 1 }).await),
+        "permission_denied"
+    );
+    tokens::create(env.dir.path(), "late", &["publish:x".into()], None)?;
+    tokens::revoke(env.dir.path(), "nobody")?;
+
+    let expected = [
+        ("admin", "http", "create_topic", "topic/orders", "ok"),
+        ("orders-api", "http", "delete_topic", "topic/orders", "permission_denied"),
+        ("billing", "http", "dlq_list", "group/billing", "group_not_found"),
+        ("-", "http", "GET /v1/topics", "/v1/topics", "unauthenticated"),
+        ("admin", "grpc", "delete_topic", "topic/orders", "ok"),
+        ("billing", "grpc", "Read", "topic/x", "permission_denied"),
+        ("-", "server", "token_created", "token/late", "ok"),
+        ("-", "server", "token_revoked", "token/nobody", "ok"),
+    ];
+    // Read herald.audit as a consumer group would, until every expected record is there.
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tx.send(v1::SubscribeRequest {
+        msg: Some(v1::subscribe_request::Msg::Join(v1::Join {
+            group: "auditors".into(),
+            settings: Some(v1::GroupSettings { topics: vec!["herald.audit".into()], ..Default::default() }),
+            max_in_flight: 1000,
+            member_id: String::new(),
+        })),
+    })
+    .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut records: Vec<serde_json::Value> = Vec::new();
+    let found = |records: &[serde_json::Value]| {
+        expected.iter().all(|(who, api, action, target, outcome)| {
+            records.iter().any(|r| {
+                r["principal"] == *who
+                    && r["api"] == *api
+                    && r["action"] == *action
+                    && r["target"] == *target
+                    && r["outcome"] == *outcome
+            })
+        })
+    };
+    // The topic appears with the first record: subscribe once it exists.
+    loop {
+        let topics = env.admin_client(a).list_topics(v1::ListTopicsRequest::default()).await?.into_inner().names;
+        if topics.iter().any(|t| t == "herald.audit") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no herald.audit topic");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut stream =
+        env.events_client(a).subscribe(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    while !found(&records) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let msg = tokio::time::timeout(left, stream.message())
+            .await
+            .map_err(|_| format!("records so far: {records:#?}"))??;
+        let Some(msg) = msg else { break };
+        if let Some(v1::subscribe_response::Msg::Deliveries(d)) = msg.msg {
+            let mut ids = Vec::new();
+            for delivery in d.deliveries {
+                ids.extend(delivery.id);
+                let event = delivery.stored.and_then(|s| s.event).ok_or("a delivery without an event")?;
+                assert_eq!(event.r#type, "herald.audit");
+                records.push(serde_json::from_slice(&event.data)?);
+            }
+            // Acked: a principal's records are its key, and a key's next waits for the ack.
+            let acks = v1::Acks { seq: records.len() as u64, ids };
+            tx.send(v1::SubscribeRequest { msg: Some(v1::subscribe_request::Msg::Acks(acks)) }).await?;
+        }
+    }
+    assert!(found(&records), "{records:#?}");
+    for r in &records {
+        assert!(r["time_ms"].as_u64().is_some_and(|t| t > 0), "{r}");
+        if r["api"] != "server" {
+            assert_eq!(r["source"], "127.0.0.1", "{r}");
+        }
+    }
+    // Reading the audit topic is a permission like any other.
+    assert_eq!(env.call(Method::GET, "/v1/topics/herald.audit/events", b, None).await?.1, "permission_denied");
+    env.server.shutdown().await?;
+    Ok(())
+}

@@ -166,9 +166,10 @@ impl Guard {
         self.tokens.read().expect("tokens lock poisoned").live()
     }
 
-    /// Re-reads the token file when it changed since the last load; a file that cannot be read
-    /// keeps the tokens loaded before (and says why).
-    pub fn reload_if_changed(&self) {
+    /// Re-reads the token file when it changed since the last load (and audits the tokens made
+    /// and revoked meanwhile); a file that cannot be read keeps the tokens loaded before (and says
+    /// why).
+    pub fn reload_if_changed(&self, audit: &crate::audit::Audit) {
         if self.config.mode != AuthMode::Token {
             return;
         }
@@ -180,6 +181,18 @@ impl Guard {
         match tokens::Tokens::load(&self.data_dir) {
             Ok(t) => {
                 tracing::info!(live = t.live(), "token file changed: reloaded");
+                let old = self.tokens.read().expect("tokens lock poisoned").clone();
+                let (before, after) = (old.states(), t.states());
+                for (id, (name, revoked)) in &after {
+                    let target = format!("token/{name}");
+                    match before.get(id) {
+                        None if !revoked => audit.record("-", None, "server", "token_created", &target, "ok"),
+                        Some((_, false)) if *revoked => {
+                            audit.record("-", None, "server", "token_revoked", &target, "ok")
+                        }
+                        _ => {}
+                    }
+                }
                 *self.tokens.write().expect("tokens lock poisoned") = Arc::new(t);
                 *seen = stamp;
             }
@@ -343,7 +356,7 @@ mod tests {
         let header = format!("Bearer {}", made.token);
         assert!(g.authenticate(Some(header.as_bytes()), None).is_ok());
         tokens::revoke(dir.path(), "ops").unwrap();
-        g.reload_if_changed();
+        g.reload_if_changed(&crate::audit::Audit::detached());
         assert_eq!(g.authenticate(Some(header.as_bytes()), None).unwrap_err().code, Code::Unauthenticated);
     }
 

@@ -290,6 +290,11 @@ impl Tokens {
         Ok(Tokens { by_id })
     }
 
+    /// Each token's name and whether it is revoked, by id.
+    pub fn states(&self) -> HashMap<&str, (&str, bool)> {
+        self.by_id.iter().map(|(id, l)| (id.as_str(), (&*l.principal.name, l.revoked))).collect()
+    }
+
     /// How many tokens can be used (not revoked; expired ones count until pruned).
     pub fn live(&self) -> usize {
         self.by_id.values().filter(|l| !l.revoked).count()

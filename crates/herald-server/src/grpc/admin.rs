@@ -22,10 +22,31 @@ pub(super) struct AdminService {
     pub(super) state: Arc<AppState>,
 }
 
-/// Runs one admin call and counts it.
-async fn counted<T>(method: &'static str, f: impl Future<Output = Result<T, Status>>) -> Result<Response<T>, Status> {
+/// What the audit needs of one admin call.
+struct Audited<'a> {
+    state: &'a AppState,
+    principal: &'a str,
+    peer: Option<std::net::IpAddr>,
+    /// `Some` for the actions audited whatever their outcome; the others only when refused.
+    action: Option<&'static str>,
+    target: String,
+}
+
+/// Runs one admin call, counts it and audits it.
+async fn counted<T>(
+    method: &'static str,
+    audit: Audited<'_>,
+    f: impl Future<Output = Result<T, Status>>,
+) -> Result<Response<T>, Status> {
     let r = f.await;
     count_request(method, &r);
+    let code = r.as_ref().err().map(herald_proto::code_of);
+    let refused = matches!(code, Some(herald_model::Code::PermissionDenied | herald_model::Code::Unauthenticated));
+    if audit.action.is_some() || refused {
+        let action = audit.action.unwrap_or(method);
+        let outcome = code.map_or("ok", herald_model::Code::as_str);
+        audit.state.audit.record(audit.principal, audit.peer, "grpc", action, &audit.target, outcome);
+    }
     r.map(Response::new)
 }
 
@@ -33,9 +54,17 @@ async fn counted<T>(method: &'static str, f: impl Future<Output = Result<T, Stat
 impl Admin for AdminService {
     async fn create_topic(&self, request: Request<CreateTopicRequest>) -> Result<Response<TopicInfo>, Status> {
         let p = caller(&request)?;
+        let peer = request.remote_addr().map(|a| a.ip());
         let CreateTopicRequest { name, config, if_not_exists } = request.into_inner();
         let config = topic_config_from_proto(config.unwrap_or_default());
-        counted("CreateTopic", async {
+        let audit = Audited {
+            state: &self.state,
+            principal: &p.name,
+            peer,
+            action: Some("create_topic"),
+            target: format!("topic/{name}"),
+        };
+        counted("CreateTopic", audit, async {
             p.check(Action::Admin, Resource::Topic(&name)).map_err(denied)?;
             let info = blocking(&self.state.broker, move |b| {
                 // As the SDK's ensure_topic: an existing topic is described as it is.
@@ -49,7 +78,9 @@ impl Admin for AdminService {
 
     async fn list_topics(&self, request: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
         let p = caller(&request)?;
-        counted("ListTopics", async {
+        let peer = request.remote_addr().map(|a| a.ip());
+        let audit = Audited { state: &self.state, principal: &p.name, peer, action: None, target: "topics".to_owned() };
+        counted("ListTopics", audit, async {
             let mut names = self.state.broker.list_topics();
             names.retain(|t| p.sees(Resource::Topic(t)));
             Ok(ListTopicsResponse { names })
@@ -59,8 +90,11 @@ impl Admin for AdminService {
 
     async fn describe_topic(&self, request: Request<TopicName>) -> Result<Response<TopicInfo>, Status> {
         let p = caller(&request)?;
+        let peer = request.remote_addr().map(|a| a.ip());
         let name = request.into_inner().name;
-        counted("DescribeTopic", async {
+        let audit =
+            Audited { state: &self.state, principal: &p.name, peer, action: None, target: format!("topic/{name}") };
+        counted("DescribeTopic", audit, async {
             p.check_any(Resource::Topic(&name)).map_err(denied)?;
             let info = blocking(&self.state.broker, move |b| b.describe_topic(&name)).await?;
             Ok(topic_info_to_proto(&info))
@@ -70,8 +104,16 @@ impl Admin for AdminService {
 
     async fn delete_topic(&self, request: Request<TopicName>) -> Result<Response<Empty>, Status> {
         let p = caller(&request)?;
+        let peer = request.remote_addr().map(|a| a.ip());
         let name = request.into_inner().name;
-        counted("DeleteTopic", async {
+        let audit = Audited {
+            state: &self.state,
+            principal: &p.name,
+            peer,
+            action: Some("delete_topic"),
+            target: format!("topic/{name}"),
+        };
+        counted("DeleteTopic", audit, async {
             p.check(Action::Admin, Resource::Topic(&name)).map_err(denied)?;
             blocking(&self.state.broker, move |b| b.delete_topic(&name)).await?;
             Ok(Empty {})
@@ -81,7 +123,9 @@ impl Admin for AdminService {
 
     async fn list_groups(&self, request: Request<Empty>) -> Result<Response<ListGroupsResponse>, Status> {
         let p = caller(&request)?;
-        counted("ListGroups", async {
+        let peer = request.remote_addr().map(|a| a.ip());
+        let audit = Audited { state: &self.state, principal: &p.name, peer, action: None, target: "groups".to_owned() };
+        counted("ListGroups", audit, async {
             let mut names = self.state.broker.list_groups();
             names.retain(|g| p.sees(Resource::Group(g)));
             Ok(ListGroupsResponse { names })
@@ -91,8 +135,11 @@ impl Admin for AdminService {
 
     async fn describe_group(&self, request: Request<GroupName>) -> Result<Response<GroupInfo>, Status> {
         let p = caller(&request)?;
+        let peer = request.remote_addr().map(|a| a.ip());
         let group = request.into_inner().group;
-        counted("DescribeGroup", async {
+        let audit =
+            Audited { state: &self.state, principal: &p.name, peer, action: None, target: format!("group/{group}") };
+        counted("DescribeGroup", audit, async {
             p.check_any(Resource::Group(&group)).map_err(denied)?;
             let info = blocking(&self.state.broker, move |b| b.describe_group(&group)).await?;
             Ok(group_info_to_proto(&info))
@@ -102,9 +149,17 @@ impl Admin for AdminService {
 
     async fn reset_group(&self, request: Request<ResetGroupRequest>) -> Result<Response<GroupInfo>, Status> {
         let p = caller(&request)?;
+        let peer = request.remote_addr().map(|a| a.ip());
         let ResetGroupRequest { group, to } = request.into_inner();
         let to = position_from_proto(to);
-        counted("ResetGroup", async {
+        let audit = Audited {
+            state: &self.state,
+            principal: &p.name,
+            peer,
+            action: Some("reset_group"),
+            target: format!("group/{group}"),
+        };
+        counted("ResetGroup", audit, async {
             p.check(Action::Admin, Resource::Group(&group)).map_err(denied)?;
             let info = blocking(&self.state.broker, move |b| b.reset_group(&group, to)).await?;
             Ok(group_info_to_proto(&info))
@@ -114,10 +169,19 @@ impl Admin for AdminService {
 
     async fn skip_damaged(&self, request: Request<SkipDamagedRequest>) -> Result<Response<DamageSkipped>, Status> {
         let p = caller(&request)?;
+        let peer = request.remote_addr().map(|a| a.ip());
         let SkipDamagedRequest { group, topic, partition } = request.into_inner();
         let broker = self.state.broker.clone();
-        counted("SkipDamaged", async move {
-            p.check(Action::Admin, Resource::Group(&group)).map_err(denied)?;
+        let audit = Audited {
+            state: &self.state,
+            principal: &p.name,
+            peer,
+            action: Some("skip_damaged"),
+            target: format!("group/{group}"),
+        };
+        let check = p.check(Action::Admin, Resource::Group(&group));
+        counted("SkipDamaged", audit, async move {
+            check.map_err(denied)?;
             let skipped =
                 broker.skip_damaged(&group, &topic, partition).await.map_err(|e| crate::grpc::broker_status(&e))?;
             Ok(herald_proto::damage_skipped_to_proto(&skipped))
@@ -129,13 +193,21 @@ impl Admin for AdminService {
     /// `max_read_events`), and no more than fit in [`super::RESPONSE_BYTES_TARGET`].
     async fn dlq_list(&self, request: Request<DlqListRequest>) -> Result<Response<DlqListResponse>, Status> {
         let p = caller(&request)?;
+        let peer = request.remote_addr().map(|a| a.ip());
         let DlqListRequest { group, max } = request.into_inner();
         let cap = self.state.config.max_read_events;
         let max = match max as usize {
             0 => cap,
             n => n.min(cap),
         };
-        counted("DlqList", async {
+        let audit = Audited {
+            state: &self.state,
+            principal: &p.name,
+            peer,
+            action: Some("dlq_list"),
+            target: format!("group/{group}"),
+        };
+        counted("DlqList", audit, async {
             p.check(Action::Dlq, Resource::Group(&group)).map_err(denied)?;
             let letters = blocking(&self.state.broker, move |b| b.dlq_list(&group, max)).await?;
             let mut dead_letters: Vec<DeadLetter> = letters
@@ -150,8 +222,16 @@ impl Admin for AdminService {
 
     async fn dlq_replay(&self, request: Request<GroupName>) -> Result<Response<Count>, Status> {
         let p = caller(&request)?;
+        let peer = request.remote_addr().map(|a| a.ip());
         let group = request.into_inner().group;
-        counted("DlqReplay", async {
+        let audit = Audited {
+            state: &self.state,
+            principal: &p.name,
+            peer,
+            action: Some("dlq_replay"),
+            target: format!("group/{group}"),
+        };
+        counted("DlqReplay", audit, async {
             p.check(Action::Dlq, Resource::Group(&group)).map_err(denied)?;
             let n = self.state.broker.dlq_replay(&group).await.map_err(|e| crate::grpc::broker_status(&e))?;
             Ok(Count { count: n as u64 })
@@ -161,8 +241,16 @@ impl Admin for AdminService {
 
     async fn dlq_purge(&self, request: Request<GroupName>) -> Result<Response<Count>, Status> {
         let p = caller(&request)?;
+        let peer = request.remote_addr().map(|a| a.ip());
         let group = request.into_inner().group;
-        counted("DlqPurge", async {
+        let audit = Audited {
+            state: &self.state,
+            principal: &p.name,
+            peer,
+            action: Some("dlq_purge"),
+            target: format!("group/{group}"),
+        };
+        counted("DlqPurge", audit, async {
             p.check(Action::Dlq, Resource::Group(&group)).map_err(denied)?;
             let n = self.state.broker.dlq_purge(&group).await.map_err(|e| crate::grpc::broker_status(&e))?;
             Ok(Count { count: n })
@@ -172,7 +260,9 @@ impl Admin for AdminService {
 
     async fn who_am_i(&self, request: Request<Empty>) -> Result<Response<Identity>, Status> {
         let p = caller(&request)?;
-        counted("WhoAmI", async {
+        let peer = request.remote_addr().map(|a| a.ip());
+        let audit = Audited { state: &self.state, principal: &p.name, peer, action: None, target: "whoami".to_owned() };
+        counted("WhoAmI", audit, async {
             Ok(Identity {
                 principal: p.name.to_string(),
                 anonymous: p.anonymous,

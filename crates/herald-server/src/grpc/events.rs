@@ -31,10 +31,21 @@ pub(super) fn count_request<T>(method: &'static str, r: &Result<T, Status>) {
 impl Events for EventsService {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
         let p = caller(&request)?;
+        let peer = request.remote_addr().map(|a| a.ip());
         let req = request.into_inner();
         let r = match p.check(Action::Publish, Resource::Topic(&req.topic)) {
             Ok(()) => publish(&self.state, req).await,
-            Err(d) => Err(denied(d)),
+            Err(d) => {
+                self.state.audit.record(
+                    &p.name,
+                    peer,
+                    "grpc",
+                    "Publish",
+                    &format!("topic/{}", req.topic),
+                    d.code.as_str(),
+                );
+                Err(denied(d))
+            }
         };
         count_request("Publish", &r);
         r.map(Response::new)
@@ -47,17 +58,34 @@ impl Events for EventsService {
         request: Request<Streaming<SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let p = caller(&request)?;
-        let r = subscribe::start(self.state.clone(), p, request.into_inner()).await;
+        let peer = request.remote_addr().map(|a| a.ip());
+        let r = subscribe::start(self.state.clone(), p.clone(), request.into_inner()).await;
+        if let Err(s) = &r
+            && herald_proto::code_of(s) == Code::PermissionDenied
+        {
+            self.state.audit.record(&p.name, peer, "grpc", "Subscribe", "-", Code::PermissionDenied.as_str());
+        }
         count_request("Subscribe", &r);
         r.map(Response::new)
     }
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
         let p = caller(&request)?;
+        let peer = request.remote_addr().map(|a| a.ip());
         let req = request.into_inner();
         let r = match p.check(Action::Consume, Resource::Topic(&req.topic)) {
             Ok(()) => read(&self.state, req).await,
-            Err(d) => Err(denied(d)),
+            Err(d) => {
+                self.state.audit.record(
+                    &p.name,
+                    peer,
+                    "grpc",
+                    "Read",
+                    &format!("topic/{}", req.topic),
+                    d.code.as_str(),
+                );
+                Err(denied(d))
+            }
         };
         count_request("Read", &r);
         r.map(Response::new)

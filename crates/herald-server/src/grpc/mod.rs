@@ -73,8 +73,12 @@ pub fn routes(state: Arc<AppState>) -> tonic::service::Routes {
     let admin = AdminServer::new(admin::AdminService { state: state.clone() })
         .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(ENCODE_BYTES_MAX);
-    tonic::service::Routes::new(Coded { inner: events, max_request_bytes, guard: state.guard.clone() })
-        .add_service(Coded { inner: admin, max_request_bytes, guard: state.guard.clone() })
+    let coded = |state: &AppState| (state.guard.clone(), state.audit.clone());
+    let (guard, audit) = coded(&state);
+    tonic::service::Routes::new(Coded { inner: events, max_request_bytes, guard, audit }).add_service({
+        let (guard, audit) = coded(&state);
+        Coded { inner: admin, max_request_bytes, guard, audit }
+    })
 }
 
 /// Who sent `request`: [`Coded`] authenticated it before any handler ran.
@@ -143,6 +147,7 @@ pub struct Coded<S> {
     inner: S,
     max_request_bytes: usize,
     guard: Arc<crate::auth::Guard>,
+    audit: Arc<crate::audit::Audit>,
 }
 
 impl<S: NamedService> NamedService for Coded<S> {
@@ -172,6 +177,10 @@ where
             }
             Err(d) => {
                 let code = d.code;
+                if code == Code::Unauthenticated {
+                    let method = req.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
+                    self.audit.record("-", peer.map(|a| a.ip()), "grpc", &method, "-", code.as_str());
+                }
                 let res = denied(d).into_http();
                 metrics::counter!("herald_server_requests_total", "api" => "grpc", "method" => "unauthenticated",
                     "code" => code.as_str())

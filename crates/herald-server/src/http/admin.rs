@@ -126,7 +126,8 @@ pub(super) async fn create_topic(
     })
     .await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(topic_json(info))).into_response())
+    let target = super::AuditTarget(format!("topic/{}", info.name));
+    Ok((status, axum::Extension(target), Json(topic_json(info))).into_response())
 }
 
 pub(super) async fn list_topics(State(h): State<Http>, caller: Caller, q: Params) -> Result<Response, ApiError> {

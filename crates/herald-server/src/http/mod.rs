@@ -137,7 +137,57 @@ impl Caller {
 
 /// Every request: the Host/Origin check (a loopback server answers only for itself), then who
 /// is calling. The probes answer without credentials; `/readyz` then leaves out its details.
-async fn authenticate(State(h): State<Http>, mut req: Request, next: Next) -> Response {
+async fn authenticate(State(h): State<Http>, req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<Peer>().map(|p| p.0.ip());
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let mut principal = None;
+    let res = authenticated(&h, req, next, &mut principal).await;
+    audit(&h, &method, &path, principal.as_ref(), peer, &res);
+    res
+}
+
+/// What is audited over HTTP: admin and dead-letter actions, whatever their outcome, and every
+/// request refused for who sent it.
+fn audit(
+    h: &Http,
+    method: &Method,
+    path: &str,
+    principal: Option<&Principal>,
+    peer: Option<std::net::IpAddr>,
+    res: &Response,
+) {
+    let code = res.extensions().get::<error::AnsweredCode>().map(|c| c.0);
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let action = match (method, segments.as_slice()) {
+        (&Method::POST, ["v1", "topics"]) => Some("create_topic"),
+        (&Method::DELETE, ["v1", "topics", _]) => Some("delete_topic"),
+        (&Method::POST, ["v1", "groups", _, "reset"]) => Some("reset_group"),
+        (&Method::POST, ["v1", "groups", _, "skip-damaged"]) => Some("skip_damaged"),
+        (&Method::GET, ["v1", "groups", _, "dlq"]) => Some("dlq_list"),
+        (&Method::DELETE, ["v1", "groups", _, "dlq"]) => Some("dlq_purge"),
+        (&Method::POST, ["v1", "groups", _, "dlq", "replay"]) => Some("dlq_replay"),
+        _ => None,
+    };
+    let refused = matches!(code, Some(Code::Unauthenticated | Code::PermissionDenied));
+    if action.is_none() && !refused {
+        return;
+    }
+    let target = match (res.extensions().get::<AuditTarget>(), segments.as_slice()) {
+        (Some(t), _) => t.0.clone(),
+        (None, ["v1", "topics", t, ..]) => format!("topic/{t}"),
+        (None, ["v1", "groups", g, ..]) => format!("group/{g}"),
+        _ => path.to_owned(),
+    };
+    let action = action.map_or_else(|| format!("{method} {path}"), str::to_owned);
+    let name = principal.map_or("-", |p| &p.name);
+    h.app.audit.record(name, peer, "http", &action, &target, code.map_or("ok", Code::as_str));
+}
+
+/// What a handler tells the audit it acted on, when the path does not say (a topic created).
+#[derive(Clone)]
+pub(crate) struct AuditTarget(pub String);
+
+async fn authenticated(h: &Http, mut req: Request, next: Next, principal: &mut Option<Principal>) -> Response {
     let headers = req.headers();
     let host = headers.get(header::HOST).map(|v| v.as_bytes());
     if let Err(d) = h.app.guard.check_host(host, headers.get(header::ORIGIN).map(|v| v.as_bytes())) {
@@ -154,6 +204,7 @@ async fn authenticate(State(h): State<Http>, mut req: Request, next: Next) -> Re
     let peer = req.extensions().get::<Peer>().map(|p| p.0.ip());
     match h.app.guard.authenticate(authorization, peer) {
         Ok(p) => {
+            *principal = Some(p.clone());
             req.extensions_mut().insert(p);
         }
         Err(d) => return ApiError::from(d).into_response(),

@@ -1,0 +1,149 @@
+//! The audit trail: every admin and dead-letter action, every refused request and every token
+//! change, as a structured record (time, principal, source address, action, target, outcome)
+//! written to the log (target `herald::audit`) and appended to the durable topic
+//! [`AUDIT_TOPIC`], which principals holding `consume:topic/herald.audit` read like any other.
+//!
+//! Recording never blocks a request: records go through a bounded queue
+//! ([`AUDIT_QUEUE_MAX`]) to one task that publishes them in batches; when the queue is full the
+//! record is still logged, counted (`herald_server_audit_dropped_total`) and left out of the topic.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_broker::{Broker, BrokerError, TopicConfig};
+use herald_core::Event;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The topic audit records are appended to.
+pub const AUDIT_TOPIC: &str = "herald.audit";
+/// Records waiting to be appended at most.
+pub const AUDIT_QUEUE_MAX: usize = 10_000;
+/// Records appended in one publish at most.
+const BATCH_MAX: usize = 500;
+/// How long the audit topic keeps records: 90 days.
+const RETENTION_MS: u64 = 90 * 24 * 3600 * 1000;
+
+/// One audited action.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// ms since the Unix epoch.
+    pub time_ms: u64,
+    /// The caller's name (`anonymous` without authentication, `-` when it was not authenticated).
+    pub principal: String,
+    /// Where the request came from.
+    pub source: Option<IpAddr>,
+    /// `http` or `grpc` (or `server` for token changes the server noticed).
+    pub api: &'static str,
+    /// What was asked: `create_topic`, `delete_topic`, `reset_group`, `skip_damaged`,
+    /// `dlq_list`, `dlq_replay`, `dlq_purge`, `token_created`, `token_revoked`, or the method of
+    /// a refused request.
+    pub action: String,
+    /// What it was asked of: `topic/orders`, `group/billing`, `token/billing`, …
+    pub target: String,
+    /// `ok`, or the error code it was answered with.
+    pub outcome: String,
+}
+
+/// Where audit records go.
+pub struct Audit {
+    tx: mpsc::Sender<Record>,
+}
+
+impl Audit {
+    /// Starts the task that appends records to [`AUDIT_TOPIC`] until `stop`.
+    pub(crate) fn start(broker: Broker, stop: CancellationToken) -> (Arc<Audit>, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(AUDIT_QUEUE_MAX);
+        let task = tokio::spawn(append(broker, rx, stop));
+        (Arc::new(Audit { tx }), task)
+    }
+
+    /// An audit whose records only reach the log (for tests of other parts).
+    #[cfg(test)]
+    pub(crate) fn detached() -> Audit {
+        let (tx, _) = mpsc::channel(1);
+        Audit { tx }
+    }
+
+    /// Records one action (now).
+    pub fn record(
+        &self,
+        principal: &str,
+        source: Option<IpAddr>,
+        api: &'static str,
+        action: &str,
+        target: &str,
+        outcome: &str,
+    ) {
+        let r = Record {
+            time_ms: crate::auth::tokens::now_ms(),
+            principal: principal.to_owned(),
+            source,
+            api,
+            action: action.to_owned(),
+            target: target.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        tracing::info!(target: "herald::audit", principal = %r.principal, source = ?r.source, api = r.api,
+            action = %r.action, target = %r.target, outcome = %r.outcome, "audit");
+        if self.tx.try_send(r).is_err() {
+            metrics::counter!("herald_server_audit_dropped_total").increment(1);
+        }
+    }
+}
+
+fn event(r: &Record) -> Option<Event> {
+    let data = serde_json::to_vec(r).ok()?;
+    Event::builder("herald.audit")
+        .source("/herald/server")
+        .key(r.principal.clone())
+        .data(data, "application/json")
+        .build()
+        .ok()
+}
+
+async fn append(broker: Broker, mut rx: mpsc::Receiver<Record>, stop: CancellationToken) {
+    let config = TopicConfig { partitions: 1, retention_ms: Some(RETENTION_MS), ..TopicConfig::default() };
+    let mut ready = false;
+    let mut batch = Vec::with_capacity(BATCH_MAX);
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH_MAX) => n,
+            () = stop.cancelled() => {
+                // What is queued at shutdown still goes in.
+                rx.close();
+                rx.recv_many(&mut batch, AUDIT_QUEUE_MAX).await
+            }
+        };
+        if n == 0 && batch.is_empty() {
+            return;
+        }
+        if !ready {
+            let b = broker.clone();
+            let c = config.clone();
+            match tokio::task::spawn_blocking(move || b.create_topic(AUDIT_TOPIC, c)).await {
+                Ok(Ok(_) | Err(BrokerError::TopicExists { .. })) => ready = true,
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot create the audit topic; records stay in the log"),
+                Err(e) => tracing::error!(error = %e, "cannot create the audit topic"),
+            }
+        }
+        let events: Vec<Event> = batch.drain(..).filter_map(|r| event(&r)).collect();
+        if ready && !events.is_empty() {
+            let mut tries = 0;
+            while let Err(e) = broker.publish_batch(AUDIT_TOPIC, events.clone()).await {
+                tries += 1;
+                if !e.code().is_retryable() || tries >= 5 {
+                    metrics::counter!("herald_server_audit_dropped_total").increment(events.len() as u64);
+                    tracing::error!(error = %e, records = events.len(), "appending audit records failed");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100 << tries)).await;
+            }
+        }
+        if stop.is_cancelled() && rx.is_closed() && rx.is_empty() {
+            return;
+        }
+    }
+}
