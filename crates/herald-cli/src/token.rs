@@ -31,6 +31,15 @@ Examples:
         /// Stops working after this long (e.g. 30d, 12h, 90m); default: until revoked.
         #[arg(long, value_parser = parse_validity)]
         expires: Option<Duration>,
+        /// Quota: events it may publish per second (a second's worth may come at once).
+        #[arg(long)]
+        publish_rate: Option<u64>,
+        /// Quota: event bytes it may publish per second.
+        #[arg(long)]
+        publish_bytes_rate: Option<u64>,
+        /// Quota: subscription streams it may hold open at once.
+        #[arg(long)]
+        max_subscriptions: Option<u32>,
         /// The server's data directory.
         #[arg(long, env = "HERALD_DATA_DIR", default_value = "./herald-data")]
         data_dir: PathBuf,
@@ -84,8 +93,21 @@ fn when(ms: u64) -> String {
 
 pub fn run(g: &Global, cmd: TokenCmd) -> Result<()> {
     match cmd {
-        TokenCmd::Create { name, permissions, expires, data_dir } => {
-            let made = tokens::create(&data_dir, &name, &permissions, expires)
+        TokenCmd::Create {
+            name,
+            permissions,
+            expires,
+            publish_rate,
+            publish_bytes_rate,
+            max_subscriptions,
+            data_dir,
+        } => {
+            let quotas = herald_server::auth::quotas::Quotas {
+                publish_events_per_s: publish_rate,
+                publish_bytes_per_s: publish_bytes_rate,
+                subscriptions: max_subscriptions,
+            };
+            let made = tokens::create_with(&data_dir, &name, &permissions, expires, quotas)
                 .with_context(|| format!("making a token in {}", data_dir.display()))?;
             if g.json {
                 println!(
@@ -96,6 +118,7 @@ pub fn run(g: &Global, cmd: TokenCmd) -> Result<()> {
                         "id": made.record.id,
                         "permissions": made.record.permissions,
                         "expires_ms": made.record.expires_ms,
+                        "quotas": made.record.quotas,
                     })
                 );
             } else {
@@ -127,6 +150,7 @@ pub fn run(g: &Global, cmd: TokenCmd) -> Result<()> {
                         serde_json::json!({
                             "name": t.name, "id": t.id, "state": state(t), "permissions": t.permissions,
                             "created_ms": t.created_ms, "expires_ms": t.expires_ms, "revoked_ms": t.revoked_ms,
+                            "quotas": t.quotas,
                         })
                     })
                     .collect();

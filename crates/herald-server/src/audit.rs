@@ -3,6 +3,9 @@
 //! written to the log (target `herald::audit`) and appended to the durable topic
 //! [`AUDIT_TOPIC`], which principals holding `consume:topic/herald.audit` read like any other.
 //!
+//! Without authentication (`[auth] mode = "none"`) every caller is `anonymous`: records then go
+//! to the log only, and no topic is made.
+//!
 //! Recording never blocks a request: records go through a bounded queue
 //! ([`AUDIT_QUEUE_MAX`]) to one task that publishes them in batches; when the queue is full the
 //! record is still logged, counted (`herald_server_audit_dropped_total`) and left out of the topic.
@@ -49,22 +52,30 @@ pub struct Record {
 
 /// Where audit records go.
 pub struct Audit {
-    tx: mpsc::Sender<Record>,
+    /// `None`: the log only.
+    tx: Option<mpsc::Sender<Record>>,
 }
 
 impl Audit {
     /// Starts the task that appends records to [`AUDIT_TOPIC`] until `stop`.
-    pub(crate) fn start(broker: Broker, stop: CancellationToken) -> (Arc<Audit>, tokio::task::JoinHandle<()>) {
+    /// With `to_topic` false, records only reach the log.
+    pub(crate) fn start(
+        broker: Broker,
+        to_topic: bool,
+        stop: CancellationToken,
+    ) -> (Arc<Audit>, tokio::task::JoinHandle<()>) {
+        if !to_topic {
+            return (Arc::new(Audit { tx: None }), tokio::spawn(async {}));
+        }
         let (tx, rx) = mpsc::channel(AUDIT_QUEUE_MAX);
         let task = tokio::spawn(append(broker, rx, stop));
-        (Arc::new(Audit { tx }), task)
+        (Arc::new(Audit { tx: Some(tx) }), task)
     }
 
     /// An audit whose records only reach the log (for tests of other parts).
     #[cfg(test)]
     pub(crate) fn detached() -> Audit {
-        let (tx, _) = mpsc::channel(1);
-        Audit { tx }
+        Audit { tx: None }
     }
 
     /// Records one action (now).
@@ -88,7 +99,9 @@ impl Audit {
         };
         tracing::info!(target: "herald::audit", principal = %r.principal, source = ?r.source, api = r.api,
             action = %r.action, target = %r.target, outcome = %r.outcome, "audit");
-        if self.tx.try_send(r).is_err() {
+        if let Some(tx) = &self.tx
+            && tx.try_send(r).is_err()
+        {
             metrics::counter!("herald_server_audit_dropped_total").increment(1);
         }
     }

@@ -161,7 +161,8 @@ impl Server {
         let max_connections = conn::effective_max_connections(config.max_connections);
         let gate = conn::Gate::new(max_connections, Duration::from_millis(config.header_read_timeout_ms));
         let audit_stop = CancellationToken::new();
-        let (audit, audit_task) = audit::Audit::start(broker.clone(), audit_stop.clone());
+        let to_topic = config.auth.mode == auth::AuthMode::Token;
+        let (audit, audit_task) = audit::Audit::start(broker.clone(), to_topic, audit_stop.clone());
         let state = Arc::new(AppState {
             broker,
             subscriptions: Arc::new(tokio::sync::Semaphore::new(config.max_subscriptions)),

@@ -496,3 +496,84 @@ async fn admin_actions_refusals_and_token_changes_are_audited_and_read_back_thro
     env.server.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_principal_over_its_quota_waits_while_others_publish_on() -> TestResult {
+    let env = start().await?;
+    let quotas = herald_server::auth::quotas::Quotas {
+        publish_events_per_s: Some(100),
+        subscriptions: Some(1),
+        ..Default::default()
+    };
+    let slow_perms: Vec<String> =
+        ["publish:orders", "consume:orders", "consume:group/slow*"].map(String::from).to_vec();
+    let slow = tokens::create_with(env.dir.path(), "slow", &slow_perms, None, quotas)?.token;
+    env.call(
+        Method::POST,
+        "/v1/topics",
+        Some(&env.admin),
+        Some(serde_json::json!({"name": "orders", "partitions": 2})),
+    )
+    .await?;
+    // The server picks the new token up within a second or so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while env.call(Method::GET, "/v1/whoami", Some(&slow), None).await?.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "the new token was not picked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let batch = |prefix: &str, n: usize| {
+        serde_json::Value::Array((0..n).map(|i| event(&format!("{prefix}-{i}"))).collect()).to_string()
+    };
+    let post = |token: &str, body: String| {
+        env.http
+            .post(env.url("/v1/topics/orders/events"))
+            .bearer_auth(token)
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(body)
+            .send()
+    };
+    // A second's worth passes at once (here more: the batch that empties the bucket passes whole).
+    assert_eq!(post(&slow, batch("s1", 150)).await?.status().as_u16(), 201);
+    let res = post(&slow, batch("s2", 10)).await?;
+    assert_eq!(res.status().as_u16(), 429);
+    let wait: u64 = res.headers().get("retry-after").ok_or("no Retry-After")?.to_str()?.parse()?;
+    assert!((1..=2).contains(&wait), "{wait}");
+    let body: serde_json::Value = res.json().await?;
+    assert_eq!(body["code"], "quota_exceeded");
+    // gRPC says the same.
+    let r = env
+        .events_client(Some(&slow))
+        .publish(PublishRequest { topic: "orders".into(), events: vec![wire_event("g-1")] })
+        .await;
+    assert_eq!(code(&r), "quota_exceeded");
+    assert_eq!(r.unwrap_err().code(), tonic::Code::ResourceExhausted);
+    // Meanwhile another principal publishes at full speed.
+    for i in 0..10 {
+        assert_eq!(post(&env.admin, batch(&format!("a{i}"), 1000)).await?.status().as_u16(), 201);
+    }
+    // And after the wait, the slow one goes on.
+    tokio::time::sleep(Duration::from_secs(wait + 1)).await;
+    assert_eq!(post(&slow, batch("s3", 10)).await?.status().as_u16(), 201);
+
+    // One subscription at a time.
+    let sub = |group: &str| {
+        env.http.get(env.url(&format!("/v1/groups/{group}/subscribe?topic=orders"))).bearer_auth(&slow).send()
+    };
+    let first = sub("slow-a").await?;
+    assert_eq!(first.status().as_u16(), 200);
+    let second = sub("slow-b").await?;
+    assert_eq!(second.status().as_u16(), 429);
+    assert_eq!(second.json::<serde_json::Value>().await?["code"], "quota_exceeded");
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = sub("slow-b").await?;
+        if again.status().as_u16() == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the closed subscription kept its place");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.server.shutdown().await?;
+    Ok(())
+}

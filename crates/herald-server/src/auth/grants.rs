@@ -200,6 +200,8 @@ pub struct Principal {
     permissions: Arc<[Permission]>,
     /// When its token expires (ms since the Unix epoch).
     pub expires_ms: Option<u64>,
+    /// Its token's quotas.
+    pub quotas: super::quotas::Quotas,
 }
 
 /// A refusal: its code and what to do.
@@ -223,12 +225,24 @@ impl Principal {
     /// The principal of a server without authentication: may do everything.
     pub fn anonymous() -> Principal {
         let all = Permission::parse("*:*").expect("a valid permission");
-        Principal { name: "anonymous".into(), anonymous: true, permissions: vec![all].into(), expires_ms: None }
+        Principal {
+            name: "anonymous".into(),
+            anonymous: true,
+            permissions: vec![all].into(),
+            expires_ms: None,
+            quotas: super::quotas::Quotas::default(),
+        }
     }
 
     /// A named principal with these permissions.
     pub fn new(name: &str, permissions: Vec<Permission>, expires_ms: Option<u64>) -> Principal {
-        Principal { name: name.into(), anonymous: false, permissions: permissions.into(), expires_ms }
+        Principal {
+            name: name.into(),
+            anonymous: false,
+            permissions: permissions.into(),
+            expires_ms,
+            quotas: super::quotas::Quotas::default(),
+        }
     }
 
     /// Its permissions.

@@ -21,6 +21,7 @@ use herald_model::Code;
 use serde::{Deserialize, Serialize};
 
 pub mod grants;
+pub mod quotas;
 pub mod tokens;
 
 pub use grants::{Action, Denied, Permission, Principal, Resource};
@@ -111,6 +112,8 @@ pub struct Guard {
     failures: Mutex<Failures>,
     /// Whether the HTTP listener is on loopback (the Host/Origin check applies).
     loopback_http: bool,
+    /// What principals with quotas have used.
+    pub meter: Arc<quotas::Meter>,
 }
 
 fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
@@ -148,6 +151,7 @@ impl Guard {
             seen: Mutex::new(seen),
             failures: Mutex::new(Failures { per_minute: config.failures_per_minute, by_addr: HashMap::new() }),
             loopback_http: http.ip().is_loopback(),
+            meter: Arc::new(quotas::Meter::default()),
         })
     }
 

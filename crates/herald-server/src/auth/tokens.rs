@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::grants::{Denied, Permission, Principal};
+use super::quotas::Quotas;
 
 /// The token file, relative to the data directory.
 pub const TOKENS_FILE: &str = "auth/tokens.json";
@@ -75,6 +76,9 @@ pub struct TokenRecord {
     /// When it was revoked, ms since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_ms: Option<u64>,
+    /// Its quotas (none: not limited).
+    #[serde(default, skip_serializing_if = "Quotas::is_empty")]
+    pub quotas: Quotas,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -174,6 +178,18 @@ pub fn create(
     permissions: &[String],
     valid_for: Option<Duration>,
 ) -> Result<NewToken, TokenError> {
+    create_with(data_dir, name, permissions, valid_for, Quotas::default())
+}
+
+/// [`create`] with quotas.
+pub fn create_with(
+    data_dir: &Path,
+    name: &str,
+    permissions: &[String],
+    valid_for: Option<Duration>,
+    quotas: Quotas,
+) -> Result<NewToken, TokenError> {
+    quotas.validate().map_err(TokenError::Invalid)?;
     let name_ok = |b: u8| b.is_ascii_alphanumeric() || b"._-@".contains(&b);
     if name.is_empty() || name.len() > NAME_BYTES_MAX || !name.bytes().all(name_ok) {
         return Err(TokenError::Invalid(format!(
@@ -200,6 +216,7 @@ pub fn create(
         created_ms,
         expires_ms: valid_for.map(|d| created_ms.saturating_add(d.as_millis() as u64)),
         revoked_ms: None,
+        quotas,
     };
     let stored = record.clone();
     update(data_dir, move |file| {
@@ -284,7 +301,8 @@ impl Tokens {
                 t.permissions.iter().map(|p| Permission::parse(p)).collect::<Result<Vec<_>, _>>().map_err(bad)?;
             let secret_sha256 =
                 unhex32(&t.secret_sha256).ok_or_else(|| bad("secret_sha256 is not 64 hex digits".into()))?;
-            let principal = Principal::new(&t.name, permissions, t.expires_ms);
+            let mut principal = Principal::new(&t.name, permissions, t.expires_ms);
+            principal.quotas = t.quotas;
             by_id.insert(t.id, Live { secret_sha256, principal, revoked: t.revoked_ms.is_some() });
         }
         Ok(Tokens { by_id })

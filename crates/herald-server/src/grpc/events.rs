@@ -33,8 +33,12 @@ impl Events for EventsService {
         let p = caller(&request)?;
         let peer = request.remote_addr().map(|a| a.ip());
         let req = request.into_inner();
+        let bytes: usize = req.events.iter().map(prost::Message::encoded_len).sum();
         let r = match p.check(Action::Publish, Resource::Topic(&req.topic)) {
-            Ok(()) => publish(&self.state, req).await,
+            Ok(()) => match self.state.guard.meter.publish(&p, req.events.len(), bytes) {
+                Ok(()) => publish(&self.state, req).await,
+                Err(d) => Err(denied(d)),
+            },
             Err(d) => {
                 self.state.audit.record(
                     &p.name,

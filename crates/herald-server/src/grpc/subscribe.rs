@@ -108,6 +108,7 @@ pub(super) async fn start(
     for t in settings.as_ref().map_or(&[][..], |s| &s.topics[..]) {
         caller.check(Action::Consume, Resource::Topic(t)).map_err(super::denied)?;
     }
+    let quota = state.guard.meter.subscribe(&caller).map_err(super::denied)?;
     if max_in_flight == 0 {
         return Err(status(
             Code::InvalidArgument,
@@ -173,6 +174,7 @@ pub(super) async fn start(
         poll_wait: third.min(POLL_WAIT_MAX),
         heartbeat: third.min(HEARTBEAT_MAX),
         _claim: claim,
+        _quota: quota,
     };
     tokio::spawn(s.run(inbound, permit));
     Ok(ReceiverStream::new(rx))
@@ -225,6 +227,8 @@ struct Session {
     /// The member id's reservation; declared after `member` so that it is released only once
     /// the member has left the group.
     _claim: Option<MemberClaim>,
+    /// The stream's place under its principal's subscription quota.
+    _quota: crate::auth::quotas::SubscriptionSlot,
 }
 
 impl Session {

@@ -88,12 +88,14 @@ pub(super) async fn publish(
     params.only(&[])?;
     let mode = mode(&headers)?;
     let bytes = read_body(&h, &headers, body).await?;
+    let body_bytes = bytes.len();
     let limits = h.app.config.limits();
     let events = match mode {
         Mode::Binary => vec![binary_event(&headers, bytes, &limits)?],
         Mode::Structured => vec![json::from_json_with(&bytes, &limits).map_err(|e| ApiError::json(&e))?],
         Mode::Batch => batch(&bytes, &limits, h.app.config.max_batch_events)?,
     };
+    h.app.guard.meter.publish(&caller.0, events.len(), body_bytes)?;
     let receipts = h.app.broker.publish_batch(&topic, events).await?;
     let duplicates = receipts.iter().filter(|r| r.duplicate).count();
     let stored = receipts.len() - duplicates;

@@ -162,6 +162,7 @@ pub(super) async fn subscribe(
     if h.app.shutdown.is_cancelled() {
         return Err(ApiError::shutting_down());
     }
+    let quota = h.app.guard.meter.subscribe(&caller.0)?;
     let permit = h.app.subscriptions.clone().try_acquire_owned().map_err(|_| {
         let max = h.app.config.max_subscriptions;
         ApiError::new(
@@ -201,6 +202,7 @@ pub(super) async fn subscribe(
         poll_wait: third.min(POLL_WAIT_MAX),
         heartbeat: third.min(POLL_WAIT_MAX),
         _claim: claim,
+        _quota: quota,
     };
     tokio::spawn(session.run(permit));
     let mut res = Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response();
@@ -222,6 +224,8 @@ struct Session {
     heartbeat: Duration,
     /// The member id's reservation, released after the member (declared after it).
     _claim: Option<crate::MemberClaim>,
+    /// The stream's place under its principal's subscription quota.
+    _quota: crate::auth::quotas::SubscriptionSlot,
 }
 
 /// Why a session ends: an error for the client, or `None` when nobody is listening any more.
