@@ -33,7 +33,7 @@ openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key
 # Starts a server; prints its gRPC port.
 start() {
   local dir=$1; shift
-  HERALD_LOG=warn "$HERALD_BIN" serve --data-dir "$dir" --http 127.0.0.1:0 --grpc 127.0.0.1:0 "$@" >"$dir.out" 2>"$dir.err" &
+  env -u HERALD_BIN HERALD_LOG=warn "$HERALD_BIN" serve --data-dir "$dir" --http 127.0.0.1:0 --grpc 127.0.0.1:0 "$@" >"$dir.out" 2>"$dir.err" &
   pids+=($!)
   for _ in $(seq 100); do
     if grep -q "herald listening" "$dir.out" 2>/dev/null; then

@@ -39,10 +39,13 @@ pub struct Global {
 impl Global {
     /// What `herald::connect_with` needs besides the URL.
     pub fn connect_options(&self) -> herald::ConnectOptions {
+        // The environment's NATS credentials (HERALD_NATS_*), then the flags (which clap also
+        // reads from HERALD_TOKEN, HERALD_CA and HERALD_TLS).
         herald::ConnectOptions {
             token: self.token.clone().filter(|t| !t.is_empty()),
             ca: self.ca.clone(),
             tls: self.tls,
+            ..herald::ConnectOptions::from_env()
         }
     }
 }

@@ -281,3 +281,69 @@ fn tls_serves_both_ports_refuses_plaintext_and_wrong_cas_and_rotates_without_res
     assert!(ok, "{err}");
     assert!(https_get(&http, &ca, "/healthz").is_err(), "the old certificate is no longer served");
 }
+
+/// `docs/security.md`'s five commands, run as written: only the data directory, `HOST` and the
+/// ports are replaced, the certificate files are made beforehand (as the page assumes), and the
+/// command that ends in `&` is started in the background and waited for.
+#[test]
+fn the_five_commands_of_the_security_page_work_as_written() {
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/security.md")).unwrap();
+    let section = page.split("## A server for several services, in five commands").nth(1).expect("the section");
+    let block = section.split("```sh\n").nth(1).and_then(|b| b.split("```").next()).expect("its sh block");
+    let commands: Vec<String> =
+        block.replace("\\\n", " ").lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    assert_eq!(commands.len(), 5, "{commands:#?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (ca, cert, key) = pki("docs");
+    std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
+    std::fs::write(dir.path().join("server.pem"), cert).unwrap();
+    std::fs::write(dir.path().join("server.key"), key).unwrap();
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (http, grpc) = (free(), free());
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let mut server: Option<Serve> = None;
+    let mut last = String::new();
+    for c in &commands {
+        let c = c
+            .replace("/var/lib/herald", &data.display().to_string())
+            .replace("HOST", "localhost")
+            .replace(":7280", &format!(":{http}"))
+            .replace(":7281", &format!(":{grpc}"));
+        let mut sh = Command::new("sh");
+        sh.current_dir(dir.path())
+            .env("PATH", &path)
+            .env_remove("HERALD_URL")
+            .env_remove("HERALD_TOKEN")
+            .env_remove("HERALD_CA")
+            .env("HERALD_LOG", "warn");
+        if let Some(background) = c.strip_suffix('&') {
+            let mut child = sh
+                .args(["-c", &format!("exec {background}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let stdout = child.stdout.take().unwrap();
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+            let line = rx.recv_timeout(Duration::from_secs(20)).expect("the server started");
+            assert!(line.contains("herald listening: https://"), "{line}");
+            server = Some(Serve(child, String::new()));
+            continue;
+        }
+        let out = sh.args(["-c", &c]).output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "`{c}` failed:\n{stderr}\n{stdout}");
+        last = stdout.into_owned();
+    }
+    assert!(server.is_some(), "no command started the server");
+    assert!(last.starts_with("billing") && last.contains("consume:group/billing"), "{last}");
+    assert!(std::fs::read_to_string(dir.path().join("admin.token")).unwrap().starts_with("hrd_"));
+}

@@ -26,6 +26,10 @@ pub struct ConnectOptions {
     pub ca: Option<std::path::PathBuf>,
     /// Connect to `herald://` over TLS, trusting the system's roots (implied by `ca`).
     pub tls: bool,
+    /// `nats://` only: a NATS credentials file (`.creds`: a user JWT and its NKey seed).
+    pub nats_credentials: Option<std::path::PathBuf>,
+    /// `nats://` only: user and password.
+    pub nats_user: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -34,19 +38,24 @@ impl std::fmt::Debug for ConnectOptions {
             .field("token", &self.token.as_ref().map(|_| "…"))
             .field("ca", &self.ca)
             .field("tls", &self.tls)
+            .field("nats_credentials", &self.nats_credentials)
+            .field("nats_user", &self.nats_user.as_ref().map(|(u, _)| u))
             .finish()
     }
 }
 
 impl ConnectOptions {
-    /// The options the environment gives: `HERALD_TOKEN`, `HERALD_CA` (a PEM file), and
-    /// `HERALD_TLS=1` (TLS with the system's roots).
+    /// The options the environment gives: `HERALD_TOKEN`, `HERALD_CA` (a PEM file),
+    /// `HERALD_TLS=1` (TLS with the system's roots), and for `nats://` `HERALD_NATS_CREDS` (a
+    /// credentials file) or `HERALD_NATS_USER` with `HERALD_NATS_PASSWORD`.
     pub fn from_env() -> ConnectOptions {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         ConnectOptions {
             token: var("HERALD_TOKEN"),
             ca: var("HERALD_CA").map(Into::into),
             tls: var("HERALD_TLS").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true")),
+            nats_credentials: var("HERALD_NATS_CREDS").map(Into::into),
+            nats_user: var("HERALD_NATS_USER").map(|u| (u, var("HERALD_NATS_PASSWORD").unwrap_or_default())),
         }
     }
 }
@@ -119,7 +128,7 @@ async fn open(
         #[cfg(not(feature = "remote"))]
         "herald" => Err(not_built(scheme, "remote")),
         #[cfg(feature = "nats")]
-        "nats" => crate::nats::connect(url).await,
+        "nats" => crate::nats::connect(url, options).await,
         #[cfg(not(feature = "nats"))]
         "nats" => Err(not_built(scheme, "nats")),
         _ => unreachable!("schemes are matched by connect"),

@@ -222,3 +222,34 @@ async fn a_nats_server_older_than_2_10_is_refused_at_connect_with_the_version_ne
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert!(e.to_string().contains("2.9") && e.to_string().contains("2.10 or newer"), "{e}");
 }
+
+/// A NATS server that requires credentials: refused without them (`unauthenticated`, saying
+/// what to give, not retried), served with a user and password or a token from the options.
+#[tokio::test]
+async fn credentials_come_from_the_options_and_a_refusal_says_what_to_give() {
+    let base = tempfile::tempdir().unwrap();
+    let mut users = crate::server::Node::new(base.path(), "users", free_port(), free_port(), &[]);
+    users.configure("authorization {\n  users: [{user: herald, password: s3cret}]\n}\n");
+    users.start();
+    let e = herald::connect_with(&users.url(), herald::ConnectOptions::default()).await.err().expect("refused");
+    assert_eq!(e.code(), herald::Code::Unauthenticated, "{e}");
+    assert!(e.to_string().contains("HERALD_NATS_USER"), "{e}");
+    let wrong = herald::ConnectOptions { nats_user: Some(("herald".into(), "nope".into())), ..Default::default() };
+    assert_eq!(
+        herald::connect_with(&users.url(), wrong).await.err().map(|e| e.code()),
+        Some(herald::Code::Unauthenticated)
+    );
+    let right = herald::ConnectOptions { nats_user: Some(("herald".into(), "s3cret".into())), ..Default::default() };
+    let client = herald::connect_with(&users.url(), right).await.expect("connects with the password");
+    client.ensure_topic("orders", TopicConfig::with_partitions(1)).await.unwrap();
+    client.producer().publish("orders", Event::builder("t").build().unwrap()).await.unwrap();
+    client.close().await.unwrap();
+
+    let mut token = crate::server::Node::new(base.path(), "token", free_port(), free_port(), &[]);
+    token.configure("authorization {\n  token: \"t0ken\"\n}\n");
+    token.start();
+    let with_token = herald::ConnectOptions { token: Some("t0ken".into()), ..Default::default() };
+    let client = herald::connect_with(&token.url(), with_token).await.expect("connects with the token");
+    client.ensure_topic("orders", TopicConfig::with_partitions(1)).await.unwrap();
+    client.close().await.unwrap();
+}

@@ -73,6 +73,14 @@ impl Node {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// Adds `extra` to the server's configuration (before it starts).
+    pub fn configure(&self, extra: &str) {
+        let path = self.dir.join("nats.conf");
+        let mut config = std::fs::read_to_string(&path).unwrap();
+        config.push_str(extra);
+        std::fs::write(path, config).unwrap();
+    }
+
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} runs already", self.name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("nats.log")).unwrap();

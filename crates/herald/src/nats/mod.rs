@@ -45,6 +45,28 @@ pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(Code::Unavailable, format!("NATS: {what}: {e}"))
 }
 
+/// A failed connect: refused credentials and TLS trouble are not worth retrying.
+fn connect_error(servers: &str, e: async_nats::ConnectError) -> Error {
+    match e.kind() {
+        async_nats::ConnectErrorKind::AuthorizationViolation | async_nats::ConnectErrorKind::Authentication => {
+            Error::new(
+                Code::Unauthenticated,
+                format!(
+                    "NATS at {servers} refused the credentials ({e}): give them with HERALD_NATS_CREDS (a .creds \
+                     file), HERALD_NATS_USER and HERALD_NATS_PASSWORD, or HERALD_TOKEN"
+                ),
+            )
+        }
+        async_nats::ConnectErrorKind::Tls => Error::new(
+            Code::InvalidUrl,
+            format!(
+                "NATS at {servers}: TLS failed ({e}); give the CA that signed the server's certificate (HERALD_CA)"
+            ),
+        ),
+        _ => unavailable(&format!("connecting to {servers}"), e),
+    }
+}
+
 fn publish_error(topic: &str, e: jetstream::context::PublishError) -> Error {
     match e.kind() {
         jetstream::context::PublishErrorKind::MaxPayloadExceeded => Error::new(
@@ -115,7 +137,10 @@ fn parse_url(url: &str) -> Result<Settings> {
 }
 
 /// Connects to the NATS servers named by `url`.
-pub(crate) async fn connect(url: &str) -> Result<Arc<dyn Backend>> {
+///
+/// Credentials (`options`): a token (`HERALD_TOKEN`, as NATS's `auth_token`), user and password,
+/// or a credentials file; TLS with a CA file (`HERALD_CA`) or the system's roots (`HERALD_TLS`).
+pub(crate) async fn connect(url: &str, options: &crate::client::ConnectOptions) -> Result<Arc<dyn Backend>> {
     let settings = parse_url(url)?;
     let addrs: Vec<async_nats::ServerAddr> = settings
         .servers
@@ -123,7 +148,24 @@ pub(crate) async fn connect(url: &str) -> Result<Arc<dyn Backend>> {
         .map(|s| s.parse())
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::new(Code::InvalidUrl, format!("cannot connect to {url:?}: {e}")))?;
-    let client = async_nats::ConnectOptions::new()
+    let mut connect = async_nats::ConnectOptions::new();
+    if let Some(path) = &options.nats_credentials {
+        connect = connect.credentials_file(path).await.map_err(|e| {
+            Error::new(Code::InvalidArgument, format!("cannot read the NATS credentials file {}: {e}", path.display()))
+        })?;
+    }
+    if let Some((user, password)) = &options.nats_user {
+        connect = connect.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &options.token {
+        connect = connect.token(token.clone());
+    }
+    if let Some(ca) = &options.ca {
+        connect = connect.add_root_certificates(ca.clone()).require_tls(true);
+    } else if options.tls {
+        connect = connect.require_tls(true);
+    }
+    let client = connect
         .name("herald")
         .connection_timeout(Duration::from_secs(3))
         .request_timeout(Some(REQUEST_TIMEOUT))
@@ -131,7 +173,7 @@ pub(crate) async fn connect(url: &str) -> Result<Arc<dyn Backend>> {
         .reconnect_delay_callback(|attempts| Duration::from_millis((50 * attempts as u64).min(1000)))
         .connect(addrs)
         .await
-        .map_err(|e| unavailable(&format!("connecting to {}", settings.servers.join(",")), e))?;
+        .map_err(|e| connect_error(&settings.servers.join(","), e))?;
     check_server_version(&client.server_info().version)?;
     let js = jetstream::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client.clone());
     Ok(Arc::new(Nats {
