@@ -40,6 +40,12 @@ Examples:
         /// Quota: subscription streams it may hold open at once.
         #[arg(long)]
         max_subscriptions: Option<u32>,
+        /// Quota: topics it may have created (that exist at once).
+        #[arg(long)]
+        max_topics: Option<u32>,
+        /// Quota: partitions of the topics it created, together.
+        #[arg(long)]
+        max_partitions: Option<u32>,
         /// The server's data directory.
         #[arg(long, env = "HERALD_DATA_DIR", default_value = "./herald-data")]
         data_dir: PathBuf,
@@ -100,12 +106,16 @@ pub fn run(g: &Global, cmd: TokenCmd) -> Result<()> {
             publish_rate,
             publish_bytes_rate,
             max_subscriptions,
+            max_topics,
+            max_partitions,
             data_dir,
         } => {
             let quotas = herald_server::auth::quotas::Quotas {
                 publish_events_per_s: publish_rate,
                 publish_bytes_per_s: publish_bytes_rate,
                 subscriptions: max_subscriptions,
+                topics: max_topics,
+                partitions: max_partitions,
             };
             let made = tokens::create_with(&data_dir, &name, &permissions, expires, quotas)
                 .with_context(|| format!("making a token in {}", data_dir.display()))?;

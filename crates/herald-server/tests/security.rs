@@ -411,6 +411,13 @@ async fn admin_actions_refusals_and_token_changes_are_audited_and_read_back_thro
     assert_eq!(env.call(Method::DELETE, "/v1/topics/orders", p, None).await?.1, "permission_denied");
     assert_eq!(env.call(Method::GET, "/v1/groups/billing/dlq", b, None).await?.1, "group_not_found");
     assert_eq!(env.call(Method::GET, "/v1/topics", Some("wrong"), None).await?.1, "unauthenticated");
+    // Every group action is audited whatever its outcome (here: no such group).
+    let reset = serde_json::json!({"to": "earliest"});
+    assert_eq!(env.call(Method::POST, "/v1/groups/g1/reset", a, Some(reset)).await?.1, "group_not_found");
+    let skip = serde_json::json!({"topic": "orders", "partition": 0});
+    assert_eq!(env.call(Method::POST, "/v1/groups/g1/skip-damaged", a, Some(skip)).await?.1, "group_not_found");
+    assert_eq!(env.call(Method::POST, "/v1/groups/g1/dlq/replay", a, None).await?.1, "group_not_found");
+    assert_eq!(env.call(Method::DELETE, "/v1/groups/g1/dlq", a, None).await?.1, "group_not_found");
     let r = env.admin_client(a).delete_topic(TopicName { name: "orders".into() }).await;
     assert_eq!(code(&r), "");
     assert_eq!(
@@ -425,6 +432,10 @@ async fn admin_actions_refusals_and_token_changes_are_audited_and_read_back_thro
         ("orders-api", "http", "delete_topic", "topic/orders", "permission_denied"),
         ("billing", "http", "dlq_list", "group/billing", "group_not_found"),
         ("-", "http", "GET /v1/topics", "/v1/topics", "unauthenticated"),
+        ("admin", "http", "reset_group", "group/g1", "group_not_found"),
+        ("admin", "http", "skip_damaged", "group/g1", "group_not_found"),
+        ("admin", "http", "dlq_replay", "group/g1", "group_not_found"),
+        ("admin", "http", "dlq_purge", "group/g1", "group_not_found"),
         ("admin", "grpc", "delete_topic", "topic/orders", "ok"),
         ("billing", "grpc", "Read", "topic/x", "permission_denied"),
         ("-", "server", "token_created", "token/late", "ok"),
@@ -574,6 +585,37 @@ async fn a_principal_over_its_quota_waits_while_others_publish_on() -> TestResul
         assert!(std::time::Instant::now() < deadline, "the closed subscription kept its place");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    env.server.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn topics_and_partitions_a_principal_creates_are_counted_against_its_quota() -> TestResult {
+    let env = start().await?;
+    let quotas = herald_server::auth::quotas::Quotas { topics: Some(2), partitions: Some(6), ..Default::default() };
+    let team = tokens::create_with(env.dir.path(), "team", &["admin:topic/team-*".into()], None, quotas)?.token;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while env.call(Method::GET, "/v1/whoami", Some(&team), None).await?.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "the new token was not picked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let create = |name: &str, partitions: u32| serde_json::json!({"name": name, "partitions": partitions});
+    assert_eq!(env.call(Method::POST, "/v1/topics", Some(&team), Some(create("team-a", 4))).await?.0, 201);
+    let (s, c, body) = env.call(Method::POST, "/v1/topics", Some(&team), Some(create("team-b", 3))).await?;
+    assert_eq!((s, c.as_str()), (400, "limit_exceeded"), "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("partitions")), "{body}");
+    // Over gRPC too; a topic that failed to be made takes no place.
+    let grpc = |name: &str, partitions: u32| CreateTopicRequest {
+        name: name.into(),
+        config: Some(v1::TopicConfig { partitions: Some(partitions), ..Default::default() }),
+        if_not_exists: false,
+    };
+    assert_eq!(code(&env.admin_client(Some(&team)).create_topic(grpc("team-b", 2)).await), "");
+    assert_eq!(code(&env.admin_client(Some(&team)).create_topic(grpc("team-c", 1)).await), "limit_exceeded");
+    // Others are not counted against it, and a deleted topic gives its place back.
+    env.call(Method::POST, "/v1/topics", Some(&env.admin), Some(create("team-x", 8))).await?;
+    assert_eq!(env.call(Method::DELETE, "/v1/topics/team-a", Some(&env.admin), None).await?.0, 200);
+    assert_eq!(env.call(Method::POST, "/v1/topics", Some(&team), Some(create("team-c", 4))).await?.0, 201);
     env.server.shutdown().await?;
     Ok(())
 }

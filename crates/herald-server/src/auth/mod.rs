@@ -21,6 +21,7 @@ use herald_model::Code;
 use serde::{Deserialize, Serialize};
 
 pub mod grants;
+pub mod owners;
 pub mod quotas;
 pub mod tokens;
 
@@ -114,6 +115,8 @@ pub struct Guard {
     loopback_http: bool,
     /// What principals with quotas have used.
     pub meter: Arc<quotas::Meter>,
+    /// Who created which topic, for the topic and partition quotas.
+    pub owners: Arc<owners::Owners>,
 }
 
 fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
@@ -140,6 +143,7 @@ impl Guard {
         }
         let path = data_dir.join(tokens::TOKENS_FILE);
         let seen = file_stamp(&path);
+        let data_dir_for_owners = data_dir.clone();
         let loaded = match config.mode {
             AuthMode::Token => tokens::Tokens::load(&data_dir).map_err(|e| format!("loading tokens: {e}"))?,
             AuthMode::None => tokens::Tokens::default(),
@@ -152,6 +156,7 @@ impl Guard {
             failures: Mutex::new(Failures { per_minute: config.failures_per_minute, by_addr: HashMap::new() }),
             loopback_http: http.ip().is_loopback(),
             meter: Arc::new(quotas::Meter::default()),
+            owners: Arc::new(owners::Owners::load(&data_dir_for_owners)?),
         })
     }
 

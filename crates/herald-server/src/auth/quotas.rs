@@ -27,6 +27,12 @@ pub struct Quotas {
     /// Subscription streams open at once (gRPC Subscribe and SSE).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscriptions: Option<u32>,
+    /// Topics it created that exist (see `owners.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topics: Option<u32>,
+    /// Partitions of the topics it created that exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
 }
 
 impl Quotas {
@@ -41,6 +47,8 @@ impl Quotas {
             ("publish_events_per_s", self.publish_events_per_s),
             ("publish_bytes_per_s", self.publish_bytes_per_s),
             ("subscriptions", self.subscriptions.map(u64::from)),
+            ("topics", self.topics.map(u64::from)),
+            ("partitions", self.partitions.map(u64::from)),
         ] {
             if v == Some(0) {
                 return Err(format!("the quota {name} is 0; leave it out for no limit, or allow at least 1"));

@@ -66,9 +66,20 @@ impl Admin for AdminService {
         };
         counted("CreateTopic", audit, async {
             p.check(Action::Admin, Resource::Topic(&name)).map_err(denied)?;
+            let place = self.state.guard.owners.reserve(&p, &name, config.partitions).map_err(denied)?;
+            let name = name.clone();
             let info = blocking(&self.state.broker, move |b| {
                 // As the SDK's ensure_topic: an existing topic is described as it is.
-                if if_not_exists { b.ensure_topic(&name, config) } else { b.create_topic(&name, config) }
+                let r = if if_not_exists {
+                    b.ensure_topic_created(&name, config)
+                } else {
+                    b.create_topic(&name, config).map(|i| (i, true))
+                };
+                // Made by this call (not found existing): it counts for the caller.
+                if let (Ok((_, true)), Some(place)) = (&r, place) {
+                    place.commit();
+                }
+                r.map(|(info, _)| info)
             })
             .await?;
             Ok(topic_info_to_proto(&info))
@@ -115,7 +126,13 @@ impl Admin for AdminService {
         };
         counted("DeleteTopic", audit, async {
             p.check(Action::Admin, Resource::Topic(&name)).map_err(denied)?;
-            blocking(&self.state.broker, move |b| b.delete_topic(&name)).await?;
+            let owners = self.state.guard.owners.clone();
+            blocking(&self.state.broker, move |b| {
+                b.delete_topic(&name)?;
+                owners.forget(&name);
+                Ok(())
+            })
+            .await?;
             Ok(Empty {})
         })
         .await

@@ -117,12 +117,17 @@ pub(super) async fn create_topic(
         segment_bytes_max: req.segment_bytes_max.unwrap_or(d.segment_bytes_max),
     };
     let (name, if_not_exists) = (req.name, req.if_not_exists);
+    let place = h.app.guard.owners.reserve(&caller.0, &name, config.partitions)?;
     let (info, created) = blocking(&h, move |b| {
-        if if_not_exists {
+        let r = if if_not_exists {
             b.ensure_topic_created(&name, config)
         } else {
             b.create_topic(&name, config).map(|i| (i, true))
+        };
+        if let (Ok((_, true)), Some(place)) = (&r, place) {
+            place.commit();
         }
+        r
     })
     .await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
@@ -157,7 +162,13 @@ pub(super) async fn delete_topic(
     caller.may(Action::Admin, Resource::Topic(&topic))?;
     q.only(&[])?;
     let name = topic.clone();
-    blocking(&h, move |b| b.delete_topic(&name)).await?;
+    let owners = h.app.guard.owners.clone();
+    blocking(&h, move |b| {
+        b.delete_topic(&name)?;
+        owners.forget(&name);
+        Ok(())
+    })
+    .await?;
     Ok(Json(serde_json::json!({ "deleted": topic })).into_response())
 }
 
