@@ -40,6 +40,9 @@ Examples:
         /// Quota: subscription streams it may hold open at once.
         #[arg(long)]
         max_subscriptions: Option<u32>,
+        /// Quota: connections it may hold open at once (HTTP and gRPC).
+        #[arg(long)]
+        max_connections: Option<u32>,
         /// Quota: topics it may have created (that exist at once).
         #[arg(long)]
         max_topics: Option<u32>,
@@ -108,12 +111,14 @@ pub fn run(g: &Global, cmd: TokenCmd) -> Result<()> {
             max_subscriptions,
             max_topics,
             max_partitions,
+            max_connections,
             data_dir,
         } => {
             let quotas = herald_server::auth::quotas::Quotas {
                 publish_events_per_s: publish_rate,
                 publish_bytes_per_s: publish_bytes_rate,
                 subscriptions: max_subscriptions,
+                connections: max_connections,
                 topics: max_topics,
                 partitions: max_partitions,
             };

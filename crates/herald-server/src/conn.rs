@@ -220,7 +220,12 @@ pub(crate) async fn serve_http(
                 },
             };
             let handling = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let service = Counted { inner: TowerToHyperService::new(router), handling: handling.clone(), peer };
+            let service = Counted {
+                inner: TowerToHyperService::new(router),
+                handling: handling.clone(),
+                peer,
+                cell: Arc::default(),
+            };
             // HTTP/1.1, and HTTP/2 with prior knowledge (as axum::serve did: a gRPC client sent
             // here by mistake gets an HTTP answer it can explain). Hyper's own timeout covers an
             // HTTP/1 request head that started and does not finish (a slowloris); the watchdog
@@ -322,6 +327,8 @@ struct Counted<S> {
     /// The connection's source address, given to each request (for the failed-authentication
     /// limit).
     peer: std::net::SocketAddr,
+    /// The principals counting this connection against their quota, given to each request.
+    cell: Arc<crate::auth::quotas::ConnectionCell>,
 }
 
 impl<S, B> hyper::service::Service<hyper::Request<B>> for Counted<S>
@@ -335,6 +342,7 @@ where
 
     fn call(&self, mut req: hyper::Request<B>) -> Self::Future {
         req.extensions_mut().insert(crate::http::Peer(self.peer));
+        req.extensions_mut().insert(self.cell.clone());
         self.handling.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let done = Handled(self.handling.clone());
         let fut = self.inner.call(req);
@@ -509,7 +517,7 @@ pub(crate) fn grpc_incoming(
                 if let Some(tls) = tls {
                     if let Some(t) = handshake(tcp, &tls, crate::tls::Listener::Grpc, timeout).await {
                         let io = tokio_util::either::Either::Right(t);
-                        let _ = tx.send(Ok(GatedStream { io, _permit: permit })).await;
+                        let _ = tx.send(Ok(GatedStream { io, _permit: permit, cell: Arc::default() })).await;
                     }
                     return;
                 }
@@ -518,7 +526,7 @@ pub(crate) fn grpc_incoming(
                 match tokio::time::timeout(timeout, tcp.peek(&mut [0u8; 1])).await {
                     Ok(Ok(n)) if n > 0 => {
                         let io = tokio_util::either::Either::Left(tcp);
-                        let _ = tx.send(Ok(GatedStream { io, _permit: permit })).await;
+                        let _ = tx.send(Ok(GatedStream { io, _permit: permit, cell: Arc::default() })).await;
                     }
                     _ => {
                         tracing::debug!(%peer, "closed a gRPC connection that sent nothing within header_read_timeout_ms")
@@ -534,16 +542,28 @@ pub(crate) fn grpc_incoming(
 pub(crate) struct GatedStream {
     io: tokio_util::either::Either<TcpStream, Box<tokio_rustls::server::TlsStream<TcpStream>>>,
     _permit: OwnedSemaphorePermit,
+    /// The principals counting this connection against their quota.
+    cell: Arc<crate::auth::quotas::ConnectionCell>,
+}
+
+/// What every gRPC request learns of its connection.
+#[derive(Clone)]
+pub(crate) struct ConnInfo {
+    /// The source address.
+    pub remote: Option<SocketAddr>,
+    /// The principals counting the connection against their quota.
+    pub cell: Arc<crate::auth::quotas::ConnectionCell>,
 }
 
 impl tonic::transport::server::Connected for GatedStream {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        match &self.io {
-            tokio_util::either::Either::Left(tcp) => tcp.connect_info(),
-            tokio_util::either::Either::Right(tls) => tls.get_ref().0.connect_info(),
-        }
+        let tcp = match &self.io {
+            tokio_util::either::Either::Left(tcp) => tcp,
+            tokio_util::either::Either::Right(tls) => tls.get_ref().0,
+        };
+        ConnInfo { remote: tcp.peer_addr().ok(), cell: self.cell.clone() }
     }
 }
 

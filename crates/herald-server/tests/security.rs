@@ -619,3 +619,40 @@ async fn topics_and_partitions_a_principal_creates_are_counted_against_its_quota
     env.server.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn connections_are_counted_per_principal_across_both_apis() -> TestResult {
+    let env = start().await?;
+    let quotas = herald_server::auth::quotas::Quotas { connections: Some(1), ..Default::default() };
+    let one = tokens::create_with(env.dir.path(), "one", &["publish:x".into()], None, quotas)?.token;
+    let first = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while first.get(env.url("/v1/whoami")).bearer_auth(&one).send().await?.status().as_u16() != 200 {
+        assert!(std::time::Instant::now() < deadline, "the new token was not picked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Many requests on its one connection are fine.
+    for _ in 0..5 {
+        assert_eq!(first.get(env.url("/v1/whoami")).bearer_auth(&one).send().await?.status().as_u16(), 200);
+    }
+    // A second connection, HTTP or gRPC, is over the quota; other principals are not limited.
+    let second = reqwest::Client::new();
+    let res = second.get(env.url("/v1/whoami")).bearer_auth(&one).send().await?;
+    assert_eq!(res.status().as_u16(), 429);
+    assert_eq!(res.json::<serde_json::Value>().await?["code"], "quota_exceeded");
+    assert_eq!(code(&env.admin_client(Some(&one)).who_am_i(Empty {}).await), "quota_exceeded");
+    assert_eq!(second.get(env.url("/v1/whoami")).bearer_auth(&env.admin).send().await?.status().as_u16(), 200);
+    // Once the first connection closes, its place is free.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let fresh = reqwest::Client::new();
+        if fresh.get(env.url("/v1/whoami")).bearer_auth(&one).send().await?.status().as_u16() == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the closed connection kept its place");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.server.shutdown().await?;
+    Ok(())
+}

@@ -27,6 +27,9 @@ pub struct Quotas {
     /// Subscription streams open at once (gRPC Subscribe and SSE).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscriptions: Option<u32>,
+    /// Connections open at once on which it made a request (HTTP and gRPC together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
     /// Topics it created that exist (see `owners.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topics: Option<u32>,
@@ -47,6 +50,7 @@ impl Quotas {
             ("publish_events_per_s", self.publish_events_per_s),
             ("publish_bytes_per_s", self.publish_bytes_per_s),
             ("subscriptions", self.subscriptions.map(u64::from)),
+            ("connections", self.connections.map(u64::from)),
             ("topics", self.topics.map(u64::from)),
             ("partitions", self.partitions.map(u64::from)),
         ] {
@@ -85,6 +89,28 @@ struct Usage {
     events: Option<Bucket>,
     bytes: Option<Bucket>,
     subscriptions: u32,
+    connections: u32,
+}
+
+/// The principals with a connection quota that made requests on one connection; each counts the
+/// connection once, until it closes (when the last holder of the cell lets go).
+#[derive(Default)]
+pub struct ConnectionCell {
+    held: Mutex<Vec<ConnectionSlot>>,
+}
+
+struct ConnectionSlot {
+    meter: Arc<Meter>,
+    name: Arc<str>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut by_name = self.meter.by_name.lock().expect("quota lock poisoned");
+        if let Some(u) = by_name.get_mut(&self.name) {
+            u.connections = u.connections.saturating_sub(1);
+        }
+    }
 }
 
 /// What every principal with quotas has used; one entry per principal (as many as tokens).
@@ -148,6 +174,32 @@ impl Meter {
         if let (Some(rate), Some(b)) = (q.publish_bytes_per_s, u.bytes.as_mut()) {
             let _ = b.take(rate, bytes as u64, now);
         }
+        Ok(())
+    }
+
+    /// Counts `cell`'s connection for `p` (once), or refuses the request at `p`'s connection
+    /// quota.
+    pub fn connection(self: &Arc<Self>, p: &Principal, cell: &ConnectionCell) -> Result<(), Denied> {
+        let Some(max) = p.quotas.connections else { return Ok(()) };
+        let mut held = cell.held.lock().expect("connection cell lock poisoned");
+        if held.iter().any(|s| s.name == p.name) {
+            return Ok(());
+        }
+        let mut by_name = self.by_name.lock().expect("quota lock poisoned");
+        let u = by_name.entry(p.name.clone()).or_default();
+        if u.connections >= max {
+            return Err(Denied {
+                code: Code::QuotaExceeded,
+                message: format!(
+                    "{:?} has {max} connections open, its quota; reuse one (HTTP keep-alive, one gRPC channel) or \
+                     close one (or ask for a higher quota)",
+                    p.name
+                ),
+                retry_after_s: Some(1),
+            });
+        }
+        u.connections += 1;
+        held.push(ConnectionSlot { meter: self.clone(), name: p.name.clone() });
         Ok(())
     }
 
@@ -222,5 +274,18 @@ mod tests {
         drop(a);
         assert!(m.subscribe(&p).is_ok());
         assert!(Quotas { subscriptions: Some(0), ..Quotas::default() }.validate().is_err());
+    }
+
+    #[test]
+    fn a_connection_counts_once_per_principal_until_it_closes() {
+        let m = Arc::new(Meter::default());
+        let p = limited(Quotas { connections: Some(1), ..Quotas::default() });
+        let first = ConnectionCell::default();
+        m.connection(&p, &first).unwrap();
+        m.connection(&p, &first).unwrap();
+        let second = ConnectionCell::default();
+        assert_eq!(m.connection(&p, &second).err().map(|e| e.code), Some(Code::QuotaExceeded));
+        drop(first);
+        m.connection(&p, &second).unwrap();
     }
 }

@@ -54,7 +54,7 @@ async fn counted<T>(
 impl Admin for AdminService {
     async fn create_topic(&self, request: Request<CreateTopicRequest>) -> Result<Response<TopicInfo>, Status> {
         let p = caller(&request)?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = super::peer(&request);
         let CreateTopicRequest { name, config, if_not_exists } = request.into_inner();
         let config = topic_config_from_proto(config.unwrap_or_default());
         let audit = Audited {
@@ -89,7 +89,7 @@ impl Admin for AdminService {
 
     async fn list_topics(&self, request: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
         let p = caller(&request)?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = super::peer(&request);
         let audit = Audited { state: &self.state, principal: &p.name, peer, action: None, target: "topics".to_owned() };
         counted("ListTopics", audit, async {
             let mut names = self.state.broker.list_topics();
@@ -101,7 +101,7 @@ impl Admin for AdminService {
 
     async fn describe_topic(&self, request: Request<TopicName>) -> Result<Response<TopicInfo>, Status> {
         let p = caller(&request)?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = super::peer(&request);
         let name = request.into_inner().name;
         let audit =
             Audited { state: &self.state, principal: &p.name, peer, action: None, target: format!("topic/{name}") };
@@ -115,7 +115,7 @@ impl Admin for AdminService {
 
     async fn delete_topic(&self, request: Request<TopicName>) -> Result<Response<Empty>, Status> {
         let p = caller(&request)?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = super::peer(&request);
         let name = request.into_inner().name;
         let audit = Audited {
             state: &self.state,
@@ -140,7 +140,7 @@ impl Admin for AdminService {
 
     async fn list_groups(&self, request: Request<Empty>) -> Result<Response<ListGroupsResponse>, Status> {
         let p = caller(&request)?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = super::peer(&request);
         let audit = Audited { state: &self.state, principal: &p.name, peer, action: None, target: "groups".to_owned() };
         counted("ListGroups", audit, async {
             let mut names = self.state.broker.list_groups();
@@ -152,7 +152,7 @@ impl Admin for AdminService {
 
     async fn describe_group(&self, request: Request<GroupName>) -> Result<Response<GroupInfo>, Status> {
         let p = caller(&request)?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = super::peer(&request);
         let group = request.into_inner().group;
         let audit =
             Audited { state: &self.state, principal: &p.name, peer, action: None, target: format!("group/{group}") };
@@ -166,7 +166,7 @@ impl Admin for AdminService {
 
     async fn reset_group(&self, request: Request<ResetGroupRequest>) -> Result<Response<GroupInfo>, Status> {
         let p = caller(&request)?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = super::peer(&request);
         let ResetGroupRequest { group, to } = request.into_inner();
         let to = position_from_proto(to);
         let audit = Audited {
@@ -186,7 +186,7 @@ impl Admin for AdminService {
 
     async fn skip_damaged(&self, request: Request<SkipDamagedRequest>) -> Result<Response<DamageSkipped>, Status> {
         let p = caller(&request)?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = super::peer(&request);
         let SkipDamagedRequest { group, topic, partition } = request.into_inner();
         let broker = self.state.broker.clone();
         let audit = Audited {
@@ -210,7 +210,7 @@ impl Admin for AdminService {
     /// `max_read_events`), and no more than fit in [`super::RESPONSE_BYTES_TARGET`].
     async fn dlq_list(&self, request: Request<DlqListRequest>) -> Result<Response<DlqListResponse>, Status> {
         let p = caller(&request)?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = super::peer(&request);
         let DlqListRequest { group, max } = request.into_inner();
         let cap = self.state.config.max_read_events;
         let max = match max as usize {
@@ -239,7 +239,7 @@ impl Admin for AdminService {
 
     async fn dlq_replay(&self, request: Request<GroupName>) -> Result<Response<Count>, Status> {
         let p = caller(&request)?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = super::peer(&request);
         let group = request.into_inner().group;
         let audit = Audited {
             state: &self.state,
@@ -258,7 +258,7 @@ impl Admin for AdminService {
 
     async fn dlq_purge(&self, request: Request<GroupName>) -> Result<Response<Count>, Status> {
         let p = caller(&request)?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = super::peer(&request);
         let group = request.into_inner().group;
         let audit = Audited {
             state: &self.state,
@@ -277,7 +277,7 @@ impl Admin for AdminService {
 
     async fn who_am_i(&self, request: Request<Empty>) -> Result<Response<Identity>, Status> {
         let p = caller(&request)?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = super::peer(&request);
         let audit = Audited { state: &self.state, principal: &p.name, peer, action: None, target: "whoami".to_owned() };
         counted("WhoAmI", audit, async {
             Ok(Identity {

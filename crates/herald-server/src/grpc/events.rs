@@ -31,7 +31,7 @@ pub(super) fn count_request<T>(method: &'static str, r: &Result<T, Status>) {
 impl Events for EventsService {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
         let p = caller(&request)?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = super::peer(&request);
         let req = request.into_inner();
         let bytes: usize = req.events.iter().map(prost::Message::encoded_len).sum();
         let r = match p.check(Action::Publish, Resource::Topic(&req.topic)) {
@@ -62,7 +62,7 @@ impl Events for EventsService {
         request: Request<Streaming<SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let p = caller(&request)?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = super::peer(&request);
         let r = subscribe::start(self.state.clone(), p.clone(), request.into_inner()).await;
         if let Err(s) = &r
             && herald_proto::code_of(s) == Code::PermissionDenied
@@ -75,7 +75,7 @@ impl Events for EventsService {
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
         let p = caller(&request)?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = super::peer(&request);
         let req = request.into_inner();
         let r = match p.check(Action::Consume, Resource::Topic(&req.topic)) {
             Ok(()) => read(&self.state, req).await,

@@ -90,6 +90,11 @@ fn caller<T>(request: &tonic::Request<T>) -> Result<Principal, Status> {
         .ok_or_else(|| status(Code::Internal, "the call was not authenticated (a service outside Coded)"))
 }
 
+/// Where `request` came from.
+fn peer<T>(request: &tonic::Request<T>) -> Option<std::net::IpAddr> {
+    request.extensions().get::<crate::conn::ConnInfo>().and_then(|c| c.remote).map(|a| a.ip())
+}
+
 /// A refusal as a status.
 fn denied(d: Denied) -> Status {
     status(d.code, d.message)
@@ -169,9 +174,14 @@ where
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let max_request_bytes = self.max_request_bytes;
-        let peer = req.extensions().get::<tonic::transport::server::TcpConnectInfo>().and_then(|c| c.remote_addr());
+        let conn = req.extensions().get::<crate::conn::ConnInfo>().cloned();
+        let peer = conn.as_ref().and_then(|c| c.remote);
         let authorization = req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
-        match self.guard.authenticate(authorization, peer.map(|a| a.ip())) {
+        let authenticated = self.guard.authenticate(authorization, peer.map(|a| a.ip())).and_then(|p| match &conn {
+            Some(c) => self.guard.meter.connection(&p, &c.cell).map(|()| p),
+            None => Ok(p),
+        });
+        match authenticated {
             Ok(p) => {
                 req.extensions_mut().insert(p);
             }

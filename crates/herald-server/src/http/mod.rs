@@ -202,7 +202,12 @@ async fn authenticated(h: &Http, mut req: Request, next: Next, principal: &mut O
         return next.run(req).await;
     }
     let peer = req.extensions().get::<Peer>().map(|p| p.0.ip());
-    match h.app.guard.authenticate(authorization, peer) {
+    let cell = req.extensions().get::<Arc<crate::auth::quotas::ConnectionCell>>().cloned();
+    let authenticated = h.app.guard.authenticate(authorization, peer).and_then(|p| match &cell {
+        Some(c) => h.app.guard.meter.connection(&p, c).map(|()| p),
+        None => Ok(p),
+    });
+    match authenticated {
         Ok(p) => {
             *principal = Some(p.clone());
             req.extensions_mut().insert(p);
