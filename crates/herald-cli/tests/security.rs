@@ -45,10 +45,12 @@ impl Drop for Serve {
     }
 }
 
-fn serve(dir: &Path) -> Serve {
+/// `herald serve --auth token` on `dir` with `extra` flags; returns it and its listening line.
+fn spawn_serve(dir: &Path, extra: &[&std::ffi::OsStr]) -> (Serve, String) {
     let mut child = herald(&["serve", "--auth", "token", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir)
+        .args(extra)
         .env("HERALD_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -62,8 +64,14 @@ fn serve(dir: &Path) -> Serve {
         }
     });
     let line = rx.recv_timeout(Duration::from_secs(20)).expect("herald serve printed its listening line");
+    (Serve(child, String::new()), line)
+}
+
+fn serve(dir: &Path) -> Serve {
+    let (mut server, line) = spawn_serve(dir, &[]);
     let grpc = line.split_whitespace().find_map(|w| w.strip_prefix("grpc://")).expect("a grpc address").to_owned();
-    Serve(child, format!("herald://{grpc}"))
+    server.1 = format!("herald://{grpc}");
+    server
 }
 
 /// A command against the server with `token` given as `--token` (or none).
@@ -166,29 +174,11 @@ fn pki(name: &str) -> (String, String, String) {
 }
 
 fn serve_tls(dir: &Path, cert: &Path, key: &Path) -> (Serve, String, String) {
-    let mut child = herald(&["serve", "--auth", "token", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--tls-cert")
-        .arg(cert)
-        .arg("--tls-key")
-        .arg(key)
-        .env("HERALD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning herald serve");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx.recv_timeout(Duration::from_secs(20)).expect("herald serve printed its listening line");
+    let flags = ["--tls-cert".as_ref(), cert.as_os_str(), "--tls-key".as_ref(), key.as_os_str()];
+    let (server, line) = spawn_serve(dir, &flags);
     let http = line.split_whitespace().find_map(|w| w.strip_prefix("https://")).expect("an https address").to_owned();
     let grpc = line.split_whitespace().find_map(|w| w.strip_prefix("grpcs://")).expect("a grpcs address").to_owned();
-    (Serve(child, String::new()), http, grpc)
+    (server, http, grpc)
 }
 
 /// `GET /healthz` over TLS trusting `ca_pem`, as raw HTTP/1.1: the status line, or the error.

@@ -137,6 +137,38 @@ impl Owners {
     }
 }
 
+/// Creates a topic (or, with `if_not_exists`, finds it): a topic this call made takes `place`
+/// under its creator's quota. The one place both APIs create topics. Blocking.
+pub fn create_topic(
+    broker: &herald_broker::Broker,
+    place: Option<Reservation>,
+    name: &str,
+    config: herald_broker::TopicConfig,
+    if_not_exists: bool,
+) -> Result<(herald_broker::TopicInfo, bool), herald_broker::BrokerError> {
+    let r = if if_not_exists {
+        broker.ensure_topic_created(name, config)
+    } else {
+        broker.create_topic(name, config).map(|i| (i, true))
+    };
+    if let (Ok((_, true)), Some(place)) = (&r, place) {
+        place.commit();
+    }
+    r
+}
+
+/// Deletes a topic; it counts for nobody any more. The one place both APIs delete topics.
+/// Blocking.
+pub fn delete_topic(
+    broker: &herald_broker::Broker,
+    owners: &Owners,
+    name: &str,
+) -> Result<(), herald_broker::BrokerError> {
+    broker.delete_topic(name)?;
+    owners.forget(name);
+    Ok(())
+}
+
 impl Reservation {
     /// The topic exists: the entry is written down. Blocking (a file write).
     pub fn commit(mut self) {

@@ -68,18 +68,9 @@ impl Admin for AdminService {
             p.check(Action::Admin, Resource::Topic(&name)).map_err(denied)?;
             let place = self.state.guard.owners.reserve(&p, &name, config.partitions).map_err(denied)?;
             let name = name.clone();
-            let info = blocking(&self.state.broker, move |b| {
-                // As the SDK's ensure_topic: an existing topic is described as it is.
-                let r = if if_not_exists {
-                    b.ensure_topic_created(&name, config)
-                } else {
-                    b.create_topic(&name, config).map(|i| (i, true))
-                };
-                // Made by this call (not found existing): it counts for the caller.
-                if let (Ok((_, true)), Some(place)) = (&r, place) {
-                    place.commit();
-                }
-                r.map(|(info, _)| info)
+            // As the SDK's ensure_topic: an existing topic is described as it is.
+            let (info, _) = blocking(&self.state.broker, move |b| {
+                crate::auth::owners::create_topic(b, place, &name, config, if_not_exists)
             })
             .await?;
             Ok(topic_info_to_proto(&info))
@@ -127,12 +118,7 @@ impl Admin for AdminService {
         counted("DeleteTopic", audit, async {
             p.check(Action::Admin, Resource::Topic(&name)).map_err(denied)?;
             let owners = self.state.guard.owners.clone();
-            blocking(&self.state.broker, move |b| {
-                b.delete_topic(&name)?;
-                owners.forget(&name);
-                Ok(())
-            })
-            .await?;
+            blocking(&self.state.broker, move |b| crate::auth::owners::delete_topic(b, &owners, &name)).await?;
             Ok(Empty {})
         })
         .await

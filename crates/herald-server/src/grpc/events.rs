@@ -18,6 +18,21 @@ pub(super) struct EventsService {
     pub(super) state: Arc<AppState>,
 }
 
+impl EventsService {
+    /// A call refused for who made it: audited, then answered.
+    fn refused(
+        &self,
+        p: &crate::auth::Principal,
+        peer: Option<std::net::IpAddr>,
+        method: &str,
+        topic: &str,
+        d: crate::auth::Denied,
+    ) -> Status {
+        self.state.audit.record(&p.name, peer, "grpc", method, &format!("topic/{topic}"), d.code.as_str());
+        denied(d)
+    }
+}
+
 /// Counts one request by method and outcome.
 pub(super) fn count_request<T>(method: &'static str, r: &Result<T, Status>) {
     let code = match r {
@@ -39,17 +54,7 @@ impl Events for EventsService {
                 Ok(()) => publish(&self.state, req).await,
                 Err(d) => Err(denied(d)),
             },
-            Err(d) => {
-                self.state.audit.record(
-                    &p.name,
-                    peer,
-                    "grpc",
-                    "Publish",
-                    &format!("topic/{}", req.topic),
-                    d.code.as_str(),
-                );
-                Err(denied(d))
-            }
+            Err(d) => Err(self.refused(&p, peer, "Publish", &req.topic, d)),
         };
         count_request("Publish", &r);
         r.map(Response::new)
@@ -79,17 +84,7 @@ impl Events for EventsService {
         let req = request.into_inner();
         let r = match p.check(Action::Consume, Resource::Topic(&req.topic)) {
             Ok(()) => read(&self.state, req).await,
-            Err(d) => {
-                self.state.audit.record(
-                    &p.name,
-                    peer,
-                    "grpc",
-                    "Read",
-                    &format!("topic/{}", req.topic),
-                    d.code.as_str(),
-                );
-                Err(denied(d))
-            }
+            Err(d) => Err(self.refused(&p, peer, "Read", &req.topic, d)),
         };
         count_request("Read", &r);
         r.map(Response::new)

@@ -118,18 +118,8 @@ pub(super) async fn create_topic(
     };
     let (name, if_not_exists) = (req.name, req.if_not_exists);
     let place = h.app.guard.owners.reserve(&caller.0, &name, config.partitions)?;
-    let (info, created) = blocking(&h, move |b| {
-        let r = if if_not_exists {
-            b.ensure_topic_created(&name, config)
-        } else {
-            b.create_topic(&name, config).map(|i| (i, true))
-        };
-        if let (Ok((_, true)), Some(place)) = (&r, place) {
-            place.commit();
-        }
-        r
-    })
-    .await?;
+    let (info, created) =
+        blocking(&h, move |b| crate::auth::owners::create_topic(b, place, &name, config, if_not_exists)).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     let target = super::AuditTarget(format!("topic/{}", info.name));
     Ok((status, axum::Extension(target), Json(topic_json(info))).into_response())
@@ -163,12 +153,7 @@ pub(super) async fn delete_topic(
     q.only(&[])?;
     let name = topic.clone();
     let owners = h.app.guard.owners.clone();
-    blocking(&h, move |b| {
-        b.delete_topic(&name)?;
-        owners.forget(&name);
-        Ok(())
-    })
-    .await?;
+    blocking(&h, move |b| crate::auth::owners::delete_topic(b, &owners, &name)).await?;
     Ok(Json(serde_json::json!({ "deleted": topic })).into_response())
 }
 
