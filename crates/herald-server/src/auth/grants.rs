@@ -258,6 +258,13 @@ impl Principal {
     /// `Ok` when it may do `action` to `resource`; otherwise `permission_denied`, worded the same
     /// whether or not the topic or group exists.
     pub fn check(&self, action: Action, resource: Resource<'_>) -> Result<(), Denied> {
+        if action == Action::Publish && resource == Resource::Topic(crate::audit::AUDIT_TOPIC) {
+            // The audit trail is the server's own record: nobody writes into it, not even `*:*`.
+            return Err(Denied::new(
+                Code::PermissionDenied,
+                format!("nobody may publish to {resource}: the server alone writes the audit trail"),
+            ));
+        }
         if self.allows(action, resource) {
             return Ok(());
         }
@@ -373,5 +380,8 @@ mod tests {
         assert!(!billing.sees(Resource::Server));
         let anyone = Principal::anonymous();
         assert!(anyone.allows(Action::Dlq, Resource::Group("g")) && anyone.allows(Action::Admin, Resource::Server));
+        let e = anyone.check(Action::Publish, Resource::Topic("herald.audit")).unwrap_err();
+        assert!(e.message.contains("server alone"), "{}", e.message);
+        assert!(anyone.check(Action::Consume, Resource::Topic("herald.audit")).is_ok());
     }
 }

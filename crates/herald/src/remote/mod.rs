@@ -124,6 +124,15 @@ impl Remote {
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
+        let loopback = host == "localhost"
+            || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if options.token.is_some() && !tls && !loopback {
+            tracing::warn!(
+                addr,
+                "sending a token over plaintext to a server beyond loopback: anyone on the path can \
+                read it; connect with TLS (--ca/HERALD_CA or --tls)"
+            );
+        }
         let credentials = match options.token.as_deref() {
             None => Credentials(None),
             Some(t) => Credentials(Some(format!("Bearer {t}").parse().map_err(|_| {
