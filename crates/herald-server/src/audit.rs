@@ -28,6 +28,25 @@ pub const AUDIT_QUEUE_MAX: usize = 10_000;
 const BATCH_MAX: usize = 500;
 /// How long the audit topic keeps records: 90 days.
 const RETENTION_MS: u64 = 90 * 24 * 3600 * 1000;
+/// The most the audit topic keeps, oldest records going first: 1 GiB.
+const RETENTION_BYTES: u64 = 1 << 30;
+
+fn topic_config() -> TopicConfig {
+    TopicConfig {
+        partitions: 1,
+        retention_ms: Some(RETENTION_MS),
+        retention_bytes: Some(RETENTION_BYTES),
+        ..TopicConfig::default()
+    }
+}
+
+/// Makes the audit topic if it is missing (at start, before anyone can make it first).
+pub(crate) fn ensure_topic(broker: &Broker) -> Result<(), BrokerError> {
+    match broker.create_topic(AUDIT_TOPIC, topic_config()) {
+        Ok(_) | Err(BrokerError::TopicExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
 
 /// One audited action.
 #[derive(Debug, Clone, Serialize)]
@@ -118,7 +137,6 @@ fn event(r: &Record) -> Option<Event> {
 }
 
 async fn append(broker: Broker, mut rx: mpsc::Receiver<Record>, stop: CancellationToken) {
-    let config = TopicConfig { partitions: 1, retention_ms: Some(RETENTION_MS), ..TopicConfig::default() };
     let mut ready = false;
     let mut batch = Vec::with_capacity(BATCH_MAX);
     loop {
@@ -135,9 +153,8 @@ async fn append(broker: Broker, mut rx: mpsc::Receiver<Record>, stop: Cancellati
         }
         if !ready {
             let b = broker.clone();
-            let c = config.clone();
-            match tokio::task::spawn_blocking(move || b.create_topic(AUDIT_TOPIC, c)).await {
-                Ok(Ok(_) | Err(BrokerError::TopicExists { .. })) => ready = true,
+            match tokio::task::spawn_blocking(move || ensure_topic(&b)).await {
+                Ok(Ok(())) => ready = true,
                 Ok(Err(e)) => tracing::error!(error = %e, "cannot create the audit topic; records stay in the log"),
                 Err(e) => tracing::error!(error = %e, "cannot create the audit topic"),
             }
@@ -147,6 +164,14 @@ async fn append(broker: Broker, mut rx: mpsc::Receiver<Record>, stop: Cancellati
             let mut tries = 0;
             while let Err(e) = broker.publish_batch(AUDIT_TOPIC, events.clone()).await {
                 tries += 1;
+                if matches!(e, BrokerError::TopicNotFound { .. }) {
+                    // Deleted under us (an operator on the data directory): made again.
+                    let b = broker.clone();
+                    if tokio::task::spawn_blocking(move || ensure_topic(&b)).await.is_ok_and(|r| r.is_ok()) && tries < 5
+                    {
+                        continue;
+                    }
+                }
                 if !e.code().is_retryable() || tries >= 5 {
                     metrics::counter!("herald_server_audit_dropped_total").increment(events.len() as u64);
                     tracing::error!(error = %e, records = events.len(), "appending audit records failed");

@@ -162,6 +162,10 @@ impl Server {
         let gate = conn::Gate::new(max_connections, Duration::from_millis(config.header_read_timeout_ms));
         let audit_stop = CancellationToken::new();
         let to_topic = config.auth.mode == auth::AuthMode::Token;
+        if to_topic {
+            // Made before anyone can call: nobody else gets to make it first, with other settings.
+            audit::ensure_topic(&broker)?;
+        }
         let (audit, audit_task) = audit::Audit::start(broker.clone(), to_topic, audit_stop.clone());
         let state = Arc::new(AppState {
             broker,

@@ -103,8 +103,10 @@ impl Tls {
                 *seen = now;
                 tracing::info!(cert = %self.files.cert.display(), "certificate files changed: reloaded");
             }
-            // A half-written pair (the certificate renewed, the key not yet): try again next time.
+            // A half-written pair (the certificate renewed, the key not yet): the next change of
+            // either file tries again; said once per change, not every second.
             Err(e) => {
+                *seen = now;
                 tracing::warn!(error = %e, "certificate files changed but do not load; serving the previous pair")
             }
         }

@@ -178,6 +178,13 @@ async fn http_principals_may_do_what_their_permissions_say_and_nothing_else() ->
     // Describe needs some permission on it.
     assert_eq!(env.call(Method::GET, "/v1/topics/orders", p, None).await?.0, 200);
     assert_eq!(env.call(Method::GET, "/v1/topics/payments", p, None).await?.1, "permission_denied");
+    // A group's dead-letter and replay topics follow its `dlq` permission, not topic ones.
+    let (_, c, _) = env.call(Method::GET, "/v1/topics/billing.dlq/events", b, None).await?;
+    assert_eq!(c, "topic_not_found", "billing may look (there is none yet)");
+    assert_eq!(env.call(Method::GET, "/v1/topics/billing.dlq/events", a, None).await?.1, "topic_not_found");
+    assert_eq!(env.call(Method::GET, "/v1/topics/other.dlq/events", b, None).await?.1, "permission_denied");
+    let (_, c, _) = env.call(Method::POST, "/v1/topics/billing.replay/events", a, Some(event("r1"))).await?;
+    assert_eq!(c, "permission_denied", "nobody writes replays");
     // Dead letters: billing's own group only.
     assert_eq!(env.call(Method::GET, "/v1/groups/billing/dlq", b, None).await?.1, "group_not_found");
     assert_eq!(env.call(Method::GET, "/v1/groups/other/dlq", b, None).await?.1, "permission_denied");
@@ -344,9 +351,11 @@ async fn ten_thousand_wrong_tokens_are_cut_off_per_address_and_others_keep_worki
     // 20 failures a minute are looked at; the rest are refused unseen, with when to retry.
     assert_eq!(codes.get("401 unauthenticated"), Some(&20), "{codes:?}");
     assert_eq!(codes.get("429 quota_exceeded"), Some(&9_980), "{codes:?}");
-    let res = attacker.get(&url).bearer_auth(&env.admin).send().await?;
-    assert_eq!(res.status().as_u16(), 429, "even a good token from that address waits");
+    let res = attacker.get(&url).bearer_auth("one more guess").send().await?;
+    assert_eq!(res.status().as_u16(), 429);
     assert!(res.headers().get("retry-after").is_some());
+    // A valid token from the same address still passes: sharing it with an attacker locks nobody out.
+    assert_eq!(attacker.get(&url).bearer_auth(&env.admin).send().await?.status().as_u16(), 200);
     assert_eq!(env.call(Method::GET, "/healthz", None, None).await?.0, 200);
     assert_eq!(env.call(Method::GET, "/v1/whoami", Some(&env.admin), None).await?.0, 200);
     env.server.shutdown().await?;
@@ -653,6 +662,68 @@ async fn connections_are_counted_per_principal_across_both_apis() -> TestResult 
         assert!(std::time::Instant::now() < deadline, "the closed connection kept its place");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    env.server.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn open_streams_end_when_their_token_is_revoked() -> TestResult {
+    let env = start().await?;
+    env.call(
+        Method::POST,
+        "/v1/topics",
+        Some(&env.admin),
+        Some(serde_json::json!({"name": "orders", "partitions": 1})),
+    )
+    .await?;
+    // An SSE stream and a gRPC stream, both as billing.
+    let mut sse =
+        env.http.get(env.url("/v1/groups/billing/subscribe?topic=orders")).bearer_auth(&env.billing).send().await?;
+    assert_eq!(sse.status().as_u16(), 200);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(v1::SubscribeRequest {
+        msg: Some(v1::subscribe_request::Msg::Join(v1::Join {
+            group: "billing".into(),
+            settings: Some(v1::GroupSettings { topics: vec!["orders".into()], ..Default::default() }),
+            max_in_flight: 10,
+            member_id: String::new(),
+        })),
+    })
+    .await?;
+    let mut grpc = env
+        .events_client(Some(&env.billing))
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    assert!(matches!(grpc.message().await?.and_then(|m| m.msg), Some(v1::subscribe_response::Msg::Joined(_))));
+
+    tokens::revoke(env.dir.path(), "billing")?;
+    // The gRPC stream ends with unauthenticated...
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match grpc.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(s) => return Some(s),
+            }
+        }
+    })
+    .await?;
+    let status = end.ok_or("the gRPC stream ended without a status")?;
+    assert_eq!(herald_proto::code_of(&status).as_str(), "unauthenticated", "{status:?}");
+    assert!(status.message().contains("revoked"), "{status:?}");
+    // ...and so does the SSE stream.
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !text.contains("unauthenticated") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, sse.chunk()).await.map_err(|_| format!("SSE so far: {text}"))?? {
+            Some(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            None => break,
+        }
+    }
+    assert!(text.contains("unauthenticated") && text.contains("revoked"), "{text}");
+    drop(tx);
     env.server.shutdown().await?;
     Ok(())
 }

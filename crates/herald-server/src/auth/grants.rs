@@ -202,6 +202,8 @@ pub struct Principal {
     pub expires_ms: Option<u64>,
     /// Its token's quotas.
     pub quotas: super::quotas::Quotas,
+    /// Its token's id (`None`: anonymous).
+    pub token_id: Option<Arc<str>>,
 }
 
 /// A refusal: its code and what to do.
@@ -231,6 +233,7 @@ impl Principal {
             permissions: vec![all].into(),
             expires_ms: None,
             quotas: super::quotas::Quotas::default(),
+            token_id: None,
         }
     }
 
@@ -242,6 +245,7 @@ impl Principal {
             permissions: permissions.into(),
             expires_ms,
             quotas: super::quotas::Quotas::default(),
+            token_id: None,
         }
     }
 
@@ -258,12 +262,26 @@ impl Principal {
     /// `Ok` when it may do `action` to `resource`; otherwise `permission_denied`, worded the same
     /// whether or not the topic or group exists.
     pub fn check(&self, action: Action, resource: Resource<'_>) -> Result<(), Denied> {
-        if action == Action::Publish && resource == Resource::Topic(crate::audit::AUDIT_TOPIC) {
-            // The audit trail is the server's own record: nobody writes into it, not even `*:*`.
-            return Err(Denied::new(
-                Code::PermissionDenied,
-                format!("nobody may publish to {resource}: the server alone writes the audit trail"),
-            ));
+        if let Resource::Topic(t) = resource {
+            // The audit trail is the server's own record: nobody writes into it or deletes it,
+            // not even `*:*`.
+            if t == crate::audit::AUDIT_TOPIC && matches!(action, Action::Publish | Action::Admin) {
+                return Err(Denied::new(
+                    Code::PermissionDenied,
+                    format!("nobody may {} {resource}: the server alone keeps the audit trail", action.verb()),
+                ));
+            }
+            // A group's dead letters and replays are its `dlq` business, whatever the topic
+            // permissions say; only the server writes into them.
+            if let Some(group) = dead_letter_group(t) {
+                if action == Action::Publish {
+                    return Err(Denied::new(
+                        Code::PermissionDenied,
+                        format!("nobody may publish to {resource}: the server alone writes a group's dead letters"),
+                    ));
+                }
+                return self.check(Action::Dlq, Resource::Group(group));
+            }
         }
         if self.allows(action, resource) {
             return Ok(());
@@ -299,8 +317,20 @@ impl Principal {
 
     /// Whether a listing shows it this topic: some permission covers it.
     pub fn sees(&self, resource: Resource<'_>) -> bool {
+        if let Resource::Topic(t) = resource
+            && let Some(group) = dead_letter_group(t)
+        {
+            return self.allows(Action::Dlq, Resource::Group(group));
+        }
         Action::ALL.into_iter().any(|a| self.allows(a, resource))
     }
+}
+
+/// The group whose dead-letter (`G.dlq`) or replay (`G.replay`) topic `topic` is.
+fn dead_letter_group(topic: &str) -> Option<&str> {
+    let group = topic.strip_suffix(".dlq").or_else(|| topic.strip_suffix(".replay"))?;
+    (herald_model::dead_letter::dlq_topic(group) == topic || herald_model::dead_letter::replay_topic(group) == topic)
+        .then_some(group)
 }
 
 #[cfg(test)]
@@ -383,5 +413,18 @@ mod tests {
         let e = anyone.check(Action::Publish, Resource::Topic("herald.audit")).unwrap_err();
         assert!(e.message.contains("server alone"), "{}", e.message);
         assert!(anyone.check(Action::Consume, Resource::Topic("herald.audit")).is_ok());
+        assert!(anyone.check(Action::Admin, Resource::Topic("herald.audit")).is_err());
+        // Dead letters are the group's `dlq` business, not the topic permissions'.
+        let topics = Principal::new("t", vec![p("*:topic/*")], None);
+        for (a, t) in
+            [(Action::Consume, "orders.dlq"), (Action::Admin, "orders.dlq"), (Action::Consume, "orders.replay")]
+        {
+            assert!(topics.check(a, Resource::Topic(t)).is_err(), "{t}");
+        }
+        assert!(!topics.sees(Resource::Topic("orders.dlq")));
+        let dlq = Principal::new("d", vec![p("dlq:group/orders")], None);
+        assert!(dlq.check(Action::Consume, Resource::Topic("orders.dlq")).is_ok());
+        assert!(dlq.sees(Resource::Topic("orders.dlq")) && !dlq.sees(Resource::Topic("payments.dlq")));
+        assert!(dlq.check(Action::Publish, Resource::Topic("orders.replay")).is_err());
     }
 }

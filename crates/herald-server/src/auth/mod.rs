@@ -195,7 +195,12 @@ impl Guard {
                 for (id, (name, revoked)) in &after {
                     let target = format!("token/{name}");
                     match before.get(id) {
-                        None if !revoked => audit.record("-", None, "server", "token_created", &target, "ok"),
+                        None => {
+                            audit.record("-", None, "server", "token_created", &target, "ok");
+                            if *revoked {
+                                audit.record("-", None, "server", "token_revoked", &target, "ok");
+                            }
+                        }
                         Some((_, false)) if *revoked => {
                             audit.record("-", None, "server", "token_revoked", &target, "ok")
                         }
@@ -206,9 +211,20 @@ impl Guard {
                 *seen = stamp;
             }
             Err(e) => {
+                // Said once per change of the file, not every second.
+                *seen = stamp;
                 tracing::error!(error = %e, "token file changed but cannot be loaded; the tokens loaded before stay")
             }
         }
+    }
+
+    /// Whether `p`'s token still works: long-lived streams ask now and then, so that a revoked
+    /// or expired token does not keep a subscription going.
+    pub fn still_valid(&self, p: &Principal) -> Result<(), Denied> {
+        if self.config.mode == AuthMode::None {
+            return Ok(());
+        }
+        self.tokens.read().expect("tokens lock poisoned").still_valid(p, tokens::now_ms())
     }
 
     /// Who sends a request with this `Authorization` value (`Bearer <token>`) from `peer`.
@@ -217,18 +233,12 @@ impl Guard {
             return Ok(Principal::anonymous());
         }
         let now = Instant::now();
-        let addr = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        if let Some(wait) = self.failures.lock().expect("failures lock poisoned").blocked(addr, now) {
-            return Err(Denied {
-                code: Code::QuotaExceeded,
-                message: format!(
-                    "too many failed authentications from {addr} (more than {} a minute); retry in {wait} s with a \
-                     valid token",
-                    self.config.failures_per_minute
-                ),
-                retry_after_s: Some(wait),
-            });
-        }
+        // IPv6 by /64: one host holds a whole /64. Without a known peer nothing is limited.
+        let addr = peer.map(|ip| match ip {
+            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+            v4 => v4,
+        });
+        let blocked = addr.and_then(|a| self.failures.lock().expect("failures lock poisoned").blocked(a, now));
         let result = match authorization {
             None => Err(Denied::new(
                 Code::Unauthenticated,
@@ -246,9 +256,28 @@ impl Guard {
                 )),
             },
         };
-        if result.is_err() {
-            self.failures.lock().expect("failures lock poisoned").record(addr, now);
-            metrics::counter!("herald_server_auth_failures_total").increment(1);
+        match (&result, blocked, addr) {
+            // A valid token passes even from a blocked address: others sharing it (NAT, a proxy)
+            // are not locked out by someone's guesses.
+            (Ok(_), _, _) => {}
+            (Err(_), Some(wait), Some(a)) => {
+                metrics::counter!("herald_server_auth_failures_total").increment(1);
+                return Err(Denied {
+                    code: Code::QuotaExceeded,
+                    message: format!(
+                        "too many failed authentications from {a} (more than {} a minute); retry in {wait} s with a \
+                         valid token",
+                        self.config.failures_per_minute
+                    ),
+                    retry_after_s: Some(wait),
+                });
+            }
+            (Err(_), _, a) => {
+                if let Some(a) = a {
+                    self.failures.lock().expect("failures lock poisoned").record(a, now);
+                }
+                metrics::counter!("herald_server_auth_failures_total").increment(1);
+            }
         }
         result
     }
@@ -339,11 +368,22 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(g.authenticate(Some(b"Bearer nope"), attacker).unwrap_err().code, Code::Unauthenticated);
         }
-        // Blocked now, even with the right token; another address is not.
-        let e = g.authenticate(Some(good.as_bytes()), attacker).unwrap_err();
+        // Blocked now: guesses get quota_exceeded; a valid token still passes (others behind the
+        // same address are not locked out), and another address is not affected.
+        let e = g.authenticate(Some(b"Bearer nope"), attacker).unwrap_err();
         assert_eq!(e.code, Code::QuotaExceeded);
         assert!(e.retry_after_s.is_some_and(|s| (1..=60).contains(&s)), "{e:?}");
+        assert!(g.authenticate(Some(good.as_bytes()), attacker).is_ok());
         assert!(g.authenticate(Some(good.as_bytes()), Some(IpAddr::from([127, 0, 0, 1]))).is_ok());
+        // IPv6 addresses count by /64; an unknown peer is not limited.
+        let v6 = |last: u16| Some(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]));
+        for i in 0..3 {
+            let _ = g.authenticate(Some(b"Bearer nope"), v6(i));
+        }
+        assert_eq!(g.authenticate(Some(b"Bearer nope"), v6(99)).unwrap_err().code, Code::QuotaExceeded);
+        for _ in 0..10 {
+            assert_eq!(g.authenticate(Some(b"Bearer nope"), None).unwrap_err().code, Code::Unauthenticated);
+        }
         assert_eq!(g.authenticate(None, Some(IpAddr::from([127, 0, 0, 3]))).unwrap_err().code, Code::Unauthenticated);
     }
 

@@ -37,7 +37,9 @@ struct OwnersFile {
 /// The topics principals with topic quotas created.
 pub struct Owners {
     path: PathBuf,
-    topics: Mutex<BTreeMap<String, Owned>>,
+    /// Committed (written down) and reserved (being created) entries; only committed ones are
+    /// written to the file.
+    topics: Mutex<BTreeMap<String, (Owned, bool)>>,
 }
 
 /// A place under a principal's topic quota, held while its topic is being created.
@@ -65,14 +67,17 @@ impl Owners {
                 file.format
             ));
         }
-        Ok(Owners { path, topics: Mutex::new(file.topics) })
+        let topics = file.topics.into_iter().map(|(k, v)| (k, (v, true))).collect();
+        Ok(Owners { path, topics: Mutex::new(topics) })
     }
 
-    fn save(&self, topics: &BTreeMap<String, Owned>) -> std::io::Result<()> {
+    fn save(&self, topics: &BTreeMap<String, (Owned, bool)>) -> std::io::Result<()> {
+        let topics: BTreeMap<String, Owned> =
+            topics.iter().filter(|(_, (_, committed))| *committed).map(|(k, (o, _))| (k.clone(), o.clone())).collect();
         let dir = self.path.parent().expect("the owners file has a directory");
         std::fs::create_dir_all(dir)?;
         let tmp = dir.join(".owners.json.tmp");
-        let file = OwnersFile { format: FORMAT, topics: topics.clone() };
+        let file = OwnersFile { format: FORMAT, topics };
         let text = serde_json::to_vec_pretty(&file).expect("owners serialise");
         {
             use std::io::Write as _;
@@ -101,7 +106,7 @@ impl Owners {
             // Exists already (or is being made): the create will answer for it.
             return Ok(None);
         }
-        let mine = topics.values().filter(|o| o.principal == *p.name);
+        let mine = topics.values().map(|(o, _)| o).filter(|o| o.principal == *p.name);
         let (count, sum) = mine.fold((0u32, 0u32), |(c, s), o| (c + 1, s.saturating_add(o.partitions)));
         let over = |what: String| {
             Denied::new(
@@ -122,17 +127,28 @@ impl Owners {
         {
             return Err(over(format!("topics with {sum} partitions (this one would add {partitions}; at most {max})")));
         }
-        topics.insert(topic.to_owned(), Owned { principal: p.name.to_string(), partitions });
+        topics.insert(topic.to_owned(), (Owned { principal: p.name.to_string(), partitions }, false));
         Ok(Some(Reservation { owners: self.clone(), topic: topic.to_owned(), done: false }))
     }
 
-    /// The topic is gone: it counts for nobody any more. Blocking (a file write).
-    pub fn forget(&self, topic: &str) {
+    /// Takes `topic`'s entry out before the topic is deleted (a create of the same name meanwhile
+    /// is then counted afresh); `restore` it if the delete fails. Blocking (a file write).
+    fn take(&self, topic: &str) -> Option<(Owned, bool)> {
         let mut topics = self.topics.lock().expect("owners lock poisoned");
-        if topics.remove(topic).is_some()
+        let taken = topics.remove(topic);
+        if taken.as_ref().is_some_and(|(_, committed)| *committed)
             && let Err(e) = self.save(&topics)
         {
             tracing::error!(error = %e, topic, "recording a deleted topic's owner failed");
+        }
+        taken
+    }
+
+    fn restore(&self, topic: &str, entry: (Owned, bool)) {
+        let mut topics = self.topics.lock().expect("owners lock poisoned");
+        topics.insert(topic.to_owned(), entry);
+        if let Err(e) = self.save(&topics) {
+            tracing::error!(error = %e, topic, "recording a topic's owner failed");
         }
     }
 }
@@ -164,16 +180,22 @@ pub fn delete_topic(
     owners: &Owners,
     name: &str,
 ) -> Result<(), herald_broker::BrokerError> {
-    broker.delete_topic(name)?;
-    owners.forget(name);
-    Ok(())
+    let taken = owners.take(name);
+    let r = broker.delete_topic(name);
+    if let (Err(_), Some(entry)) = (&r, taken) {
+        owners.restore(name, entry);
+    }
+    r
 }
 
 impl Reservation {
     /// The topic exists: the entry is written down. Blocking (a file write).
     pub fn commit(mut self) {
         self.done = true;
-        let topics = self.owners.topics.lock().expect("owners lock poisoned");
+        let mut topics = self.owners.topics.lock().expect("owners lock poisoned");
+        if let Some((_, committed)) = topics.get_mut(&self.topic) {
+            *committed = true;
+        }
         if let Err(e) = self.owners.save(&topics) {
             tracing::error!(error = %e, topic = %self.topic, "recording a topic's owner failed; it counts until restart");
         }
@@ -209,7 +231,7 @@ mod tests {
         assert!(owners.reserve(&p, "d", 0).is_err(), "two topics, the quota");
         let again = Arc::new(Owners::load(dir.path()).unwrap());
         assert!(again.reserve(&p, "d", 1).is_err(), "counted after a restart");
-        again.forget("a");
+        again.take("a");
         assert!(again.reserve(&p, "d", 1).unwrap().is_some());
         let free = Principal::new("free", Vec::new(), None);
         assert!(again.reserve(&free, "e", 1000).unwrap().is_none());

@@ -303,6 +303,7 @@ impl Tokens {
                 unhex32(&t.secret_sha256).ok_or_else(|| bad("secret_sha256 is not 64 hex digits".into()))?;
             let mut principal = Principal::new(&t.name, permissions, t.expires_ms);
             principal.quotas = t.quotas;
+            principal.token_id = Some(t.id.as_str().into());
             by_id.insert(t.id, Live { secret_sha256, principal, revoked: t.revoked_ms.is_some() });
         }
         Ok(Tokens { by_id })
@@ -311,6 +312,24 @@ impl Tokens {
     /// Each token's name and whether it is revoked, by id.
     pub fn states(&self) -> HashMap<&str, (&str, bool)> {
         self.by_id.iter().map(|(id, l)| (id.as_str(), (&*l.principal.name, l.revoked))).collect()
+    }
+
+    /// Whether the token `p` authenticated with still works (not revoked, not expired, still in
+    /// the file).
+    pub fn still_valid(&self, p: &Principal, now_ms: u64) -> Result<(), Denied> {
+        let Some(id) = &p.token_id else { return Ok(()) };
+        let ended = |why: &str| {
+            Denied::new(
+                Code::Unauthenticated,
+                format!("the token {:?} {why}; the stream ends: ask for a new one", p.name),
+            )
+        };
+        match self.by_id.get(&**id) {
+            None => Err(ended("was removed")),
+            Some(l) if l.revoked => Err(ended("was revoked")),
+            Some(l) if l.principal.expires_ms.is_some_and(|e| e <= now_ms) => Err(ended("has expired")),
+            Some(_) => Ok(()),
+        }
     }
 
     /// How many tokens can be used (not revoked; expired ones count until pruned).

@@ -53,6 +53,8 @@ const DAMAGE_RETRY: Duration = Duration::from_millis(500);
 const POLL_WAIT_MAX: Duration = Duration::from_millis(200);
 /// Longest pause between heartbeats of a member without credit.
 const HEARTBEAT_MAX: Duration = Duration::from_secs(1);
+/// How often an open stream checks that its token still works (revoked, expired).
+const TOKEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// Longest member id accepted in `Join`.
 const MEMBER_ID_BYTES_MAX: usize = 256;
 /// A nack or reject reason is cut to this many bytes (it is stored with the group's state and
@@ -175,6 +177,8 @@ pub(super) async fn start(
         heartbeat: third.min(HEARTBEAT_MAX),
         _claim: claim,
         _quota: quota,
+        caller,
+        guard: state.guard.clone(),
     };
     tokio::spawn(s.run(inbound, permit));
     Ok(ReceiverStream::new(rx))
@@ -229,6 +233,9 @@ struct Session {
     _claim: Option<MemberClaim>,
     /// The stream's place under its principal's subscription quota.
     _quota: crate::auth::quotas::SubscriptionSlot,
+    /// Who opened the stream: its token is checked again every second.
+    caller: Principal,
+    guard: Arc<crate::auth::Guard>,
 }
 
 impl Session {
@@ -256,6 +263,8 @@ impl Session {
         let mut polling: Option<BoxFuture<'static, Result<Vec<Delivery>, BrokerError>>> = None;
         let mut beat = tokio::time::interval(self.heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recheck = tokio::time::interval(TOKEN_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if polling.is_none() && self.credit > 0 {
                 let member = self.member.clone();
@@ -296,6 +305,11 @@ impl Session {
                             }));
                         }
                         Err(e) => return Some(broker_status(&e)),
+                    }
+                }
+                _ = recheck.tick() => {
+                    if let Err(d) = self.guard.still_valid(&self.caller) {
+                        return Some(super::denied(d));
                     }
                 }
                 _ = beat.tick(), if self.credit == 0 => {

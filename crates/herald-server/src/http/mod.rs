@@ -172,15 +172,37 @@ fn audit(
     if action.is_none() && !refused {
         return;
     }
+    // Decoded as the handlers saw them: `%6Frders` is recorded as `orders`.
     let target = match (res.extensions().get::<AuditTarget>(), segments.as_slice()) {
         (Some(t), _) => t.0.clone(),
-        (None, ["v1", "topics", t, ..]) => format!("topic/{t}"),
-        (None, ["v1", "groups", g, ..]) => format!("group/{g}"),
+        (None, ["v1", "topics", t, ..]) => format!("topic/{}", percent_decoded(t)),
+        (None, ["v1", "groups", g, ..]) => format!("group/{}", percent_decoded(g)),
         _ => path.to_owned(),
     };
     let action = action.map_or_else(|| format!("{method} {path}"), str::to_owned);
     let name = principal.map_or("-", |p| &p.name);
     h.app.audit.record(name, peer, "http", &action, &target, code.map_or("ok", Code::as_str));
+}
+
+/// `%XX` escapes decoded (invalid UTF-8 replaced).
+fn percent_decoded(segment: &str) -> String {
+    let b = segment.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What a handler tells the audit it acted on, when the path does not say (a topic created).
@@ -189,7 +211,9 @@ pub(crate) struct AuditTarget(pub String);
 
 async fn authenticated(h: &Http, mut req: Request, next: Next, principal: &mut Option<Principal>) -> Response {
     let headers = req.headers();
-    let host = headers.get(header::HOST).map(|v| v.as_bytes());
+    // HTTP/2 carries the host in the request's authority, not a Host header.
+    let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
+    let host = headers.get(header::HOST).map(|v| v.as_bytes()).or(authority);
     if let Err(d) = h.app.guard.check_host(host, headers.get(header::ORIGIN).map(|v| v.as_bytes())) {
         return ApiError::from(d).into_response();
     }

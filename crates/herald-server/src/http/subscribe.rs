@@ -203,6 +203,8 @@ pub(super) async fn subscribe(
         heartbeat: third.min(POLL_WAIT_MAX),
         _claim: claim,
         _quota: quota,
+        caller: caller.0.clone(),
+        guard: h.app.guard.clone(),
     };
     tokio::spawn(session.run(permit));
     let mut res = Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response();
@@ -226,6 +228,9 @@ struct Session {
     _claim: Option<crate::MemberClaim>,
     /// The stream's place under its principal's subscription quota.
     _quota: crate::auth::quotas::SubscriptionSlot,
+    /// Who opened the stream: its token is checked again on every poll (at most 200 ms apart).
+    caller: crate::auth::Principal,
+    guard: Arc<crate::auth::Guard>,
 }
 
 /// Why a session ends: an error for the client, or `None` when nobody is listening any more.
@@ -256,6 +261,9 @@ impl Session {
 
     async fn serve(&self) -> End {
         loop {
+            if let Err(d) = self.guard.still_valid(&self.caller) {
+                return Some(d.into());
+            }
             let polled = tokio::select! {
                 () = self.shutdown.cancelled() => return Some(ApiError::shutting_down()),
                 () = self.tx.closed() => return None,

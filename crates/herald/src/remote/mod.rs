@@ -135,9 +135,18 @@ impl Remote {
         }
         let credentials = match options.token.as_deref() {
             None => Credentials(None),
-            Some(t) => Credentials(Some(format!("Bearer {t}").parse().map_err(|_| {
-                Error::new(Code::InvalidArgument, "the token holds characters a header cannot carry; copy it again")
-            })?)),
+            Some(t) => {
+                let mut v: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+                    format!("Bearer {t}").parse().map_err(|_| {
+                        Error::new(
+                            Code::InvalidArgument,
+                            "the token holds characters a header cannot carry; copy it again",
+                        )
+                    })?;
+                // Kept out of HTTP/2 header compression tables and debug output.
+                v.set_sensitive(true);
+                Credentials(Some(v))
+            }
         };
         Ok(Remote {
             addr: addr.into(),
