@@ -22,6 +22,7 @@ build time.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -159,11 +160,23 @@ def _delivery(stored: pb.StoredEvent, attempt: int) -> Delivery:
 
 
 class Client:
-    """A connection to `herald serve`'s gRPC address (`host:port`, port 7281 by default)."""
+    """A connection to `herald serve`'s gRPC address (`host:port`, port 7281 by default).
 
-    def __init__(self, address: str = "127.0.0.1:7281"):
+    `token`: an API token for a server with `--auth token` (default: the `HERALD_TOKEN`
+    environment variable), sent as `authorization: Bearer …` on every call. `ca`: a PEM file;
+    given, the connection uses TLS and trusts that CA (default: `HERALD_CA`)."""
+
+    def __init__(self, address: str = "127.0.0.1:7281", token: Optional[str] = None, ca: Optional[str] = None):
         self.address = address
-        self._channel = grpc.insecure_channel(address)
+        token = token if token is not None else os.environ.get("HERALD_TOKEN") or None
+        ca = ca if ca is not None else os.environ.get("HERALD_CA") or None
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        if ca:
+            with open(ca, "rb") as f:
+                credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+            self._channel = grpc.secure_channel(address, credentials)
+        else:
+            self._channel = grpc.insecure_channel(address)
         self._events = rpc.EventsStub(self._channel)
         self._admin = rpc.AdminStub(self._channel)
 
@@ -178,7 +191,7 @@ class Client:
 
     def _call(self, f, request):
         try:
-            return f(request)
+            return f(request, metadata=self._metadata)
         except grpc.RpcError as e:
             raise _error(e) from None
 
@@ -212,6 +225,11 @@ class Client:
     def dlq_replay(self, group: str) -> int:
         """Sends the group's dead letters back to that group; returns how many."""
         return self._call(self._admin.DlqReplay, pb.GroupName(group=group)).count
+
+    def whoami(self) -> dict:
+        """Who the server takes this client for: principal, anonymous, permissions."""
+        me = self._call(self._admin.WhoAmI, pb.Empty())
+        return {"principal": me.principal, "anonymous": me.anonymous, "permissions": list(me.permissions)}
 
     def lag(self, group: str) -> int:
         info = self._call(self._admin.DescribeGroup, pb.GroupName(group=group))
@@ -252,7 +270,7 @@ class Consumer:
                     return
                 yield item
 
-        responses = self.client._events.Subscribe(outgoing())
+        responses = self.client._events.Subscribe(outgoing(), metadata=self.client._metadata)
         incoming: "queue.Queue" = queue.Queue()
 
         def read():

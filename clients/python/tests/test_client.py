@@ -15,11 +15,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class Server:
-    def __init__(self):
+    def __init__(self, *extra, data_dir=None):
         self.dir = tempfile.TemporaryDirectory()
         self.proc = subprocess.Popen(
-            [os.environ["HERALD_BIN"], "serve", "--data-dir", self.dir.name, "--http", "127.0.0.1:0",
-             "--grpc", "127.0.0.1:0"],
+            [os.environ["HERALD_BIN"], "serve", "--data-dir", data_dir or self.dir.name, "--http", "127.0.0.1:0",
+             "--grpc", "127.0.0.1:0", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             # The server reads HERALD_* variables as its settings: give it none of the test's.
             env={**{k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}, "HERALD_LOG": "warn"})
@@ -128,3 +128,34 @@ class ClientTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TokenTest(unittest.TestCase):
+    """A server with --auth token: the client sends its token; without one it is refused."""
+
+    def test_a_token_is_sent_and_its_permissions_apply(self):
+        with tempfile.TemporaryDirectory() as d:
+            def token(name, *allow):
+                args = [os.environ["HERALD_BIN"], "token", "create", "--data-dir", d, "--name", name]
+                for a in allow:
+                    args += ["--allow", a]
+                env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+                return subprocess.run(args, check=True, capture_output=True, text=True, env=env).stdout.strip()
+            admin, producer = token("admin", "*:*"), token("py-producer", "publish:topic/orders")
+            # The tokens live in the server's data directory.
+            server = Server("--auth", "token", data_dir=d)
+            try:
+                with Client(server.grpc) as anonymous:
+                    with self.assertRaises(HeraldError) as e:
+                        anonymous.create_topic("orders")
+                    self.assertEqual(e.exception.code, "unauthenticated")
+                with Client(server.grpc, token=admin) as a:
+                    a.create_topic("orders", partitions=1)
+                with Client(server.grpc, token=producer) as p:
+                    self.assertEqual(p.whoami()["principal"], "py-producer")
+                    p.publish("orders", Event(type="t", data=b"x"))
+                    with self.assertRaises(HeraldError) as e:
+                        p.delete_topic("orders")
+                    self.assertEqual(e.exception.code, "permission_denied")
+            finally:
+                server.stop()
