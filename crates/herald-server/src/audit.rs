@@ -137,7 +137,8 @@ fn event(r: &Record) -> Option<Event> {
 }
 
 async fn append(broker: Broker, mut rx: mpsc::Receiver<Record>, stop: CancellationToken) {
-    let mut ready = false;
+    // The topic was made at start (`ensure_topic`, before the server took requests); it is made
+    // again below if deleted since.
     let mut batch = Vec::with_capacity(BATCH_MAX);
     loop {
         let n = tokio::select! {
@@ -151,16 +152,8 @@ async fn append(broker: Broker, mut rx: mpsc::Receiver<Record>, stop: Cancellati
         if n == 0 && batch.is_empty() {
             return;
         }
-        if !ready {
-            let b = broker.clone();
-            match tokio::task::spawn_blocking(move || ensure_topic(&b)).await {
-                Ok(Ok(())) => ready = true,
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot create the audit topic; records stay in the log"),
-                Err(e) => tracing::error!(error = %e, "cannot create the audit topic"),
-            }
-        }
         let events: Vec<Event> = batch.drain(..).filter_map(|r| event(&r)).collect();
-        if ready && !events.is_empty() {
+        if !events.is_empty() {
             let mut tries = 0;
             while let Err(e) = broker.publish_batch(AUDIT_TOPIC, events.clone()).await {
                 tries += 1;

@@ -226,15 +226,18 @@ impl Denied {
 impl Principal {
     /// The principal of a server without authentication: may do everything.
     pub fn anonymous() -> Principal {
-        let all = Permission::parse("*:*").expect("a valid permission");
-        Principal {
-            name: "anonymous".into(),
-            anonymous: true,
-            permissions: vec![all].into(),
-            expires_ms: None,
-            quotas: super::quotas::Quotas::default(),
-            token_id: None,
-        }
+        // Made once: every request of a server without authentication is this caller.
+        static ANONYMOUS: std::sync::OnceLock<Principal> = std::sync::OnceLock::new();
+        ANONYMOUS
+            .get_or_init(|| Principal {
+                name: "anonymous".into(),
+                anonymous: true,
+                permissions: vec![Permission::parse("*:*").expect("a valid permission")].into(),
+                expires_ms: None,
+                quotas: super::quotas::Quotas::default(),
+                token_id: None,
+            })
+            .clone()
     }
 
     /// A named principal with these permissions.
