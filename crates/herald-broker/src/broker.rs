@@ -13,7 +13,7 @@ use crate::error::{BrokerError, Result};
 use crate::group::{Group, Member, MemberConfig};
 use crate::partition::{Partition, Receipt, StoredEvent};
 use crate::topic::{Topic, TopicInfo, TopicMeta, sync_dir};
-use herald_model::{DeadLetter, GroupConfig, GroupInfo, StartFrom};
+use herald_model::{DeadLetter, EventHistory, GroupConfig, GroupHistory, GroupInfo, StartFrom};
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -580,6 +580,96 @@ impl Broker {
     /// Deletes every dead letter of `group`; returns how many there were.
     pub async fn dlq_purge(&self, group: &str) -> Result<u64> {
         crate::group::dlq::dlq_purge(self, group).await
+    }
+
+    /// The history of the event at `topic`/`partition`@`offset`: when it was published and,
+    /// per group reading the topic, every delivery, settle, timeout, dead letter and replay
+    /// recorded (see `BrokerConfig::history_bytes_max`).
+    pub async fn event_history(&self, topic: &str, partition: u32, offset: u64) -> Result<EventHistory> {
+        let (topic, name) = (self.topic(topic)?, topic.to_owned());
+        self.blocking(move |b| {
+            let p = b.partition(&name, partition)?;
+            let not_found = || BrokerError::EventNotFound {
+                topic: name.clone(),
+                what: format!("at partition {partition} offset {offset}"),
+                hint: "; `herald topic describe` shows each partition's offsets",
+            };
+            if offset >= p.log.latest_offset() {
+                return Err(not_found());
+            }
+            let stored =
+                p.read(offset, 1 << 20, 1)?.into_iter().next().filter(|s| s.offset == offset).ok_or_else(not_found)?;
+            let groups: Vec<Arc<Group>> =
+                b.inner.groups.read().expect("groups lock poisoned").values().cloned().collect();
+            let mut out = Vec::new();
+            let mut truncated = false;
+            for g in groups.iter().filter(|g| g.config.topics.iter().any(|x| **x == *topic.name)) {
+                let replay = herald_model::dead_letter::replay_topic(&g.name);
+                let w = crate::group::history::Wanted {
+                    topic: &name,
+                    partition,
+                    offset,
+                    id: stored.event.id(),
+                    published_ms: stored.append_time_ms,
+                    replay_topic: &replay,
+                };
+                let (entries, cut) = g.history.search(&w)?;
+                truncated |= cut;
+                out.push(GroupHistory { group: g.name.clone(), entries });
+            }
+            out.sort_by(|a, b| a.group.cmp(&b.group));
+            Ok(EventHistory {
+                topic: name.clone(),
+                partition,
+                offset,
+                id: stored.event.id().to_owned(),
+                source: stored.event.source().to_owned(),
+                ty: stored.event.ty().to_owned(),
+                published_ms: stored.append_time_ms,
+                groups: out,
+                truncated,
+            })
+        })
+        .await
+    }
+
+    /// [`Broker::event_history`] of the event with `id` on `topic`, found through the
+    /// deliveries recorded in the groups' histories (an event no group has received yet is found
+    /// by its offset only).
+    pub async fn event_history_by_id(&self, topic: &str, id: &str) -> Result<EventHistory> {
+        let t = self.topic(topic)?;
+        let (name, wanted) = (topic.to_owned(), id.to_owned());
+        let found = self
+            .blocking(move |b| {
+                let groups: Vec<Arc<Group>> =
+                    b.inner.groups.read().expect("groups lock poisoned").values().cloned().collect();
+                for g in groups.iter().filter(|g| g.config.topics.iter().any(|x| **x == *t.name)) {
+                    if let Some(at) = crate::group::history::find_id(&g.history, &name, &wanted)? {
+                        return Ok(Some(at));
+                    }
+                }
+                Ok(None)
+            })
+            .await?;
+        let Some((partition, offset)) = found else {
+            return Err(BrokerError::EventNotFound {
+                topic: topic.to_owned(),
+                what: format!("with id {id:?}"),
+                hint: " among the deliveries in the event history kept; ask by partition and offset instead",
+            });
+        };
+        self.event_history(topic, partition, offset).await
+    }
+
+    /// Dead letters `group` holds (0 for an unknown group).
+    pub fn dlq_held(&self, group: &str) -> u64 {
+        crate::group::dlq::held(self, group)
+    }
+
+    /// Event history records dropped since the broker opened because a group's history could
+    /// not be written fast enough (its history is incomplete), over all groups.
+    pub fn history_dropped(&self) -> u64 {
+        self.inner.groups.read().expect("groups lock poisoned").values().map(|g| g.history.dropped()).sum()
     }
 
     /// A group's members, partitions, positions and lag.

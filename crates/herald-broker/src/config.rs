@@ -44,7 +44,17 @@ pub struct BrokerConfig {
     pub dedupe_entries_max: usize,
     /// How often retention runs over every partition.
     pub retention_check_ms: u64,
+    /// Most bytes of event history kept per group (deliveries, settles, dead letters, replays;
+    /// `herald event history`); 0 keeps none.
+    pub history_bytes_max: u64,
+    /// Event history older than this is deleted (per group, whole segments at a time).
+    pub history_retention_ms: u64,
 }
+
+/// Default most bytes of event history per group.
+pub const HISTORY_BYTES_MAX_DEFAULT: u64 = 64 << 20;
+/// Default age of the oldest event history kept: 7 days.
+pub const HISTORY_RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
 
 impl Default for BrokerConfig {
     fn default() -> Self {
@@ -58,6 +68,8 @@ impl Default for BrokerConfig {
             write_batch_events_max: WRITE_BATCH_EVENTS_MAX_DEFAULT,
             dedupe_entries_max: DEDUPE_ENTRIES_MAX_DEFAULT,
             retention_check_ms: 60_000,
+            history_bytes_max: HISTORY_BYTES_MAX_DEFAULT,
+            history_retention_ms: HISTORY_RETENTION_MS_DEFAULT,
         }
     }
 }
@@ -80,7 +92,8 @@ impl BrokerConfig {
         positive("write_queue_events_max", self.write_queue_events_max as u64)?;
         positive("write_batch_events_max", self.write_batch_events_max as u64)?;
         positive("dedupe_entries_max", self.dedupe_entries_max as u64)?;
-        positive("retention_check_ms", self.retention_check_ms)
+        positive("retention_check_ms", self.retention_check_ms)?;
+        positive("history_retention_ms", self.history_retention_ms)
     }
 }
 

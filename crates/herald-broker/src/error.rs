@@ -177,6 +177,16 @@ pub enum BrokerError {
         /// Events before the damage are still in flight (retry once they are settled).
         in_flight: bool,
     },
+    /// No event where one was asked for.
+    #[error("no event {what} in topic {topic:?}{hint}")]
+    EventNotFound {
+        /// The topic.
+        topic: String,
+        /// `at partition 0 offset 9`, `with id "x"`.
+        what: String,
+        /// What to do.
+        hint: &'static str,
+    },
     /// The broker is shutting down or closed.
     #[error("the broker is closed")]
     Closed,
@@ -246,6 +256,7 @@ impl BrokerError {
             BrokerError::NotInFlight { .. } => Code::NotInFlight,
             BrokerError::RetentionOvertook { .. } => Code::RetentionOvertook,
             BrokerError::Closed => Code::Closed,
+            BrokerError::EventNotFound { .. } => Code::EventNotFound,
             BrokerError::SkipRefused { in_flight: true, .. } => Code::GroupActive,
             BrokerError::SkipRefused { .. } => Code::InvalidArgument,
             BrokerError::Damaged { .. } => Code::Damaged,

@@ -1006,3 +1006,90 @@ mod tests {
         assert!(build_event(&bad, Some(b"x")).unwrap_err().to_string().contains("Bad_Name"));
     }
 }
+
+#[derive(Debug, clap::Subcommand)]
+pub enum EventCmd {
+    /// Shows what happened to one event in each group reading its topic: when it was published,
+    /// each delivery (attempt, member), how each ended (handler duration, error), timeouts,
+    /// dead letters, replays, done.
+    History {
+        /// The topic.
+        topic: String,
+        /// The event's offset (with --partition on a topic of several partitions).
+        #[arg(required_unless_present = "id", conflicts_with = "id")]
+        offset: Option<u64>,
+        /// The event's partition.
+        #[arg(long, default_value_t = 0)]
+        partition: u32,
+        /// Find the event by its id instead.
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+fn ms_text(ms: i64) -> String {
+    Timestamp::from_unix_nanos(ms.saturating_mul(1_000_000)).to_rfc3339()
+}
+
+fn handler_text(us: Option<u64>) -> String {
+    us.map(|us| format!(" after {:.1} ms", us as f64 / 1e3)).unwrap_or_default()
+}
+
+/// One line of a timeline: what happened, in words.
+fn happened_text(what: &herald::Happened) -> String {
+    use herald::Happened as H;
+    match what {
+        H::Delivered { attempt, member, topic, partition, offset } => {
+            format!("delivered  attempt {attempt} to {member} ({topic}/{partition}@{offset})")
+        }
+        H::Acked { handler_us } => format!("acked{}", handler_text(*handler_us)),
+        H::Nacked { reason, delay_ms, handler_us } => format!(
+            "failed{}: {reason}{}",
+            handler_text(*handler_us),
+            delay_ms.map(|d| format!(" (retry in {d} ms)")).unwrap_or_default()
+        ),
+        H::Rejected { reason, handler_us } => format!("rejected{}: {reason}", handler_text(*handler_us)),
+        H::TimedOut { attempt } => format!("timed out  attempt {attempt} was not settled within the ack timeout"),
+        H::DeadLettered { reason, attempts, dlq_offset } => {
+            format!("dead-lettered after {attempts} attempts (DLQ offset {dlq_offset}): {reason}")
+        }
+        H::Replayed { topic, partition, offset } => format!("replayed   as {topic}/{partition}@{offset}"),
+        H::Done => "done".to_owned(),
+    }
+}
+
+/// `herald event …`.
+pub async fn event(g: &Global, c: EventCmd) -> Result<()> {
+    let json = g.json;
+    with_client(g, |client| async move {
+        let EventCmd::History { topic, offset, partition, id } = c;
+        let h = match (id, offset) {
+            (Some(id), _) => client.event_history_by_id(&topic, &id).await?,
+            (None, Some(offset)) => client.event_history(&topic, partition, offset).await?,
+            (None, None) => unreachable!("clap requires an offset or --id"),
+        };
+        if json {
+            let mut v = serde_json::to_value(&h).expect("histories serialize");
+            v["states"] = h.groups.iter().map(|g| (g.group.clone(), Value::from(g.state()))).collect();
+            print_json(&v);
+            return Ok(());
+        }
+        println!("{}/{}@{}  id {}  type {}  source {}", h.topic, h.partition, h.offset, h.id, h.ty, h.source);
+        println!("{}  published", ms_text(h.published_ms));
+        if h.groups.is_empty() {
+            println!("(no consumer group reads {})", h.topic);
+        }
+        for group in &h.groups {
+            println!();
+            println!("group {}: {}", group.group, group.state().replace('_', " "));
+            for e in &group.entries {
+                println!("  {}  {}", ms_text(e.at_ms), happened_text(&e.what));
+            }
+        }
+        if h.truncated {
+            println!("\n(part of this history may be missing: older than the history kept)");
+        }
+        Ok(())
+    })
+    .await
+}

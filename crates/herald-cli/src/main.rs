@@ -76,6 +76,9 @@ enum Command {
     /// Lists, shows, replays and purges a group's dead letters.
     #[command(subcommand)]
     Dlq(commands::DlqCmd),
+    /// Shows an event's history: every delivery, failure, dead letter and replay, per group.
+    #[command(subcommand)]
+    Event(commands::EventCmd),
     /// Makes, lists and revokes API tokens (in a server's data directory).
     #[command(subcommand)]
     Token(token::TokenCmd),
@@ -126,6 +129,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Consume(a) => commands::consume(&g, a).await,
         Command::Group(c) => commands::group(&g, c).await,
         Command::Dlq(c) => commands::dlq(&g, c).await,
+        Command::Event(c) => commands::event(&g, c).await,
         Command::Token(c) => token::run(&g, c),
         Command::Whoami => token::whoami(&g).await,
         Command::Bench(a) => bench::run(&g, a).await,

@@ -119,6 +119,8 @@ codes! {
     GroupNotFound = "group_not_found",
     /// No such partition.
     PartitionNotFound = "partition_not_found",
+    /// No event at that offset, or with that id in the history kept.
+    EventNotFound = "event_not_found",
     /// The member is not (or no longer) in the group.
     UnknownMember = "unknown_member",
     /// No such route or object (the HTTP API's catch-all).
@@ -209,8 +211,8 @@ impl Code {
             InvalidTopicName | InvalidGroupName | InvalidConfig | InvalidArgument | InvalidUrl | MethodNotAllowed
             | UnsupportedMediaType => ErrorKind::Invalid,
             InvalidEvent | EventTooLarge => ErrorKind::InvalidEvent,
-            TopicNotFound | GroupNotFound | PartitionNotFound | UnknownMember | NotFound | OffsetBelowEarliest
-            | OffsetBeyondLatest => ErrorKind::NotFound,
+            TopicNotFound | GroupNotFound | PartitionNotFound | EventNotFound | UnknownMember | NotFound
+            | OffsetBelowEarliest | OffsetBeyondLatest => ErrorKind::NotFound,
             TopicExists | MemberActive | GroupActive | NotAHeraldTopic => ErrorKind::Conflict,
             LimitExceeded | RequestTooLarge => ErrorKind::Limit,
             Busy | StorageFull | QuotaExceeded => ErrorKind::Busy,
@@ -234,7 +236,9 @@ impl Code {
         match self {
             InvalidTopicName | InvalidGroupName | InvalidConfig | InvalidArgument | InvalidUrl | InvalidEvent
             | EventTooLarge | MethodNotAllowed | UnsupportedMediaType => GrpcStatus::InvalidArgument,
-            TopicNotFound | GroupNotFound | PartitionNotFound | UnknownMember | NotFound => GrpcStatus::NotFound,
+            TopicNotFound | GroupNotFound | PartitionNotFound | EventNotFound | UnknownMember | NotFound => {
+                GrpcStatus::NotFound
+            }
             TopicExists | MemberActive => GrpcStatus::AlreadyExists,
             GroupActive | NotAHeraldTopic | StaleGeneration | NotInFlight | Closed => GrpcStatus::FailedPrecondition,
             LimitExceeded | RequestTooLarge | Busy | StorageFull | QuotaExceeded => GrpcStatus::ResourceExhausted,
@@ -255,7 +259,7 @@ impl Code {
         match self {
             InvalidTopicName | InvalidGroupName | InvalidConfig | InvalidArgument | InvalidUrl | InvalidEvent
             | LimitExceeded => 400,
-            TopicNotFound | GroupNotFound | PartitionNotFound | UnknownMember | NotFound => 404,
+            TopicNotFound | GroupNotFound | PartitionNotFound | EventNotFound | UnknownMember | NotFound => 404,
             MethodNotAllowed => 405,
             RequestTimeout => 408,
             TopicExists | MemberActive | GroupActive | NotAHeraldTopic | StaleGeneration | NotInFlight

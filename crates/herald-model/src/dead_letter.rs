@@ -159,6 +159,15 @@ pub fn replays(letter: &Event) -> u32 {
     letter.header(headers::REPLAYS).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// Where a dead letter's event was when it failed: `(topic, partition, offset)` from its
+/// `dlq*` headers, if they are all there.
+pub fn origin(letter: &Event) -> Option<(String, u32, u64)> {
+    let topic = letter.header(headers::TOPIC)?;
+    let partition = letter.header(headers::PARTITION)?.parse().ok()?;
+    let offset = letter.header(headers::OFFSET)?.parse().ok()?;
+    Some((topic.to_owned(), partition, offset))
+}
+
 /// The dead letter as it is replayed: its replay count raised by one.
 pub fn for_replay(letter: &Event) -> Event {
     let b = letter.to_builder().header(headers::REPLAYS, (replays(letter) + 1).to_string());

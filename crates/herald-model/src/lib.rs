@@ -23,6 +23,7 @@
 mod code;
 pub mod dead_letter;
 mod delivery;
+pub mod history;
 pub mod routing;
 mod settings;
 pub mod storage;
@@ -32,4 +33,5 @@ pub use delivery::{
     DamageSkipped, DeadLetter, DeliveryId, GroupInfo, GroupPartitionInfo, PartitionInfo, Receipt, StoredEvent,
     TopicInfo,
 };
+pub use history::{EventHistory, GroupHistory, Happened, HistoryEntry};
 pub use settings::*;

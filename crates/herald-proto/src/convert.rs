@@ -419,3 +419,119 @@ pub fn damage_skipped_from_proto(d: v1::DamageSkipped) -> broker::DamageSkipped 
         bytes_kept: usize::try_from(d.bytes_kept).unwrap_or(usize::MAX),
     }
 }
+
+/// An event's history on the wire.
+pub fn event_history_to_proto(h: &herald_model::EventHistory) -> v1::EventHistory {
+    v1::EventHistory {
+        topic: h.topic.clone(),
+        partition: h.partition,
+        offset: h.offset,
+        id: h.id.clone(),
+        source: h.source.clone(),
+        r#type: h.ty.clone(),
+        published_ms: h.published_ms,
+        groups: h
+            .groups
+            .iter()
+            .map(|g| v1::GroupHistory {
+                group: g.group.clone(),
+                entries: g.entries.iter().map(history_entry_to_proto).collect(),
+                state: g.state().to_owned(),
+            })
+            .collect(),
+        truncated: h.truncated,
+    }
+}
+
+fn history_entry_to_proto(e: &herald_model::HistoryEntry) -> v1::HistoryEntry {
+    use herald_model::Happened as H;
+    let mut p = v1::HistoryEntry { at_ms: e.at_ms, ..Default::default() };
+    match &e.what {
+        H::Delivered { attempt, member, topic, partition, offset } => {
+            p.kind = "delivered".into();
+            p.attempt = *attempt;
+            p.member = member.clone();
+            p.topic = topic.clone();
+            p.partition = *partition;
+            p.offset = *offset;
+        }
+        H::Acked { handler_us } => {
+            p.kind = "acked".into();
+            p.handler_micros = *handler_us;
+        }
+        H::Nacked { reason, delay_ms, handler_us } => {
+            p.kind = "nacked".into();
+            p.reason = reason.clone();
+            p.delay_ms = *delay_ms;
+            p.handler_micros = *handler_us;
+        }
+        H::Rejected { reason, handler_us } => {
+            p.kind = "rejected".into();
+            p.reason = reason.clone();
+            p.handler_micros = *handler_us;
+        }
+        H::TimedOut { attempt } => {
+            p.kind = "timed_out".into();
+            p.attempt = *attempt;
+        }
+        H::DeadLettered { reason, attempts, dlq_offset } => {
+            p.kind = "dead_lettered".into();
+            p.reason = reason.clone();
+            p.attempts = *attempts;
+            p.dlq_offset = *dlq_offset;
+        }
+        H::Replayed { topic, partition, offset } => {
+            p.kind = "replayed".into();
+            p.topic = topic.clone();
+            p.partition = *partition;
+            p.offset = *offset;
+        }
+        H::Done => p.kind = "done".into(),
+    }
+    p
+}
+
+fn history_entry_from_proto(p: v1::HistoryEntry) -> Option<herald_model::HistoryEntry> {
+    use herald_model::Happened as H;
+    let what = match p.kind.as_str() {
+        "delivered" => H::Delivered {
+            attempt: p.attempt,
+            member: p.member,
+            topic: p.topic,
+            partition: p.partition,
+            offset: p.offset,
+        },
+        "acked" => H::Acked { handler_us: p.handler_micros },
+        "nacked" => H::Nacked { reason: p.reason, delay_ms: p.delay_ms, handler_us: p.handler_micros },
+        "rejected" => H::Rejected { reason: p.reason, handler_us: p.handler_micros },
+        "timed_out" => H::TimedOut { attempt: p.attempt },
+        "dead_lettered" => H::DeadLettered { reason: p.reason, attempts: p.attempts, dlq_offset: p.dlq_offset },
+        "replayed" => H::Replayed { topic: p.topic, partition: p.partition, offset: p.offset },
+        "done" => H::Done,
+        // A kind a newer server knows: left out rather than guessed.
+        _ => return None,
+    };
+    Some(herald_model::HistoryEntry { at_ms: p.at_ms, what })
+}
+
+/// An event's history from the wire (entries of kinds this build does not know are left out).
+pub fn event_history_from_proto(h: v1::EventHistory) -> herald_model::EventHistory {
+    herald_model::EventHistory {
+        topic: h.topic,
+        partition: h.partition,
+        offset: h.offset,
+        id: h.id,
+        source: h.source,
+        ty: h.r#type,
+        published_ms: h.published_ms,
+        groups: h
+            .groups
+            .into_iter()
+            .map(|g| herald_model::GroupHistory {
+                group: g.group,
+                entries: g.entries.into_iter().filter_map(history_entry_from_proto).collect(),
+            })
+            .collect(),
+        truncated: h.truncated,
+    }
+}

@@ -231,7 +231,14 @@ impl Sub {
 
     async fn settle(&mut self, kind: Kind, d: &Delivery, delay_ms: Option<u64>, reason: &str) -> SettleResult {
         self.seq += 1;
-        let settle = Settle { seq: self.seq, kind: kind as i32, id: d.id.clone(), delay_ms, reason: reason.to_owned() };
+        let settle = Settle {
+            seq: self.seq,
+            kind: kind as i32,
+            id: d.id.clone(),
+            delay_ms,
+            reason: reason.to_owned(),
+            handler_micros: None,
+        };
         self.settle_raw(settle).await
     }
 
@@ -244,7 +251,7 @@ impl Sub {
     async fn acks(&mut self, ids: Vec<v1::DeliveryId>) -> v1::AcksResult {
         self.seq += 1;
         let seq = self.seq;
-        self.send(Msg::Acks(v1::Acks { seq, ids })).await;
+        self.send(Msg::Acks(v1::Acks { seq, ids, handler_micros: vec![] })).await;
         let deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -463,12 +470,32 @@ async fn bad_settles_are_answered_and_the_stream_lives_on() -> TestResult {
     assert_eq!(sub.settle(Kind::Reject, &earlier, None, "").await.error_code, "not_in_flight");
 
     // A Settle without a kind acknowledges nothing (0 used to be ACK).
-    let r = sub.settle_raw(Settle { seq: 99, kind: 0, id: d.id.clone(), delay_ms: None, reason: String::new() }).await;
+    let r = sub
+        .settle_raw(Settle {
+            seq: 99,
+            kind: 0,
+            id: d.id.clone(),
+            delay_ms: None,
+            reason: String::new(),
+            handler_micros: None,
+        })
+        .await;
     assert_eq!(r.error_code, "invalid_argument", "{r:?}");
     assert!(r.error_message.contains("not set"), "{r:?}");
-    let r = sub.settle_raw(Settle { seq: 100, kind: 0, id: None, delay_ms: None, reason: String::new() }).await;
+    let r = sub
+        .settle_raw(Settle { seq: 100, kind: 0, id: None, delay_ms: None, reason: String::new(), handler_micros: None })
+        .await;
     assert_eq!(r.error_code, "invalid_argument");
-    let r = sub.settle_raw(Settle { seq: 101, kind: 9, id: d.id.clone(), delay_ms: None, reason: String::new() }).await;
+    let r = sub
+        .settle_raw(Settle {
+            seq: 101,
+            kind: 9,
+            id: d.id.clone(),
+            delay_ms: None,
+            reason: String::new(),
+            handler_micros: None,
+        })
+        .await;
     assert_eq!(r.error_code, "invalid_argument");
     assert!(r.error_message.contains("kind 9"), "{r:?}");
 
@@ -882,6 +909,7 @@ fn random_bytes_as_requests_get_a_status() -> TestResult {
             id: Some(v1::DeliveryId { topic: "t".into(), partition: 0, offset: 0, generation: 1, attempt: 1 }),
             delay_ms: Some(5),
             reason: "r".into(),
+            handler_micros: Some(10),
         })),
     }
     .encode_to_vec();

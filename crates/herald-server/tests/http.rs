@@ -556,7 +556,7 @@ async fn sse_deliveries_are_acked_nacked_and_rejected_into_the_dlq_and_replayed(
             "billing",
             &member,
             json!([
-                { "delivery": token("e1"), "action": "ack" },
+                { "delivery": token("e1"), "action": "ack", "handler_us": 1500 },
                 { "delivery": token("e2"), "action": "nack", "delay_ms": 0, "reason": "try again" },
                 { "delivery": token("e3"), "action": "reject", "reason": "bad data" },
             ]),
@@ -636,6 +636,37 @@ async fn sse_deliveries_are_acked_nacked_and_rejected_into_the_dlq_and_replayed(
     let (status, body) = env.delete("/v1/groups/billing/dlq").await?;
     assert_eq!((status, body), (200, json!({ "purged": 1 })));
     assert_eq!(env.get("/v1/groups/billing/dlq").await?.1["dead_letters"], json!([]));
+
+    // Each event's story, per group (written on the group's next tick).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let history = loop {
+        let (status, body) = env.get("/v1/topics/orders/events/2/history").await?;
+        assert_eq!(status, 200, "{body}");
+        if body["states"]["billing"] == "dead_lettered" || std::time::Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((&history["id"], &history["offset"], &history["partition"]), (&json!("e3"), &json!(2), &json!(0)));
+    let kinds: Vec<&Value> =
+        history["groups"][0]["entries"].as_array().ok_or("entries")?.iter().map(|e| &e["kind"]).collect();
+    assert_eq!(
+        kinds,
+        ["delivered", "rejected", "dead_lettered", "replayed", "delivered", "rejected", "dead_lettered"],
+        "{history}"
+    );
+    assert_eq!(history["groups"][0]["entries"][1]["reason"], "bad data");
+    let (_, e1) = env.get("/v1/topics/orders/history?id=e1").await?;
+    assert_eq!(e1["states"]["billing"], "done", "{e1}");
+    assert_eq!(
+        e1["groups"][0]["entries"][1],
+        json!({ "at_ms": e1["groups"][0]["entries"][1]["at_ms"], "kind": "acked", "handler_us": 1500 })
+    );
+    error(&env.get("/v1/topics/orders/events/3/history").await?, 404, "event_not_found");
+    error(&env.get("/v1/topics/orders/events/x/history").await?, 400, "invalid_argument");
+    error(&env.get("/v1/topics/orders/events/0/history?partition=1").await?, 404, "partition_not_found");
+    error(&env.get("/v1/topics/orders/history?id=nope").await?, 404, "event_not_found");
+    error(&env.get("/v1/topics/nope/events/0/history").await?, 404, "topic_not_found");
 
     // Disconnecting leaves the group.
     drop(sse);

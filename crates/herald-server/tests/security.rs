@@ -500,7 +500,7 @@ async fn admin_actions_refusals_and_token_changes_are_audited_and_read_back_thro
                 records.push(serde_json::from_slice(&event.data)?);
             }
             // Acked: a principal's records are its key, and a key's next waits for the ack.
-            let acks = v1::Acks { seq: records.len() as u64, ids };
+            let acks = v1::Acks { seq: records.len() as u64, ids, handler_micros: vec![] };
             tx.send(v1::SubscribeRequest { msg: Some(v1::subscribe_request::Msg::Acks(acks)) }).await?;
         }
     }

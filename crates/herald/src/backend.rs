@@ -12,8 +12,8 @@ use herald_core::Event;
 /// Where a published event was stored (the same type on every backend).
 pub use herald_model::Receipt;
 pub use herald_model::{
-    DamageSkipped, DeadLetter, GroupConfig, GroupInfo, GroupPartitionInfo, OrderingMode, PartitionInfo, RetryPolicy,
-    StartFrom, StoredEvent, TopicConfig, TopicInfo,
+    DamageSkipped, DeadLetter, EventHistory, GroupConfig, GroupHistory, GroupInfo, GroupPartitionInfo, Happened,
+    HistoryEntry, OrderingMode, PartitionInfo, RetryPolicy, StartFrom, StoredEvent, TopicConfig, TopicInfo,
 };
 
 use crate::error::{Code, Error, Result};
@@ -35,6 +35,8 @@ pub struct Capabilities {
     pub dedupe: bool,
     /// The broker itself delivers a key's events one at a time.
     pub key_ordering: bool,
+    /// The broker keeps each event's history per group ([`Backend::event_history`]).
+    pub event_history: bool,
 }
 
 /// A delivered event with its metadata.
@@ -52,6 +54,9 @@ pub struct Message {
     pub attempt: u32,
     /// When the broker appended it (ms since the Unix epoch).
     pub append_time_ms: i64,
+    /// How long the handler ran: the consumer runtime sets it before settling, and a backend
+    /// that keeps event history reports it with the settle.
+    pub handler_duration: Option<Duration>,
     /// The backend's handle for settling it.
     pub(crate) token: Arc<dyn Any + Send + Sync>,
 }
@@ -197,6 +202,17 @@ pub trait Backend: Send + Sync + 'static {
     /// Who the backend takes the caller for, and what it may do.
     async fn whoami(&self) -> Result<Identity> {
         Err(unsupported("telling who the caller is"))
+    }
+    /// What happened to the event at `topic`/`partition`@`offset` in each group reading the
+    /// topic ([`Capabilities::event_history`]).
+    async fn event_history(&self, topic: &str, partition: u32, offset: u64) -> Result<EventHistory> {
+        let _ = (topic, partition, offset);
+        Err(unsupported("event history"))
+    }
+    /// [`Backend::event_history`] of the event with `id` on `topic`.
+    async fn event_history_by_id(&self, topic: &str, id: &str) -> Result<EventHistory> {
+        let _ = (topic, id);
+        Err(unsupported("event history"))
     }
     /// Stored events of one partition from `offset`, at most `max`.
     async fn read(&self, topic: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<StoredEvent>> {

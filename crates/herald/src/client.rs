@@ -176,6 +176,19 @@ impl Client {
         self.backend.delete_topic(topic).await
     }
 
+    /// What happened to the event at `topic`/`partition`@`offset` in each group reading the
+    /// topic: every delivery, how each attempt ended (with the handler's duration and error),
+    /// timeouts, dead letters, replays (backends with [`crate::Capabilities::event_history`]).
+    pub async fn event_history(&self, topic: &str, partition: u32, offset: u64) -> Result<crate::EventHistory> {
+        self.backend.event_history(topic, partition, offset).await
+    }
+
+    /// [`Client::event_history`] of the event with `id` on `topic` (found among the deliveries
+    /// recorded: an event no group has received yet is found by its offset only).
+    pub async fn event_history_by_id(&self, topic: &str, id: &str) -> Result<crate::EventHistory> {
+        self.backend.event_history_by_id(topic, id).await
+    }
+
     /// Who the backend takes this client for, and what it may do.
     pub async fn whoami(&self) -> Result<crate::backend::Identity> {
         self.backend.whoami().await

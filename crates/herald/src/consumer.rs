@@ -416,7 +416,7 @@ impl Runtime {
     async fn chain(self: Arc<Self>, mut m: Message, mut hold: tokio::sync::OwnedSemaphorePermit) {
         loop {
             let permit = self.permits.clone().acquire_owned().await.expect("never closed");
-            self.handle(&m).await;
+            self.handle(&mut m).await;
             drop(permit);
             drop(hold);
             self.settled.notify_one();
@@ -439,7 +439,7 @@ impl Runtime {
         }
     }
 
-    async fn handle(&self, m: &Message) {
+    async fn handle(&self, m: &mut Message) {
         let start = Instant::now();
         let key = match &self.idempotency {
             Some(_) => format!("{}\u{0}{}", m.event.source(), m.event.id()),
@@ -472,6 +472,8 @@ impl Runtime {
             Err(_) => Err(HandlerError::retryable(format!("handler timed out after {:?}", self.timeout))),
         };
         let latency = start.elapsed();
+        m.handler_duration = Some(latency);
+        let m = &*m;
         let outcome = match result {
             Ok(()) => {
                 // Completion is recorded before the ack: a crash in between is recognised later.

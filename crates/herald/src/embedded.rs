@@ -10,8 +10,8 @@ use herald_broker::{Broker, BrokerConfig, DeliveryId, Member, MemberConfig};
 use herald_core::Event;
 
 use crate::backend::{
-    Backend, Capabilities, DamageSkipped, DeadLetter, GroupConfig, GroupInfo, Message, Receipt, StartFrom, StoredEvent,
-    SubscribeOptions, Subscription, TopicConfig, TopicInfo,
+    Backend, Capabilities, DamageSkipped, DeadLetter, EventHistory, GroupConfig, GroupInfo, Message, Receipt,
+    StartFrom, StoredEvent, SubscribeOptions, Subscription, TopicConfig, TopicInfo,
 };
 use crate::error::{Code, Error, Result};
 
@@ -72,6 +72,7 @@ impl Backend for Embedded {
             admin: true,
             dedupe: true,
             key_ordering: true,
+            event_history: true,
         }
     }
 
@@ -164,6 +165,14 @@ impl Backend for Embedded {
         let topic = topic.to_owned();
         self.blocking(move |b| b.read(&topic, partition, offset, max)).await
     }
+
+    async fn event_history(&self, topic: &str, partition: u32, offset: u64) -> Result<EventHistory> {
+        Ok(self.broker.event_history(topic, partition, offset).await?)
+    }
+
+    async fn event_history_by_id(&self, topic: &str, id: &str) -> Result<EventHistory> {
+        Ok(self.broker.event_history_by_id(topic, id).await?)
+    }
 }
 
 struct EmbeddedSubscription {
@@ -203,6 +212,7 @@ impl Subscription for EmbeddedSubscription {
                     offset: d.stored.offset,
                     attempt: d.attempt,
                     append_time_ms: d.stored.append_time_ms,
+                    handler_duration: None,
                     token: Arc::new(id),
                 }
             })
@@ -210,15 +220,15 @@ impl Subscription for EmbeddedSubscription {
     }
 
     async fn ack(&self, message: &Message) -> Result<()> {
-        Ok(self.member()?.ack_id(delivery(message))?)
+        Ok(self.member()?.ack_id(delivery(message), message.handler_duration)?)
     }
 
     async fn nack(&self, message: &Message, delay: Option<Duration>, reason: &str) -> Result<()> {
-        Ok(self.member()?.nack_id(delivery(message), delay, reason)?)
+        Ok(self.member()?.nack_id(delivery(message), delay, reason, message.handler_duration)?)
     }
 
     async fn reject(&self, message: &Message, reason: &str) -> Result<()> {
-        Ok(self.member()?.reject_id(delivery(message), reason).await?)
+        Ok(self.member()?.reject_id(delivery(message), reason, message.handler_duration).await?)
     }
 
     async fn heartbeat(&self) -> Result<()> {

@@ -53,9 +53,9 @@ mod producer;
 mod remote;
 
 pub use backend::{
-    Backend, Capabilities, DamageSkipped, DeadLetter, GroupConfig, GroupInfo, GroupPartitionInfo, Identity, Message,
-    OrderingMode, PartitionInfo, Receipt, RetryPolicy, StartFrom, StoredEvent, SubscribeOptions, Subscription,
-    TopicConfig, TopicInfo,
+    Backend, Capabilities, DamageSkipped, DeadLetter, EventHistory, GroupConfig, GroupHistory, GroupInfo,
+    GroupPartitionInfo, Happened, HistoryEntry, Identity, Message, OrderingMode, PartitionInfo, Receipt, RetryPolicy,
+    StartFrom, StoredEvent, SubscribeOptions, Subscription, TopicConfig, TopicInfo,
 };
 pub use client::{Client, ConnectOptions, connect, connect_with};
 pub use consumer::{Consumer, Outcome, RunReport};

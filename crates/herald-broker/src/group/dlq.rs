@@ -228,7 +228,10 @@ impl Group {
                 .letter(&o.event)
             })
             .collect();
-        broker.publish_batch(&dead_letter::dlq_topic(&self.name), events).await?;
+        let receipts = broker.publish_batch(&dead_letter::dlq_topic(&self.name), events).await?;
+        for (o, r) in batch.iter().zip(&receipts) {
+            self.history.dead_lettered(&o.topic, o.partition, o.offset, &o.failures.reason, o.attempts, r.offset);
+        }
         Ok(())
     }
 }
@@ -239,6 +242,14 @@ pub(crate) fn dlq_list(broker: &Broker, group: &str, max: usize) -> Result<Vec<D
     Ok(list(broker, group, max)?.0)
 }
 
+/// See [`Broker::dlq_held`].
+pub(crate) fn held(broker: &Broker, group: &str) -> u64 {
+    match dlq_view(broker, group) {
+        Ok(Some((p, _, start))) => p.log.latest_offset().saturating_sub(start),
+        _ => 0,
+    }
+}
+
 /// See [`Broker::dlq_replay`].
 pub(crate) async fn dlq_replay(broker: &Broker, group: &str) -> Result<usize> {
     let g = broker.group(group)?;
@@ -247,6 +258,7 @@ pub(crate) async fn dlq_replay(broker: &Broker, group: &str) -> Result<usize> {
     let (letters, view) = broker.blocking(move |b| list(b, &name, usize::MAX)).await?;
     let Some((p, created, end)) = view else { return Ok(0) };
     let mut replay = Vec::new();
+    let mut origins = Vec::new();
     let mut keep = Vec::new();
     for l in letters {
         // A damaged stretch's evidence holds no event to handle: it stays until purged.
@@ -254,6 +266,7 @@ pub(crate) async fn dlq_replay(broker: &Broker, group: &str) -> Result<usize> {
             keep.push(l.event);
         } else {
             replay.push(dead_letter::for_replay(&l.event));
+            origins.push(dead_letter::origin(&l.event));
         }
     }
     let count = replay.len();
@@ -271,7 +284,12 @@ pub(crate) async fn dlq_replay(broker: &Broker, group: &str) -> Result<usize> {
         if let Ok(t) = broker.topic(&topic) {
             t.listeners.add(&g.notify);
         }
-        broker.publish_batch(&topic, replay).await?;
+        let receipts = broker.publish_batch(&topic, replay).await?;
+        for (origin, r) in origins.iter().zip(&receipts) {
+            if let Some((t, p, o)) = origin {
+                g.history.replayed(t, *p, *o, (r.topic.to_string(), r.partition, r.offset));
+            }
+        }
     }
     if !keep.is_empty() {
         broker.publish_batch(&dead_letter::dlq_topic(group), keep).await?;

@@ -30,8 +30,10 @@ use crate::config::valid_name;
 use crate::error::{BrokerError, Result};
 use crate::store::{GroupStore, PartCheckpoint};
 use crate::topic::write_durably;
+use history::{History, Settled};
 
 pub(crate) mod dlq;
+pub(crate) mod history;
 #[cfg(test)]
 mod model_test;
 pub(crate) mod pick;
@@ -134,6 +136,8 @@ pub(crate) struct Group {
     pub config: GroupConfig,
     state: Mutex<GroupState>,
     store: GroupStore,
+    /// What happened to each event, for `event_history`.
+    pub(crate) history: History,
     sequencer: Sequencer,
     /// Serialises writing dead letters with replaying and purging them, so that a replay never
     /// drops a dead letter written after it listed them.
@@ -243,6 +247,7 @@ impl Group {
         let dir = group_dir(broker, name);
         let durability = crate::config::log_durability(config.state_durability);
         let (store, recovered) = GroupStore::open(&dir.join("state"), durability)?;
+        let history = History::open(&dir.join("history"), &broker.inner.config);
         let checkpoint = match start {
             Some(start) => {
                 store.checkpoint(start.clone())?;
@@ -256,6 +261,7 @@ impl Group {
             config,
             state: Mutex::new(state),
             store,
+            history,
             sequencer: Sequencer::default(),
             dlq: Arc::new(tokio::sync::Mutex::new(())),
             notify: Arc::new(Notify::new()),
@@ -434,6 +440,7 @@ impl Group {
             self.wake_if(&mut st);
             return Err(e);
         }
+        self.history.delivered(member, &poll.deliveries);
         match failure {
             Some(e) if poll.deliveries.is_empty() => Err(e),
             _ => Ok(poll.deliveries),
@@ -464,6 +471,10 @@ impl Group {
             tracing::info!(group = %self.name, topic = %d.topic, partition = d.partition, offset = d.offset,
                 attempt = d.attempt, "ack timeout: redelivering");
         }
+        self.history.timed_out(&expired.deliveries);
+        if let Err(e) = self.history.write() {
+            tracing::warn!(group = %self.name, error = %e, "writing the event history failed");
+        }
         if flush_due || pending >= COMMIT_EVENTS_MAX {
             if let Err(e) = self.flush() {
                 tracing::error!(group = %self.name, error = %e, "flushing group positions failed");
@@ -491,7 +502,8 @@ impl Group {
         // append handed out before, or those acks would be lost. (Was a bug: a group's positions
         // reverted after a close that raced its timer's flush.)
         let barrier = self.lock().barrier();
-        self.sequencer.run(barrier, || self.store.close())
+        self.sequencer.run(barrier, || self.store.close())?;
+        self.history.close()
     }
 
     /// Moves every partition's position to `to`, forgetting attempts and pending retries;
@@ -572,6 +584,10 @@ async fn timer(group: Weak<Group>, broker: Weak<crate::broker::BrokerInner>) {
     }
 }
 
+fn micros(d: Option<Duration>) -> Option<u64> {
+    d.map(|d| d.as_micros().min(u128::from(u64::MAX)) as u64)
+}
+
 /// A member of a consumer group: polls deliveries and settles them. Dropping it leaves the group.
 pub struct Member {
     broker: Broker,
@@ -627,44 +643,67 @@ impl Member {
 
     /// Acknowledges a delivery: the group's position may move past it.
     pub fn ack(&self, d: &Delivery) -> Result<()> {
-        self.ack_id(&d.id())
+        self.ack_id(&d.id(), None)
     }
 
-    /// [`Member::ack`] by id.
-    pub fn ack_id(&self, d: &DeliveryId) -> Result<()> {
-        self.group.settle_with(|st, now| st.ack(&self.id, d, now))
+    /// [`Member::ack`] by id; `handled` is how long the handler ran, when the consumer says
+    /// (kept in the event's history).
+    pub fn ack_id(&self, d: &DeliveryId, handled: Option<Duration>) -> Result<()> {
+        self.group.settle_with(|st, now| st.ack(&self.id, d, now))?;
+        self.group.history.settled(&self.id, Settled::Ack, [(d, micros(handled))], None, None);
+        Ok(())
     }
 
     /// Acknowledges many deliveries at once (one lock for all); one result per delivery, in order.
-    pub fn ack_many(&self, ids: &[DeliveryId]) -> Vec<Result<()>> {
-        self.group.settle_with(|st, now| st.ack_many(&self.id, ids, now))
+    /// `handled[i]`, when present, is how long the handler of `ids[i]` ran.
+    pub fn ack_many(&self, ids: &[DeliveryId], handled: &[Option<Duration>]) -> Vec<Result<()>> {
+        let results = self.group.settle_with(|st, now| st.ack_many(&self.id, ids, now));
+        let acked = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| results[*i].is_ok())
+            .map(|(i, id)| (id, micros(handled.get(i).copied().flatten())));
+        self.group.history.settled(&self.id, Settled::Ack, acked, None, None);
+        results
     }
 
     /// Acknowledges every delivery this member holds of `through`'s partition at or below its
     /// offset (a cumulative ack); returns how many.
     pub fn ack_through(&self, through: &DeliveryId) -> Result<usize> {
-        self.group.settle_with(|st, now| st.ack_through(&self.id, through, now)).map(|acked| acked.len())
+        let acked = self.group.settle_with(|st, now| st.ack_through(&self.id, through, now))?;
+        self.group.history.settled(&self.id, Settled::Ack, acked.iter().map(|d| (d, None)), None, None);
+        Ok(acked.len())
     }
 
     /// A failed attempt: redeliver after `delay`, or after the group's backoff when `None`;
     /// dead-lettered instead when the group's attempts are used up.
     pub fn nack(&self, d: &Delivery, delay: Option<Duration>, reason: &str) -> Result<()> {
-        self.nack_id(&d.id(), delay, reason)
+        self.nack_id(&d.id(), delay, reason, None)
     }
 
-    /// [`Member::nack`] by id.
-    pub fn nack_id(&self, d: &DeliveryId, delay: Option<Duration>, reason: &str) -> Result<()> {
-        self.group.settle_with(|st, now| st.nack(&self.id, d, delay, reason, now))
+    /// [`Member::nack`] by id; `handled` as for [`Member::ack_id`].
+    pub fn nack_id(
+        &self,
+        d: &DeliveryId,
+        delay: Option<Duration>,
+        reason: &str,
+        handled: Option<Duration>,
+    ) -> Result<()> {
+        self.group.settle_with(|st, now| st.nack(&self.id, d, delay, reason, now))?;
+        let delay_ms = delay.map(|d| d.as_millis() as u64);
+        self.group.history.settled(&self.id, Settled::Nack, [(d, micros(handled))], Some(reason), delay_ms);
+        Ok(())
     }
 
     /// A permanent failure: the event goes to the group's DLQ at once.
     pub async fn reject(&self, d: &Delivery, reason: &str) -> Result<()> {
-        self.reject_id(&d.id(), reason).await
+        self.reject_id(&d.id(), reason, None).await
     }
 
-    /// [`Member::reject`] by id.
-    pub async fn reject_id(&self, d: &DeliveryId, reason: &str) -> Result<()> {
+    /// [`Member::reject`] by id; `handled` as for [`Member::ack_id`].
+    pub async fn reject_id(&self, d: &DeliveryId, reason: &str, handled: Option<Duration>) -> Result<()> {
         self.group.settle_with(|st, now| st.reject(&self.id, d, reason, now))?;
+        self.group.history.settled(&self.id, Settled::Reject, [(d, micros(handled))], Some(reason), None);
         self.group.flush_dead_letters(&self.broker).await
     }
 

@@ -277,10 +277,12 @@ enum FileType {
     /// `groups/<g>/state/clean-shutdown`.
     StateCleanShutdown,
     DlqJson,
+    /// Any file of `groups/<g>/history/` (the event history).
+    History,
 }
 
 impl FileType {
-    const ALL: [FileType; 11] = [
+    const ALL: [FileType; 12] = [
         FileType::SealedSegment,
         FileType::ActiveSegment,
         FileType::Index,
@@ -292,6 +294,7 @@ impl FileType {
         FileType::StateIndex,
         FileType::StateCleanShutdown,
         FileType::DlqJson,
+        FileType::History,
     ];
 
     /// Cases per kind of damage: segments, which hold the events, get more.
@@ -302,9 +305,10 @@ impl FileType {
         }
     }
 
-    /// Index files only speed reads up: damage to them is never damage to data.
+    /// Index files only speed reads up, and the event history only tells what happened: damage
+    /// to them is never damage to data.
     fn is_index(self) -> bool {
-        matches!(self, FileType::Index | FileType::TimeIndex | FileType::StateIndex)
+        matches!(self, FileType::Index | FileType::TimeIndex | FileType::StateIndex | FileType::History)
     }
 
     fn is_segment(self) -> bool {
@@ -388,6 +392,7 @@ fn classify(root: &Path) -> Vec<GoldenFile> {
             }
             ["groups", g, "group.json"] => (FileType::GroupJson, Owner::Group(g.to_string())),
             ["groups", g, "dlq.json"] => (FileType::DlqJson, Owner::Group(g.to_string())),
+            ["groups", g, "history", _] => (FileType::History, Owner::Group(g.to_string())),
             ["groups", g, "state", _] => {
                 let ty = if name == "clean-shutdown" {
                     FileType::StateCleanShutdown

@@ -1,12 +1,14 @@
-//! `Events.Publish` and `Events.Read`; `Subscribe` lives in `subscribe.rs`.
+//! `Events.Publish`, `Events.Read` and `Events.EventHistory`; `Subscribe` lives in `subscribe.rs`.
 
 use herald_model::Code;
 use std::sync::Arc;
 
 use herald_core::EventError;
 use herald_proto::v1::events_server::Events;
-use herald_proto::v1::{PublishRequest, PublishResponse, ReadRequest, ReadResponse, SubscribeRequest};
-use herald_proto::{event_from_proto, receipt_to_proto, status, stored_to_proto};
+use herald_proto::v1::{
+    EventHistory, EventHistoryRequest, PublishRequest, PublishResponse, ReadRequest, ReadResponse, SubscribeRequest,
+};
+use herald_proto::{event_from_proto, event_history_to_proto, receipt_to_proto, status, stored_to_proto};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::subscribe::{self, SubscribeStream};
@@ -87,6 +89,25 @@ impl Events for EventsService {
             Err(d) => Err(self.refused(&p, peer, "Read", &req.topic, d)),
         };
         count_request("Read", &r);
+        r.map(Response::new)
+    }
+
+    async fn event_history(&self, request: Request<EventHistoryRequest>) -> Result<Response<EventHistory>, Status> {
+        let p = caller(&request)?;
+        let peer = super::peer(&request);
+        let req = request.into_inner();
+        let r = match p.check(Action::Consume, Resource::Topic(&req.topic)) {
+            Ok(()) => {
+                let found = if req.id.is_empty() {
+                    self.state.broker.event_history(&req.topic, req.partition, req.offset).await
+                } else {
+                    self.state.broker.event_history_by_id(&req.topic, &req.id).await
+                };
+                found.map(|h| event_history_to_proto(&h)).map_err(|e| crate::grpc::broker_status(&e))
+            }
+            Err(d) => Err(self.refused(&p, peer, "EventHistory", &req.topic, d)),
+        };
+        count_request("EventHistory", &r);
         r.map(Response::new)
     }
 }

@@ -359,10 +359,13 @@ impl Session {
         };
         let id: DeliveryId = delivery_id_from_proto(id);
         let reason = herald_proto::truncate_utf8(&s.reason, REASON_BYTES_MAX);
+        let handled = s.handler_micros.map(Duration::from_micros);
         let (r, kind_name) = match Kind::try_from(s.kind) {
-            Ok(Kind::Ack) => (self.member.ack_id(&id), "ack"),
-            Ok(Kind::Nack) => (self.member.nack_id(&id, s.delay_ms.map(Duration::from_millis), reason), "nack"),
-            Ok(Kind::Reject) => (self.member.reject_id(&id, reason).await, "reject"),
+            Ok(Kind::Ack) => (self.member.ack_id(&id, handled), "ack"),
+            Ok(Kind::Nack) => {
+                (self.member.nack_id(&id, s.delay_ms.map(Duration::from_millis), reason, handled), "nack")
+            }
+            Ok(Kind::Reject) => (self.member.reject_id(&id, reason, handled).await, "reject"),
             Ok(Kind::Unspecified) => {
                 return Err((
                     Code::InvalidArgument,
@@ -380,6 +383,9 @@ impl Session {
         let code = r.as_ref().err().map_or("ok", |e| crate::code_of(e).as_str());
         metrics::counter!("herald_server_settled_events_total", "api" => "grpc", "kind" => kind_name, "code" => code)
             .increment(1);
+        if let (Ok(()), Some(d)) = (&r, handled) {
+            crate::metrics::handler_duration("grpc", kind_name, d);
+        }
         r.map_err(|e| (crate::code_of(&e), e.to_string()))
     }
 
@@ -407,8 +413,27 @@ impl Session {
                 ),
             };
         }
+        if !a.handler_micros.is_empty() && a.handler_micros.len() != a.ids.len() {
+            return v1::AcksResult {
+                seq,
+                failures: Vec::new(),
+                error_code: Code::InvalidArgument.as_str().to_owned(),
+                error_message: format!(
+                    "Acks holds {} ids and {} handler_micros; send none or one per id",
+                    a.ids.len(),
+                    a.handler_micros.len()
+                ),
+            };
+        }
+        let handled: Vec<Option<Duration>> =
+            a.handler_micros.iter().map(|&us| (us > 0).then(|| Duration::from_micros(us))).collect();
         let ids: Vec<DeliveryId> = a.ids.into_iter().map(delivery_id_from_proto).collect();
-        let results = self.member.ack_many(&ids);
+        let results = self.member.ack_many(&ids, &handled);
+        for (r, d) in results.iter().zip(&handled) {
+            if let (Ok(()), Some(d)) = (r, d) {
+                crate::metrics::handler_duration("grpc", "ack", *d);
+            }
+        }
         let mut failures = Vec::new();
         for (index, r) in results.into_iter().enumerate() {
             if let Err(e) = r {

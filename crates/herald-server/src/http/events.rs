@@ -345,3 +345,62 @@ pub(super) async fn read(
     let next_offset = stored.last().map_or(from, |s| s.offset + 1);
     Ok(Json(ReadJson { events: stored.iter().map(stored_json).collect(), next_offset }))
 }
+
+/// The history as served: the model's shape plus each group's state in one word.
+#[derive(Serialize)]
+pub(super) struct HistoryJson {
+    #[serde(flatten)]
+    history: herald_model::EventHistory,
+    /// `group` → `pending`, `in_progress`, `dead_lettered` or `done`.
+    states: BTreeMap<String, &'static str>,
+}
+
+fn history_json(history: herald_model::EventHistory) -> Json<HistoryJson> {
+    let states = history.groups.iter().map(|g| (g.group.clone(), g.state())).collect();
+    Json(HistoryJson { history, states })
+}
+
+/// `GET /v1/topics/{topic}/events/{offset}/history?partition=N`: what happened to one event in
+/// each group reading the topic. `partition` may be left out on a topic of one partition.
+pub(super) async fn history(
+    State(h): State<Http>,
+    caller: Caller,
+    axum::extract::Path((topic, offset)): axum::extract::Path<(String, String)>,
+    q: Params,
+) -> Result<Json<HistoryJson>, ApiError> {
+    caller.may(Action::Consume, Resource::Topic(&topic))?;
+    q.only(&["partition"])?;
+    let offset: u64 =
+        offset.parse().map_err(|_| ApiError::invalid(format!("{offset:?} is not an offset (a whole number)")))?;
+    let partition: Option<u32> = q.parse("partition", "a partition number")?;
+    let partition = match partition {
+        Some(p) => p,
+        None => {
+            let t = topic.clone();
+            let partitions = blocking(&h, move |b| b.describe_topic(&t)).await?.partitions.len();
+            if partitions > 1 {
+                return Err(ApiError::invalid(format!(
+                    "topic {topic:?} has {partitions} partitions: say which with ?partition=N"
+                )));
+            }
+            0
+        }
+    };
+    Ok(history_json(h.app.broker.event_history(&topic, partition, offset).await?))
+}
+
+/// `GET /v1/topics/{topic}/history?id=ID`: [`history`] of the event with that id, found among
+/// the deliveries the groups recorded.
+pub(super) async fn history_by_id(
+    State(h): State<Http>,
+    caller: Caller,
+    Seg(topic): Seg,
+    q: Params,
+) -> Result<Json<HistoryJson>, ApiError> {
+    caller.may(Action::Consume, Resource::Topic(&topic))?;
+    q.only(&["id"])?;
+    let Some(id) = q.one("id")? else {
+        return Err(ApiError::invalid("say which event with ?id=ID (or ask /events/{offset}/history)"));
+    };
+    Ok(history_json(h.app.broker.event_history_by_id(&topic, id).await?))
+}

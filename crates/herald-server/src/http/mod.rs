@@ -70,6 +70,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/topics", post(admin::create_topic).get(admin::list_topics))
         .route("/v1/topics/{topic}", get(admin::describe_topic).delete(admin::delete_topic))
         .route("/v1/topics/{topic}/events", post(events::publish).get(events::read))
+        .route("/v1/topics/{topic}/events/{offset}/history", get(events::history))
+        .route("/v1/topics/{topic}/history", get(events::history_by_id))
         .route("/v1/groups", get(admin::list_groups))
         .route("/v1/groups/{group}", get(admin::describe_group))
         .route("/v1/groups/{group}/reset", post(admin::reset_group))
@@ -407,6 +409,16 @@ fn broker_gauges(broker: &Broker) -> String {
     let _ = writeln!(out, "herald_damaged {}", broker.damage().len());
 
     let infos: Vec<_> = groups.iter().filter_map(|g| broker.describe_group(g).ok()).collect();
+    family(&mut out, "herald_group_dead_letters", "Dead letters the group holds (listed, not yet replayed or purged).");
+    for g in &groups {
+        let _ = writeln!(out, "herald_group_dead_letters{{group=\"{}\"}} {}", escape(g), broker.dlq_held(g));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP herald_history_dropped_total Event history records dropped because a group's history could not be written fast enough."
+    );
+    let _ = writeln!(out, "# TYPE herald_history_dropped_total counter");
+    let _ = writeln!(out, "herald_history_dropped_total {}", broker.history_dropped());
     family(&mut out, "herald_group_members", "Members of the consumer group.");
     for g in &infos {
         let _ = writeln!(out, "herald_group_members{{group=\"{}\"}} {}", escape(&g.name), g.members.len());

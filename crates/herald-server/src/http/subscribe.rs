@@ -371,6 +371,8 @@ struct AckEntry {
     action: Action,
     delay_ms: Option<u64>,
     reason: Option<String>,
+    /// How long the handler ran, in microseconds (kept in the event's history).
+    handler_us: Option<u64>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -456,14 +458,23 @@ async fn settle(member: &Member, entry: &AckEntry) -> Result<(), ApiError> {
         ))
     })?;
     let reason = herald_proto::truncate_utf8(entry.reason.as_deref().unwrap_or_default(), REASON_BYTES_MAX);
+    let handled = entry.handler_us.map(Duration::from_micros);
     let r = match entry.action {
         Action::Ack | Action::Reject if entry.delay_ms.is_some() => {
             return Err(ApiError::invalid("delay_ms applies to nack only; drop it"));
         }
-        Action::Ack => member.ack_id(&id),
-        Action::Nack => member.nack_id(&id, entry.delay_ms.map(Duration::from_millis), reason),
-        Action::Reject => member.reject_id(&id, reason).await,
+        Action::Ack => member.ack_id(&id, handled),
+        Action::Nack => member.nack_id(&id, entry.delay_ms.map(Duration::from_millis), reason, handled),
+        Action::Reject => member.reject_id(&id, reason, handled).await,
     };
+    if let (Ok(()), Some(d)) = (&r, handled) {
+        let kind = match entry.action {
+            Action::Ack => "ack",
+            Action::Nack => "nack",
+            Action::Reject => "reject",
+        };
+        crate::metrics::handler_duration("http", kind, d);
+    }
     r.map_err(ApiError::from)
 }
 

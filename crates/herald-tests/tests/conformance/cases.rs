@@ -33,6 +33,7 @@ macro_rules! conformance {
             case!(max_attempts_then_dlq_with_every_header);
             case!(permanent_error_goes_to_dlq_at_once);
             case!(dlq_replay_reaches_only_the_failed_group);
+            case!(event_history_through_dlq_and_replay);
             case!(dedupe_by_event_id);
             case!(correlation_and_causation_propagate);
             case!(lag_is_reported_and_falls_to_zero);

@@ -474,6 +474,79 @@ pub async fn dlq_replay_reaches_only_the_failed_group(h: &Harness) {
     assert_eq!(seen_good.lock().unwrap().len(), 1, "the other group saw the replay");
 }
 
+/// The kinds of a group's history, in order.
+fn history_kinds(h: &herald::EventHistory, group: &str) -> Vec<&'static str> {
+    use herald::Happened as H;
+    let g = h.groups.iter().find(|g| g.group == group).expect("the group is in the history");
+    g.entries
+        .iter()
+        .map(|e| match e.what {
+            H::Delivered { .. } => "delivered",
+            H::Acked { .. } => "acked",
+            H::Nacked { .. } => "nacked",
+            H::Rejected { .. } => "rejected",
+            H::TimedOut { .. } => "timed_out",
+            H::DeadLettered { .. } => "dead_lettered",
+            H::Replayed { .. } => "replayed",
+            H::Done => "done",
+        })
+        .collect()
+}
+
+pub async fn event_history_through_dlq_and_replay(h: &Harness) {
+    let client = h.client().await;
+    if !client.capabilities().event_history {
+        return; // declared: the backend keeps no history
+    }
+    client.ensure_topic("t", TopicConfig::default()).await.unwrap();
+    let receipt = client.producer().publish("t", ev(Some("k"), 1)).await.unwrap();
+    let fail = Arc::new(Mutex::new(true));
+    let f2 = fail.clone();
+    let (seen, stop, handle) = spawn_consumer(&client, "g", &["t"], 1, fast_retry(2), move |_, _| {
+        if *f2.lock().unwrap() { Err(HandlerError::retryable("downstream is down")) } else { Ok(()) }
+    });
+    until("the DLQ", || !futures_dlq_empty(&client)).await;
+    *fail.lock().unwrap() = false;
+    assert_eq!(client.dlq_replay("g").await.unwrap(), 1);
+    until("the replay", || seen.lock().unwrap().len() == 3).await;
+    let expected =
+        ["delivered", "nacked", "delivered", "rejected", "dead_lettered", "replayed", "delivered", "acked", "done"];
+    // The history is written on the group's next tick.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let history = loop {
+        let got = client.event_history("t", receipt.partition, receipt.offset).await.unwrap();
+        if history_kinds(&got, "g") == expected || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    assert_eq!(history_kinds(&history, "g"), expected);
+    assert_eq!((history.topic.as_str(), history.offset, history.truncated), ("t", receipt.offset, false));
+    let g = &history.groups[0];
+    assert_eq!(g.state(), "done");
+    use herald::Happened as H;
+    match &g.entries[1].what {
+        H::Nacked { reason, handler_us, .. } => {
+            assert_eq!(reason, "downstream is down");
+            assert!(handler_us.is_some(), "the runtime reports the handler's duration");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(&g.entries[2].what, H::Delivered { attempt: 2, .. }), "{:?}", g.entries[2]);
+    assert!(matches!(&g.entries[4].what, H::DeadLettered { attempts: 2, .. }), "{:?}", g.entries[4]);
+    let by_id = client.event_history_by_id("t", &history.id).await.unwrap();
+    assert_eq!((by_id.partition, by_id.offset), (receipt.partition, receipt.offset));
+    let missing = client.event_history("t", 0, receipt.offset + 100).await.unwrap_err();
+    assert_eq!(missing.code(), herald::Code::EventNotFound, "{missing}");
+    if client.capabilities().durable {
+        let client = h.restart(client).await.unwrap();
+        let after = client.event_history("t", receipt.partition, receipt.offset).await.unwrap();
+        assert_eq!(history_kinds(&after, "g"), expected, "the history survives a restart");
+    }
+}
+
 pub async fn dedupe_by_event_id(h: &Harness) {
     let client = h.client().await;
     if !client.capabilities().dedupe {

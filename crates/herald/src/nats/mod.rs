@@ -485,7 +485,15 @@ fn stream_config(topic: &str, config: &TopicConfig, replicas: usize) -> stream::
 #[async_trait]
 impl Backend for Nats {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { durable: true, durable_attempts: true, admin: true, dedupe: true, key_ordering: true }
+        Capabilities {
+            durable: true,
+            durable_attempts: true,
+            admin: true,
+            dedupe: true,
+            key_ordering: true,
+            // JetStream keeps no per-delivery record to build one from.
+            event_history: false,
+        }
     }
 
     async fn publish(&self, topic: &str, events: Vec<Event>) -> Result<Vec<Receipt>> {

@@ -452,6 +452,7 @@ impl Shared {
                     offset: seq,
                     attempt: h.attempt,
                     append_time_ms: h.append_ms,
+                    handler_duration: None,
                     token: Arc::new(token),
                 });
             }

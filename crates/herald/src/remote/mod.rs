@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::backend::{
-    Backend, Capabilities, DamageSkipped, DeadLetter, GroupInfo, Receipt, StartFrom, StoredEvent, SubscribeOptions,
-    Subscription, TopicConfig, TopicInfo,
+    Backend, Capabilities, DamageSkipped, DeadLetter, EventHistory, GroupInfo, Receipt, StartFrom, StoredEvent,
+    SubscribeOptions, Subscription, TopicConfig, TopicInfo,
 };
 use crate::error::{Code, Error, ErrorKind, Result};
 
@@ -320,7 +320,14 @@ fn non_grpc_answer(message: &str) -> Option<u16> {
 #[async_trait]
 impl Backend for Remote {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { durable: true, durable_attempts: true, admin: true, dedupe: true, key_ordering: true }
+        Capabilities {
+            durable: true,
+            durable_attempts: true,
+            admin: true,
+            dedupe: true,
+            key_ordering: true,
+            event_history: true,
+        }
     }
 
     async fn publish(&self, topic: &str, events: Vec<Event>) -> Result<Vec<Receipt>> {
@@ -524,6 +531,28 @@ impl Backend for Remote {
             .into_iter()
             .map(|s| herald_proto::stored_from_proto(s).map_err(|e| undecodable(&self.addr, &what, e)))
             .collect()
+    }
+
+    async fn event_history(&self, topic: &str, partition: u32, offset: u64) -> Result<EventHistory> {
+        let request = v1::EventHistoryRequest { topic: topic.to_owned(), partition, offset, id: String::new() };
+        self.history(request, format!("history of {topic}/{partition}@{offset}")).await
+    }
+
+    async fn event_history_by_id(&self, topic: &str, id: &str) -> Result<EventHistory> {
+        let request = v1::EventHistoryRequest { topic: topic.to_owned(), partition: 0, offset: 0, id: id.to_owned() };
+        self.history(request, format!("history of event {id:?} in {topic:?}")).await
+    }
+}
+
+impl Remote {
+    async fn history(&self, request: v1::EventHistoryRequest, what: String) -> Result<EventHistory> {
+        let r = self
+            .idempotent(&what, || {
+                let (mut c, r) = (self.events.clone(), request.clone());
+                async move { c.event_history(r).await }
+            })
+            .await?;
+        Ok(herald_proto::event_history_from_proto(r))
     }
 }
 

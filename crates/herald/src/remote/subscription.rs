@@ -89,6 +89,8 @@ struct Stream {
 struct AckRequest {
     epoch: u64,
     id: v1::DeliveryId,
+    /// How long the handler ran, µs (0: not reported).
+    handler_micros: u64,
     what: String,
     answer: oneshot::Sender<Result<()>>,
 }
@@ -408,6 +410,7 @@ impl Shared {
                     offset: s.offset,
                     attempt: id.attempt,
                     append_time_ms: s.append_time_ms,
+                    handler_duration: None,
                     token: Arc::new(Token { subscription: self.id, epoch, id }),
                 }),
                 Err(e) => {
@@ -439,7 +442,14 @@ impl Shared {
                 let seq = st.next_seq;
                 st.next_seq += 1;
                 let reason = format!("the client could not decode the event: {why}");
-                let settle = v1::Settle { seq, kind: Kind::Reject as i32, id: Some(id), delay_ms: None, reason };
+                let settle = v1::Settle {
+                    seq,
+                    kind: Kind::Reject as i32,
+                    id: Some(id),
+                    delay_ms: None,
+                    reason,
+                    handler_micros: None,
+                };
                 let _ = link.try_send(v1::SubscribeRequest { msg: Some(Up::Settle(settle)) });
             }
         }
@@ -512,9 +522,10 @@ impl Shared {
     }
 
     /// Queues an ack for the batching task and waits for its answer.
-    async fn batched_ack(&self, what: String, token: &Token) -> Result<()> {
+    async fn batched_ack(&self, what: String, token: &Token, handler_micros: u64) -> Result<()> {
         let (answer, result) = oneshot::channel();
-        let request = AckRequest { epoch: token.epoch, id: token.id.clone(), what: what.clone(), answer };
+        let request =
+            AckRequest { epoch: token.epoch, id: token.id.clone(), handler_micros, what: what.clone(), answer };
         tokio::select! {
             r = self.acks.send(request) => {
                 if r.is_err() {
@@ -569,7 +580,7 @@ impl Shared {
                 st.batched_acks
             };
             if batched {
-                return self.batched_ack(what, token).await;
+                return self.batched_ack(what, token, micros(m.handler_duration).unwrap_or(0)).await;
             }
         }
         let _permit = tokio::select! {
@@ -597,6 +608,7 @@ impl Shared {
             id: Some(token.id.clone()),
             delay_ms: delay.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             reason: herald_proto::truncate_utf8(reason, REASON_BYTES_MAX).to_owned(),
+            handler_micros: micros(m.handler_duration),
         };
         let exchange = async {
             if link.send(v1::SubscribeRequest { msg: Some(Up::Settle(settle)) }).await.is_err() {
@@ -651,7 +663,7 @@ async fn send_acks(shared: Arc<Shared>, mut queue: mpsc::Receiver<AckRequest>) {
                 Err(_) => break,
             }
         }
-        let (seq, link, ids) = {
+        let (seq, link, ids, handler_micros) = {
             let mut st = shared.lock();
             let current = st.epoch;
             let link = st.link.clone().filter(|_| !st.closed);
@@ -665,15 +677,20 @@ async fn send_acks(shared: Arc<Shared>, mut queue: mpsc::Receiver<AckRequest>) {
             let seq = st.next_seq;
             st.next_seq += 1;
             let mut ids = Vec::with_capacity(ours.len());
+            let mut handler_micros = Vec::with_capacity(ours.len());
             let mut waiting = Vec::with_capacity(ours.len());
             for r in ours {
                 ids.push(r.id);
+                handler_micros.push(r.handler_micros);
                 waiting.push((r.what, r.answer));
             }
             st.pending_acks.insert(seq, AckBatch { waiting, _permit: permit });
-            (seq, link, ids)
+            if handler_micros.iter().all(|&us| us == 0) {
+                handler_micros.clear();
+            }
+            (seq, link, ids, handler_micros)
         };
-        let message = v1::SubscribeRequest { msg: Some(Up::Acks(v1::Acks { seq, ids })) };
+        let message = v1::SubscribeRequest { msg: Some(Up::Acks(v1::Acks { seq, ids, handler_micros })) };
         if link.send(message).await.is_err() {
             // The stream broke: its pending acks were dropped with it (their callers hear stale).
             shared.lock().pending_acks.remove(&seq);
@@ -776,6 +793,11 @@ impl Drop for RemoteSubscription {
         // The task leaves the group on its own.
         self.shared.stop.cancel();
     }
+}
+
+/// A handler's duration in µs, at least 1 (0 means "not reported" on the wire).
+fn micros(d: Option<Duration>) -> Option<u64> {
+    d.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1))
 }
 
 #[cfg(test)]
