@@ -445,6 +445,8 @@ impl Broker {
         let n = partitions.len() as u32;
         let mut per_partition: Vec<Vec<(usize, Event, Vec<u8>)>> = (0..n).map(|_| Vec::new()).collect();
         let count = events.len();
+        // Only when tracing is on: the events again, for their `publish` spans.
+        let traced = herald_telemetry::enabled().then(|| events.clone());
         for (i, event) in events.into_iter().enumerate() {
             let encoded = binary::encode(&event);
             if encoded.len() as u64 > config.max_event_bytes {
@@ -484,7 +486,13 @@ impl Broker {
         if let Some(e) = first_error {
             return Err(e);
         }
-        Ok(receipts.into_iter().map(|r| r.expect("every event got a receipt")).collect())
+        let receipts: Vec<Receipt> = receipts.into_iter().map(|r| r.expect("every event got a receipt")).collect();
+        for (event, r) in traced.iter().flatten().zip(&receipts) {
+            if !r.duplicate {
+                herald_telemetry::Spans::publish(topic_name, event, r.partition, r.offset);
+            }
+        }
+        Ok(receipts)
     }
 
     /// Reads stored events of one partition from `offset` (a browse: no group, no ack).

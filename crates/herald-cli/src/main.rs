@@ -121,6 +121,20 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Command::Serve(a) = cli.command {
+        // The server reads its [telemetry] section too.
+        return serve::run(a).await;
+    }
+    // Traces of what this command publishes and handles, when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    let telemetry = herald::telemetry::install(&herald::telemetry::TelemetryConfig::default(), "herald-cli")?;
+    let result = command(cli).await;
+    if let Some(t) = telemetry {
+        tokio::task::spawn_blocking(move || t.shutdown()).await?;
+    }
+    result
+}
+
+async fn command(cli: Cli) -> Result<()> {
     let g = cli.global;
     match cli.command {
         Command::Serve(a) => serve::run(a).await,

@@ -98,6 +98,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // HERALD_DATA_DIR and friends; other HERALD_* names are errors unless they are the client's.
     let config = herald_server::ServerConfig::load(args.config.as_deref(), std::env::vars(), &flags)?;
     herald_server::raise_descriptor_limit();
+    let telemetry = herald::telemetry::install(&config.telemetry.config()?, "herald-server")?;
+    if telemetry.is_some() {
+        tracing::info!("exporting traces over OTLP");
+    }
     let server = herald_server::Server::start(config).await?;
     let exposed = [server.http_addr(), server.grpc_addr()];
     if server.state().guard.exposed_anonymously(&exposed) {
@@ -111,6 +115,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let (http, grpc) = if server.state().config.tls.is_some() { ("https", "grpcs") } else { ("http", "grpc") };
     println!("herald listening: {http}://{} {grpc}://{}", server.http_addr(), server.grpc_addr());
     server.run_until(herald_server::shutdown_signal()).await?;
+    if let Some(t) = telemetry {
+        tokio::task::spawn_blocking(move || t.shutdown()).await?;
+    }
     Ok(())
 }
 

@@ -70,6 +70,36 @@ pub struct ServerConfig {
     pub auth: crate::auth::AuthConfig,
     /// TLS on both listeners (`[tls] cert`, `key`: PEM files, re-read when they change).
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Trace export (`[telemetry]`); the `OTEL_*` variables fill in what it leaves out.
+    pub telemetry: TelemetrySection,
+}
+
+/// `[telemetry]`: OTLP export of the server's spans. Off unless an endpoint is given here or in
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// The OTLP endpoint (`http://collector:4318`).
+    pub endpoint: Option<String>,
+    /// `http/protobuf` (default) or `grpc`.
+    pub protocol: Option<String>,
+    /// `service.name` (default `herald-server`; `OTEL_SERVICE_NAME` wins).
+    pub service_name: Option<String>,
+}
+
+impl TelemetrySection {
+    /// What `herald_telemetry::install` takes.
+    pub fn config(&self) -> Result<herald_telemetry::TelemetryConfig, ConfigError> {
+        let protocol =
+            self.protocol.as_deref().map(str::parse).transpose().map_err(|e: herald_telemetry::TelemetryError| {
+                ConfigError::Range(format!("[telemetry] protocol: {e}"))
+            })?;
+        Ok(herald_telemetry::TelemetryConfig {
+            endpoint: self.endpoint.clone(),
+            protocol,
+            service_name: self.service_name.clone(),
+        })
+    }
 }
 
 impl Default for ServerConfig {
@@ -90,6 +120,7 @@ impl Default for ServerConfig {
             broker: BrokerConfig::default(),
             auth: crate::auth::AuthConfig::default(),
             tls: None,
+            telemetry: TelemetrySection::default(),
         }
     }
 }
@@ -147,6 +178,7 @@ impl ServerConfig {
 
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.telemetry.config()?;
         let positive = [
             ("max_request_bytes", self.max_request_bytes),
             ("max_event_bytes", self.max_event_bytes),

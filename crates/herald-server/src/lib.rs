@@ -28,7 +28,7 @@ mod tls;
 
 pub use tls::TlsConfig;
 
-pub use config::{ConfigError, ServerConfig};
+pub use config::{ConfigError, ServerConfig, TelemetrySection};
 pub use conn::{RESERVE_CONNECTIONS, raise_descriptor_limit};
 
 /// Most concurrent gRPC streams (calls and subscriptions) on one connection: advertised to the

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use herald_core::Event;
+use herald_telemetry::{FutureExt as _, Spans};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -458,7 +459,11 @@ impl Runtime {
         }
         let event = m.event.clone();
         let ctx = (event.id().to_owned(), event.correlationid().map(str::to_owned));
+        let process = Spans::process(&m.topic, &m.event, m.partition, m.offset, &self.group, m.attempt);
         let run = HANDLING.scope(ctx, (self.handler)(event));
+        // Events the handler publishes are created inside its `process` span.
+        let cx = process.as_ref().map_or_else(herald_telemetry::TraceContext::current, |p| p.cx.clone());
+        let run = run.with_context(cx);
         let result = match tokio::time::timeout(self.timeout, AssertUnwindSafe(run).catch_unwind()).await {
             Ok(Ok(r)) => r,
             Ok(Err(panic)) => {
@@ -474,6 +479,10 @@ impl Runtime {
         let latency = start.elapsed();
         m.handler_duration = Some(latency);
         let m = &*m;
+        if let (Some(p), Err(e)) = (&process, &result) {
+            p.fail(if e.is_permanent() { "permanent" } else { "retryable" }, e.message());
+        }
+        let settle = |how| process.as_ref().map(|p| Spans::settle(p, &m.topic, &m.event, &self.group, how));
         let outcome = match result {
             Ok(()) => {
                 // Completion is recorded before the ack: a crash in between is recognised later.
@@ -482,14 +491,22 @@ impl Runtime {
                 {
                     tracing::warn!(error = %e, "could not record completion in the idempotency store");
                 }
-                self.settle(m, Outcome::Ok, self.sub.ack(m).await)
+                let span = settle("ack");
+                self.settle(m, Outcome::Ok, traced(span, self.sub.ack(m).await))
             }
             Err(e) if e.is_permanent() || self.retry.exhausted(m.attempt) => {
-                self.settle(m, Outcome::Dlq, self.sub.reject(m, e.message()).await)
+                let span = settle("reject");
+                self.settle(m, Outcome::Dlq, traced(span, self.sub.reject(m, e.message()).await))
             }
             // The backoff is the group's: the backend applies its stored policy.
-            Err(e) => self.settle(m, Outcome::Retry, self.sub.nack(m, None, e.message()).await),
+            Err(e) => {
+                let span = settle("nack");
+                self.settle(m, Outcome::Retry, traced(span, self.sub.nack(m, None, e.message()).await))
+            }
         };
+        if let Some(p) = process {
+            p.end();
+        }
         self.budget.observe(latency);
         self.record(m, outcome, latency);
     }
@@ -525,6 +542,7 @@ impl Runtime {
         }
     }
 
+    /// Settles by outcome; `Retry` when the settle failed (the broker redelivers).
     fn settle(&self, m: &Message, outcome: Outcome, result: Result<()>) -> Outcome {
         if let Err(e) = result {
             // The broker redelivers what could not be settled (ack timeout or reassignment).
@@ -533,4 +551,15 @@ impl Runtime {
         }
         outcome
     }
+}
+
+/// Ends a settle span, marking it failed when the settle could not be made.
+fn traced(span: Option<herald_telemetry::Started>, result: Result<()>) -> Result<()> {
+    if let Some(span) = span {
+        if let Err(e) = &result {
+            span.fail(e.code().as_str(), &e.to_string());
+        }
+        span.end();
+    }
+    result
 }

@@ -69,6 +69,12 @@ pub use idempotency::{IdempotencyStore, MemoryIdempotency};
 pub use producer::{Producer, ProducerConfig};
 pub use tokio_util::sync::CancellationToken;
 
+/// Traces: Herald's spans follow the OpenTelemetry messaging conventions, and each event carries
+/// its trace context (`traceparent`). Off until a binary calls `telemetry::install` (feature
+/// `otlp`, configured by the `OTEL_*` variables) or an application that installed its own
+/// global tracer provider calls [`telemetry::enable`].
+pub use herald_telemetry as telemetry;
+
 const _: () = {
     const fn send_sync<T: Send + Sync>() {}
     send_sync::<Client>();

@@ -56,7 +56,13 @@ tokio::task_local! {
 }
 
 /// Sets the correlation and causation ids an event should carry.
-fn stamp(event: Event) -> Result<Event> {
+fn stamp(topic: &str, event: Event) -> Result<Event> {
+    let event = stamp_ids(event)?;
+    // Tracing on: a `create` span, whose context the event carries from here on.
+    Ok(herald_telemetry::Spans::create(topic, &event).unwrap_or(event))
+}
+
+fn stamp_ids(event: Event) -> Result<Event> {
     let inherited = HANDLING.try_with(|(id, corr)| (id.clone(), corr.clone())).ok();
     match inherited {
         Some((cause, corr)) => {
@@ -88,7 +94,7 @@ impl Producer {
     /// Publishes one event; resolves once it is stored per the topic's durability. Waits while
     /// the producer's buffer is full.
     pub async fn publish(&self, topic: &str, event: Event) -> Result<Receipt> {
-        let event = stamp(event)?;
+        let event = stamp(topic, event)?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Pending { topic: topic.to_owned(), event, reply })
@@ -101,7 +107,7 @@ impl Producer {
     pub async fn publish_all(&self, topic: &str, events: Vec<Event>) -> Result<Vec<Receipt>> {
         let mut waits = Vec::with_capacity(events.len());
         for event in events {
-            let event = stamp(event)?;
+            let event = stamp(topic, event)?;
             let (reply, rx) = oneshot::channel();
             self.tx
                 .send(Pending { topic: topic.to_owned(), event, reply })
@@ -184,7 +190,15 @@ fn spawn_topic_worker(backend: Arc<dyn Backend>, topic: String, retry_for: Durat
     tokio::spawn(async move {
         while let Ok(Some(pending)) = tokio::time::timeout(TOPIC_WORKER_IDLE, rx.recv()).await {
             let events: Vec<Event> = pending.iter().map(|p| p.event.clone()).collect();
-            match publish_with_retry(&*backend, &topic, events, retry_for).await {
+            let send = herald_telemetry::Spans::send(&topic, &events);
+            let result = publish_with_retry(&*backend, &topic, events, retry_for).await;
+            if let Some(send) = send {
+                if let Err(e) = &result {
+                    send.fail(e.code().as_str(), &e.to_string());
+                }
+                send.end();
+            }
+            match result {
                 Ok(receipts) => {
                     for (p, r) in pending.into_iter().zip(receipts) {
                         let _ = p.reply.send(Ok(r));

@@ -231,6 +231,7 @@ impl Group {
         let receipts = broker.publish_batch(&dead_letter::dlq_topic(&self.name), events).await?;
         for (o, r) in batch.iter().zip(&receipts) {
             self.history.dead_lettered(&o.topic, o.partition, o.offset, &o.failures.reason, o.attempts, r.offset);
+            herald_telemetry::Spans::dead_letter(&o.topic, &o.event, &self.name, &o.failures.reason, o.attempts);
         }
         Ok(())
     }
@@ -259,6 +260,7 @@ pub(crate) async fn dlq_replay(broker: &Broker, group: &str) -> Result<usize> {
     let Some((p, created, end)) = view else { return Ok(0) };
     let mut replay = Vec::new();
     let mut origins = Vec::new();
+    let mut letters_replayed = Vec::new();
     let mut keep = Vec::new();
     for l in letters {
         // A damaged stretch's evidence holds no event to handle: it stays until purged.
@@ -267,6 +269,7 @@ pub(crate) async fn dlq_replay(broker: &Broker, group: &str) -> Result<usize> {
         } else {
             replay.push(dead_letter::for_replay(&l.event));
             origins.push(dead_letter::origin(&l.event));
+            letters_replayed.push(l.event);
         }
     }
     let count = replay.len();
@@ -285,9 +288,10 @@ pub(crate) async fn dlq_replay(broker: &Broker, group: &str) -> Result<usize> {
             t.listeners.add(&g.notify);
         }
         let receipts = broker.publish_batch(&topic, replay).await?;
-        for (origin, r) in origins.iter().zip(&receipts) {
+        for ((origin, letter), r) in origins.iter().zip(&letters_replayed).zip(&receipts) {
             if let Some((t, p, o)) = origin {
                 g.history.replayed(t, *p, *o, (r.topic.to_string(), r.partition, r.offset));
+                herald_telemetry::Spans::replay(t, letter, group, &r.topic, r.offset);
             }
         }
     }

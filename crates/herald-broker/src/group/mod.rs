@@ -441,6 +441,20 @@ impl Group {
             return Err(e);
         }
         self.history.delivered(member, &poll.deliveries);
+        if herald_telemetry::enabled() {
+            for d in &poll.deliveries {
+                let s = &d.stored;
+                herald_telemetry::Spans::deliver(
+                    &s.topic,
+                    &s.event,
+                    s.partition,
+                    s.offset,
+                    &self.name,
+                    member,
+                    d.attempt,
+                );
+            }
+        }
         match failure {
             Some(e) if poll.deliveries.is_empty() => Err(e),
             _ => Ok(poll.deliveries),
