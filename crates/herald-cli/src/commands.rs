@@ -667,6 +667,9 @@ pub async fn consume(g: &Global, a: ConsumeArgs) -> Result<()> {
                     last_event = Instant::now();
                 }
                 for m in &messages {
+                    // Printing is this consumer's handler: its process span (tracing on).
+                    let (t, e) = (&m.topic, &m.event);
+                    let span = herald::telemetry::Spans::process(t, e, m.partition, m.offset, &a.group, m.attempt);
                     let line = delivery_json(m);
                     // Printed before acked: a failed write leaves the event unacked (redelivered).
                     match writeln!(out, "{line}").and_then(|()| out.flush()) {
@@ -675,6 +678,9 @@ pub async fn consume(g: &Global, a: ConsumeArgs) -> Result<()> {
                         Err(e) => return Err(e).context("writing to stdout"),
                     }
                     sub.ack(m).await.with_context(|| format!("acking {}/{}@{}", m.topic, m.partition, m.offset))?;
+                    if let Some(span) = span {
+                        span.end();
+                    }
                     consumed += 1;
                 }
             }

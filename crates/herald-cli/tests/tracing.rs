@@ -13,6 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald::{CancellationToken, Event, HandlerError, RetryPolicy, TopicConfig};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -46,7 +50,7 @@ impl Got {
 }
 
 #[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<Got>>>);
+struct Received(Arc<Mutex<Vec<Got>>>, Arc<Mutex<Vec<(String, String)>>>);
 
 impl Received {
     fn add(&self, request: ExportTraceServiceRequest) {
@@ -70,6 +74,16 @@ impl Received {
         }
     }
 
+    /// Metric names received, with the unit each came with.
+    fn add_metrics(&self, request: ExportMetricsServiceRequest) {
+        let mut all = self.1.lock().unwrap();
+        for rm in request.resource_metrics {
+            for sm in rm.scope_metrics {
+                all.extend(sm.metrics.into_iter().map(|m| (m.name, m.unit)));
+            }
+        }
+    }
+
     fn in_trace(&self, trace_id: &[u8]) -> Vec<Got> {
         self.0.lock().unwrap().iter().filter(|g| g.span.trace_id == trace_id).cloned().collect()
     }
@@ -86,40 +100,70 @@ impl TraceService for Received {
     }
 }
 
+#[tonic::async_trait]
+impl MetricsService for Received {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.add_metrics(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: None }))
+    }
+}
+
 /// The receiver: an OTLP/gRPC and an OTLP/HTTP (protobuf) endpoint.
 async fn receiver() -> (Received, SocketAddr, SocketAddr) {
     let received = Received::default();
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc_addr = grpc.local_addr().unwrap();
     let service = TraceServiceServer::new(received.clone());
+    let metrics = MetricsServiceServer::new(received.clone());
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(service)
+            .add_service(metrics)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc))
             .await
             .unwrap();
     });
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_addr = http.local_addr().unwrap();
-    let r = received.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let r = r.clone();
-            async move {
-                match ExportTraceServiceRequest::decode(body) {
-                    Ok(req) => {
-                        r.add(req);
-                        (
-                            axum::http::StatusCode::OK,
-                            ExportTraceServiceResponse { partial_success: None }.encode_to_vec(),
-                        )
+    let (r, rm) = (received.clone(), received.clone());
+    let app = axum::Router::new()
+        .route(
+            "/v1/metrics",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let r = rm.clone();
+                async move {
+                    match ExportMetricsServiceRequest::decode(body) {
+                        Ok(req) => {
+                            r.add_metrics(req);
+                            let ok = ExportMetricsServiceResponse { partial_success: None };
+                            (axum::http::StatusCode::OK, ok.encode_to_vec())
+                        }
+                        Err(e) => (axum::http::StatusCode::BAD_REQUEST, e.to_string().into_bytes()),
                     }
-                    Err(e) => (axum::http::StatusCode::BAD_REQUEST, e.to_string().into_bytes()),
                 }
-            }
-        }),
-    );
+            }),
+        )
+        .route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let r = r.clone();
+                async move {
+                    match ExportTraceServiceRequest::decode(body) {
+                        Ok(req) => {
+                            r.add(req);
+                            (
+                                axum::http::StatusCode::OK,
+                                ExportTraceServiceResponse { partial_success: None }.encode_to_vec(),
+                            )
+                        }
+                        Err(e) => (axum::http::StatusCode::BAD_REQUEST, e.to_string().into_bytes()),
+                    }
+                }
+            }),
+        );
     tokio::spawn(async move { axum::serve(http, app).await.unwrap() });
     (received, grpc_addr, http_addr)
 }
@@ -309,6 +353,39 @@ async fn one_trace_per_event_across_producer_server_and_consumer() {
     assert_eq!(again.attr("error.type"), None, "the replayed event succeeded");
     assert_eq!(again.span.parent_span_id, create.span.span_id);
 
+    // The messaging metrics under their OpenTelemetry names and units.
+    tokio::task::block_in_place(|| telemetry.flush());
+    let metrics: HashMap<String, String> = received.1.lock().unwrap().iter().cloned().collect();
+    for (name, unit) in [
+        ("messaging.client.sent.messages", "{message}"),
+        ("messaging.client.operation.duration", "s"),
+        ("messaging.client.consumed.messages", "{message}"),
+        ("messaging.process.duration", "s"),
+    ] {
+        assert_eq!(metrics.get(name).map(String::as_str), Some(unit), "{name} in {metrics:?}");
+    }
+
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    client.close().await.unwrap();
+
+    // The same spans over mem://: the broker is in this process, so its spans come from here.
+    let client = herald::connect("mem://").await.unwrap();
+    client.ensure_topic("audit", TopicConfig::default()).await.unwrap();
+    let receipt = client.producer().publish("audit", Event::builder("audit.logged").build().unwrap()).await.unwrap();
+    let stored = client.backend().read("audit", receipt.partition, receipt.offset, 1).await.unwrap();
+    let trace = trace_id(&stored[0].event);
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(
+        client.consumer("auditors").subscribe(["audit"]).handler(|_e: Event| async { Ok(()) }).run(stop.clone()),
+    );
+    let spans = wait_for("mem://", &telemetry, &received, &trace, |n| {
+        ["create audit", "publish audit", "deliver audit", "process audit", "settle audit"]
+            .iter()
+            .all(|s| n.contains_key(*s))
+    })
+    .await;
+    assert!(spans.iter().all(|s| s.service == "orders-app"), "every span from this process");
     stop.cancel();
     run.await.unwrap().unwrap();
     client.close().await.unwrap();

@@ -5,8 +5,9 @@
 //! `[telemetry]`) come first. Off unless an endpoint is given.
 
 use opentelemetry::global;
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_otlp::{MetricExporter, SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
 /// How spans travel to the endpoint.
@@ -58,6 +59,7 @@ pub enum TelemetryError {
 /// Installed export: flushes and stops on [`Telemetry::shutdown`] (or when dropped).
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    meters: Option<SdkMeterProvider>,
 }
 
 impl Telemetry {
@@ -73,6 +75,11 @@ impl Telemetry {
         {
             tracing::warn!(error = %e, "flushing spans failed");
         }
+        if let Some(m) = &self.meters
+            && let Err(e) = m.force_flush()
+        {
+            tracing::warn!(error = %e, "flushing metrics failed");
+        }
     }
 
     fn stop(&mut self) {
@@ -81,6 +88,11 @@ impl Telemetry {
             if let Err(e) = p.shutdown() {
                 tracing::warn!(error = %e, "stopping the span exporter failed");
             }
+        }
+        if let Some(m) = self.meters.take()
+            && let Err(e) = m.shutdown()
+        {
+            tracing::warn!(error = %e, "stopping the metric exporter failed");
         }
     }
 }
@@ -120,6 +132,14 @@ pub fn install(config: &TelemetryConfig, default_service: &str) -> Result<Option
             None => Protocol::HttpProtobuf,
         },
     };
+    // A base URL given here is completed with each signal's path, as OTEL_EXPORTER_OTLP_ENDPOINT is.
+    let http_endpoint = |path: &str| {
+        config.endpoint.as_deref().map(|e| {
+            let e = e.trim_end_matches('/');
+            let base = e.strip_suffix("/v1/traces").unwrap_or(e);
+            format!("{base}{path}")
+        })
+    };
     let exporter = match protocol {
         Protocol::Grpc => {
             let mut b = SpanExporter::builder().with_tonic();
@@ -130,10 +150,25 @@ pub fn install(config: &TelemetryConfig, default_service: &str) -> Result<Option
         }
         Protocol::HttpProtobuf => {
             let mut b = SpanExporter::builder().with_http().with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+            if let Some(e) = http_endpoint("/v1/traces") {
+                b = b.with_endpoint(e);
+            }
+            b.build()
+        }
+    }
+    .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    let metrics = match protocol {
+        Protocol::Grpc => {
+            let mut b = MetricExporter::builder().with_tonic();
             if let Some(e) = &config.endpoint {
-                // A base URL, as in OTEL_EXPORTER_OTLP_ENDPOINT: the traces path is added.
-                let e = e.trim_end_matches('/');
-                b = b.with_endpoint(if e.ends_with("/v1/traces") { e.to_owned() } else { format!("{e}/v1/traces") });
+                b = b.with_endpoint(e.clone());
+            }
+            b.build()
+        }
+        Protocol::HttpProtobuf => {
+            let mut b = MetricExporter::builder().with_http().with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+            if let Some(e) = http_endpoint("/v1/metrics") {
+                b = b.with_endpoint(e);
             }
             b.build()
         }
@@ -144,8 +179,11 @@ pub fn install(config: &TelemetryConfig, default_service: &str) -> Result<Option
         resource =
             resource.with_service_name(config.service_name.clone().unwrap_or_else(|| default_service.to_owned()));
     }
-    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build();
+    let resource = resource.build();
+    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.clone()).build();
+    let meters = SdkMeterProvider::builder().with_periodic_exporter(metrics).with_resource(resource).build();
     global::set_tracer_provider(provider.clone());
+    global::set_meter_provider(meters.clone());
     crate::enable();
-    Ok(Some(Telemetry { provider: Some(provider) }))
+    Ok(Some(Telemetry { provider: Some(provider), meters: Some(meters) }))
 }

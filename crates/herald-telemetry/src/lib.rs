@@ -20,6 +20,9 @@
 //! | `settle <topic>` | client | the consumer runtime: ack, nack or reject of one attempt |
 //! | `dead_letter <topic>` | internal | the broker, per event stored in a DLQ |
 //! | `replay <topic>` | internal | the broker, per dead letter sent back (linked to `create`) |
+//!
+//! The producer and the runtime also record the OpenTelemetry messaging metrics ([`metrics`]),
+//! exported with the spans; their Prometheus counterparts (`herald_*`) are the `metrics` crate's.
 
 #![deny(missing_docs)]
 
@@ -37,6 +40,7 @@ pub use opentelemetry::{Context as TraceContext, KeyValue as Attribute};
 
 #[cfg(feature = "otlp")]
 mod export;
+pub mod metrics;
 #[cfg(feature = "otlp")]
 pub use export::{Protocol, Telemetry, TelemetryConfig, TelemetryError, install};
 

@@ -479,9 +479,11 @@ impl Runtime {
         let latency = start.elapsed();
         m.handler_duration = Some(latency);
         let m = &*m;
+        let error_type = result.as_ref().err().map(|e| if e.is_permanent() { "permanent" } else { "retryable" });
         if let (Some(p), Err(e)) = (&process, &result) {
-            p.fail(if e.is_permanent() { "permanent" } else { "retryable" }, e.message());
+            p.fail(error_type.unwrap_or_default(), e.message());
         }
+        herald_telemetry::metrics::processed(&m.topic, &self.group, latency, error_type);
         let settle = |how| process.as_ref().map(|p| Spans::settle(p, &m.topic, &m.event, &self.group, how));
         let outcome = match result {
             Ok(()) => {

@@ -191,7 +191,10 @@ fn spawn_topic_worker(backend: Arc<dyn Backend>, topic: String, retry_for: Durat
         while let Ok(Some(pending)) = tokio::time::timeout(TOPIC_WORKER_IDLE, rx.recv()).await {
             let events: Vec<Event> = pending.iter().map(|p| p.event.clone()).collect();
             let send = herald_telemetry::Spans::send(&topic, &events);
+            let (count, started) = (events.len(), std::time::Instant::now());
             let result = publish_with_retry(&*backend, &topic, events, retry_for).await;
+            let error = result.as_ref().err().map(|e| e.code().as_str());
+            herald_telemetry::metrics::sent(&topic, count, started.elapsed(), error);
             if let Some(send) = send {
                 if let Err(e) = &result {
                     send.fail(e.code().as_str(), &e.to_string());

@@ -89,7 +89,7 @@ async fn workload(
                 ..SubscribeOptions::default()
             };
             let sub = backend.subscribe(&group, options).await.with_context(|| format!("joining group {group}"))?;
-            receivers.push((g, SdkReceiver::new(sub)));
+            receivers.push((g, SdkReceiver::new(sub, &group)));
         }
     }
     let schedule = Schedule::starting_soon(plan.warmup, plan.duration);
@@ -144,8 +144,19 @@ impl BatchSender for SdkSender {
             }
             events.push(b.build().map_err(|e| format!("building an event: {e}"))?);
         }
-        let receipts = self.backend.publish(topic, events).await.map_err(|e| e.to_string())?;
-        Ok(receipts.len() as u64)
+        // With tracing on, what the SDK's producer does: a create span per event, a send span
+        // per batch (so that `herald bench` measures what tracing costs an application).
+        let send = if herald::telemetry::enabled() {
+            events = events.into_iter().map(|e| herald::telemetry::Spans::create(topic, &e).unwrap_or(e)).collect();
+            herald::telemetry::Spans::send(topic, &events)
+        } else {
+            None
+        };
+        let receipts = self.backend.publish(topic, events).await.map_err(|e| e.to_string());
+        if let Some(s) = send {
+            s.end();
+        }
+        Ok(receipts?.len() as u64)
     }
 }
 
@@ -155,13 +166,14 @@ const ACK_ROUNDS_MAX: usize = 8;
 
 struct SdkReceiver {
     sub: Arc<dyn Subscription>,
+    group: String,
     /// Ack rounds in flight: each answers how many acks failed, and the first error.
     acking: tokio::task::JoinSet<(u64, Option<String>)>,
 }
 
 impl SdkReceiver {
-    fn new(sub: Box<dyn Subscription>) -> Self {
-        SdkReceiver { sub: Arc::from(sub), acking: tokio::task::JoinSet::new() }
+    fn new(sub: Box<dyn Subscription>, group: &str) -> Self {
+        SdkReceiver { sub: Arc::from(sub), group: group.to_owned(), acking: tokio::task::JoinSet::new() }
     }
 
     fn count(r: &mut Received, done: Result<(u64, Option<String>), tokio::task::JoinError>) {
@@ -177,6 +189,17 @@ impl Receiver for SdkReceiver {
     async fn receive(&mut self, stamps: &mut Vec<u64>) -> Result<Received, String> {
         let messages = self.sub.fetch(FETCH_MAX, FETCH_WAIT).await.map_err(|e| e.to_string())?;
         let mut r = Received { at_ns: measure::now_ns(), redelivered: 0, ack_errors: 0, ack_error: None };
+        if herald::telemetry::enabled() {
+            // What the consumer runtime does per message: a process span (the bench's handler
+            // does nothing).
+            for m in &messages {
+                let (t, e, g) = (&m.topic, &m.event, &self.group);
+                let p = herald::telemetry::Spans::process(t, e, m.partition, m.offset, g, m.attempt);
+                if let Some(p) = p {
+                    p.end();
+                }
+            }
+        }
         for m in &messages {
             match measure::stamp(m.event.data()) {
                 Some(s) if m.attempt == 1 => stamps.push(s),
