@@ -445,8 +445,9 @@ impl Broker {
         let n = partitions.len() as u32;
         let mut per_partition: Vec<Vec<(usize, Event, Vec<u8>)>> = (0..n).map(|_| Vec::new()).collect();
         let count = events.len();
-        // Only when tracing is on: the events again, for their `publish` spans.
-        let traced = herald_telemetry::enabled().then(|| events.clone());
+        // Only when tracing is on: a `publish` span per event, ended once it is stored.
+        let tracing = herald_telemetry::enabled();
+        let mut spans: Vec<Option<herald_telemetry::Started>> = Vec::new();
         for (i, event) in events.into_iter().enumerate() {
             let encoded = binary::encode(&event);
             if encoded.len() as u64 > config.max_event_bytes {
@@ -457,6 +458,9 @@ impl Broker {
                 });
             }
             let p = herald_model::routing::route_event(&event, n);
+            if tracing {
+                spans.push(herald_telemetry::Spans::publish(topic_name, &event, p));
+            }
             per_partition[p as usize].push((i, event, encoded));
         }
         let mut receipts: Vec<Option<Receipt>> = vec![None; count];
@@ -483,16 +487,16 @@ impl Broker {
                 }
             }
         }
+        for (span, r) in spans.into_iter().zip(&receipts) {
+            if let Some(span) = span {
+                let code = first_error.as_ref().map(|e| e.code().as_str());
+                herald_telemetry::Spans::published(span, r.as_ref().map(|r| r.offset), code);
+            }
+        }
         if let Some(e) = first_error {
             return Err(e);
         }
-        let receipts: Vec<Receipt> = receipts.into_iter().map(|r| r.expect("every event got a receipt")).collect();
-        for (event, r) in traced.iter().flatten().zip(&receipts) {
-            if !r.duplicate {
-                herald_telemetry::Spans::publish(topic_name, event, r.partition, r.offset);
-            }
-        }
-        Ok(receipts)
+        Ok(receipts.into_iter().map(|r| r.expect("every event got a receipt")).collect())
     }
 
     /// Reads stored events of one partition from `offset` (a browse: no group, no ack).

@@ -138,7 +138,7 @@ fn variables(expr: &str) -> BTreeSet<String> {
 /// Brackets and quotes that do not pair up (a sure sign of broken PromQL), if any.
 fn unbalanced(expr: &str) -> Option<String> {
     let code = without_strings(expr);
-    if code.matches('"').count() % 2 != 0 {
+    if !code.matches('"').count().is_multiple_of(2) {
         return Some("an unterminated string".into());
     }
     let mut open = Vec::new();
@@ -223,14 +223,14 @@ fn shape_problems(d: &Value) -> Vec<String> {
     let mut fail = |p: String| problems.push(p);
 
     for key in ["title", "uid"] {
-        if !d[key].as_str().is_some_and(|s| !s.is_empty()) {
+        if d[key].as_str().is_none_or(|s| s.is_empty()) {
             fail(format!("`{key}` is not a non-empty string"));
         }
     }
     if !d["schemaVersion"].is_number() {
         fail("`schemaVersion` is not a number".into());
     }
-    if !d["panels"].as_array().is_some_and(|p| !p.is_empty()) {
+    if d["panels"].as_array().is_none_or(|p| p.is_empty()) {
         fail("`panels` is not a non-empty array".into());
     }
     if !d["templating"]["list"].is_array() {
@@ -312,7 +312,7 @@ fn shape_problems(d: &Value) -> Vec<String> {
         if !is_our_datasource(&p["datasource"]) {
             fail(format!("{what}: datasource is not {DATASOURCE}: {}", p["datasource"]));
         }
-        if !p["fieldConfig"]["defaults"]["unit"].as_str().is_some_and(|u| !u.is_empty()) {
+        if p["fieldConfig"]["defaults"]["unit"].as_str().is_none_or(|u| u.is_empty()) {
             fail(format!("{what}: no unit in fieldConfig.defaults"));
         }
         let targets = p["targets"].as_array().map(Vec::as_slice).unwrap_or_default();
@@ -363,10 +363,13 @@ fn the_dashboard_has_the_shape_grafana_imports() {
 }
 
 /// The checks above fail on the mistakes they are for.
+/// One way to break a dashboard.
+type Breakage = Box<dyn Fn(&mut Value)>;
+
 #[test]
 fn the_shape_check_catches_broken_dashboards() {
     let good = dashboard();
-    let breakages: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let breakages: Vec<(&str, Breakage)> = vec![
         ("no title", Box::new(|d| d["title"] = json!(""))),
         ("schemaVersion a string", Box::new(|d| d["schemaVersion"] = json!("39"))),
         ("no datasource input", Box::new(|d| d["__inputs"] = json!([]))),

@@ -72,6 +72,20 @@ impl Event {
         EventBuilder { event: self.clone(), error: None }
     }
 
+    /// Sets the trace context (`traceparent`, `tracestate`): what a producer's tracing does to
+    /// every event, so only these fields are checked (and the size under [`Limits::HARD`]), not
+    /// the whole event again. On error the event is left as it was.
+    pub fn set_trace_context(&mut self, traceparent: String, tracestate: Option<String>) -> Result<(), EventError> {
+        crate::validate::check_trace(Some(&traceparent), tracestate.as_deref())?;
+        let old = (self.traceparent.replace(traceparent), std::mem::replace(&mut self.tracestate, tracestate));
+        let event_bytes = crate::codec::binary::encoded_len(self);
+        if event_bytes > Limits::HARD.event_bytes_max {
+            (self.traceparent, self.tracestate) = old;
+            return Err(EventError::EventTooLarge { event_bytes, limit: Limits::HARD.event_bytes_max });
+        }
+        Ok(())
+    }
+
     /// Checks this event against other limits, e.g. a topic's stricter ones.
     pub fn check_limits(&self, limits: &Limits) -> Result<(), EventError> {
         validate(self, limits)
@@ -332,6 +346,28 @@ impl EventBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trace_context_is_checked_and_a_refused_one_leaves_the_event_as_it_was() {
+        let mut e = Event::builder("t").build().unwrap();
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        e.set_trace_context(tp.into(), Some("k=v".into())).unwrap();
+        assert_eq!((e.traceparent(), e.tracestate()), (Some(tp), Some("k=v")));
+        let before = e.clone();
+        assert!(matches!(e.set_trace_context("00-zz".into(), None), Err(EventError::InvalidTraceparent { .. })));
+        assert!(e.set_trace_context(tp.into(), Some("\u{1}".into())).is_err());
+        assert_eq!(e, before);
+        let mut big = Event::builder("t")
+            .data(vec![0u8; Limits::HARD.event_bytes_max - 200], "application/octet-stream")
+            .build_with(&Limits::HARD)
+            .unwrap();
+        let size = big.clone();
+        assert!(matches!(
+            big.set_trace_context(tp.into(), Some("x".repeat(300))),
+            Err(EventError::EventTooLarge { .. })
+        ));
+        assert_eq!(big, size);
+    }
 
     #[test]
     fn stored_events_skip_validation_but_keep_their_required_attributes() {

@@ -310,15 +310,7 @@ pub(crate) fn validate(event: &Event, limits: &Limits) -> Result<(), EventError>
         }
         check_present("partitionkey", key)?;
     }
-    if let Some(tp) = &event.traceparent {
-        parse_traceparent(tp).map_err(|reason| EventError::InvalidTraceparent { value: excerpt(tp), reason })?;
-    }
-    if let Some(ts) = &event.tracestate {
-        check_present("tracestate", ts)?;
-        if let Some(position) = ts.bytes().position(|b| !(0x20..=0x7e).contains(&b)) {
-            return Err(EventError::InvalidTracestate { value: excerpt(ts), position });
-        }
-    }
+    check_trace(event.traceparent.as_deref(), event.tracestate.as_deref())?;
     if let Some(id) = &event.correlationid {
         check_present("correlationid", id)?;
     }
@@ -355,6 +347,20 @@ pub(crate) fn validate(event: &Event, limits: &Limits) -> Result<(), EventError>
     let event_bytes = binary::encoded_len(event);
     if event_bytes > limits.event_bytes_max {
         return Err(EventError::EventTooLarge { event_bytes, limit: limits.event_bytes_max });
+    }
+    Ok(())
+}
+
+/// Checks `traceparent` and `tracestate` (W3C Trace Context).
+pub(crate) fn check_trace(traceparent: Option<&str>, tracestate: Option<&str>) -> Result<(), EventError> {
+    if let Some(tp) = traceparent {
+        parse_traceparent(tp).map_err(|reason| EventError::InvalidTraceparent { value: excerpt(tp), reason })?;
+    }
+    if let Some(ts) = tracestate {
+        check_present("tracestate", ts)?;
+        if let Some(position) = ts.bytes().position(|b| !(0x20..=0x7e).contains(&b)) {
+            return Err(EventError::InvalidTracestate { value: excerpt(ts), position });
+        }
     }
     Ok(())
 }

@@ -27,8 +27,10 @@
 #![deny(missing_docs)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use herald_core::{Event, EventBuilder};
+use opentelemetry::global::BoxedTracer;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{Link, SpanContext, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue, global};
@@ -79,6 +81,17 @@ pub mod semconv {
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// The tracer of the provider installed when tracing was turned on (taken once, not per span).
+static TRACER: RwLock<Option<Arc<BoxedTracer>>> = RwLock::new(None);
+
+fn tracer() -> Arc<BoxedTracer> {
+    if let Some(t) = TRACER.read().expect("tracer lock poisoned").as_ref() {
+        return t.clone();
+    }
+    let t = Arc::new(global::tracer("herald"));
+    *TRACER.write().expect("tracer lock poisoned") = Some(t.clone());
+    t
+}
 
 /// Whether Herald makes spans in this process.
 #[inline]
@@ -89,6 +102,7 @@ pub fn enabled() -> bool {
 /// Makes Herald create spans with the global tracer provider: call it after installing your
 /// own provider (`opentelemetry::global::set_tracer_provider`). [`install`] calls it itself.
 pub fn enable() {
+    *TRACER.write().expect("tracer lock poisoned") = None;
     ENABLED.store(true, Ordering::Relaxed);
 }
 
@@ -174,7 +188,7 @@ impl Started {
         self.cx.span().set_attributes(attributes);
     }
 
-    /// Ends the span now.
+    /// Ends the span now (nothing for the context of an event whose trace is not sampled).
     pub fn end(self) {
         self.cx.span().end();
     }
@@ -201,15 +215,28 @@ fn base(op_type: &'static str, op_name: &'static str, about: &About<'_>) -> Vec<
     a
 }
 
-fn start(name: String, kind: SpanKind, parent: &Context, attributes: Vec<KeyValue>, links: Vec<Link>) -> Started {
-    let tracer = global::tracer("herald");
-    let span = tracer
-        .span_builder(name)
-        .with_kind(kind)
-        .with_attributes(attributes)
-        .with_links(links)
-        .start_with_context(&tracer, parent);
-    Started { cx: parent.with_span(span) }
+fn start(
+    name: String,
+    kind: SpanKind,
+    parent: &Context,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
+    links: Vec<Link>,
+) -> Started {
+    let tracer = tracer();
+    let span = tracer.span_builder(name).with_kind(kind).with_links(links).start_with_context(&*tracer, parent);
+    let cx = parent.with_span(span);
+    // Attributes only for a span that is kept (the sampler decided): nothing is built for the rest.
+    if cx.span().is_recording() {
+        cx.span().set_attributes(attributes());
+    }
+    Started { cx }
+}
+
+/// Whether `parent` (an event's context) was not sampled: its spans are not kept (Herald follows
+/// the decision made when the event was created, as parent-based samplers do), so none is made.
+fn unsampled(parent: &Context) -> bool {
+    let sc = parent.span().span_context().clone();
+    sc.is_valid() && !sc.is_sampled()
 }
 
 /// The spans Herald makes. Every function returns `None` when tracing is off.
@@ -218,21 +245,26 @@ pub struct Spans;
 impl Spans {
     /// `create <topic>`: a new event in a producer, child of the caller's current context.
     /// Returns the event carrying the span's `traceparent` (the span is ended: creating is
-    /// instant), or `None` when tracing is off or the event carries a trace context already.
-    pub fn create(topic: &str, event: &Event) -> Option<Event> {
+    /// instant); the event as it was when tracing is off or it carries a trace context already.
+    pub fn create(topic: &str, mut event: Event) -> Event {
         if !enabled() || event.traceparent().is_some() {
-            return None;
+            return event;
         }
         let s = start(
             format!("create {topic}"),
             SpanKind::Producer,
             &Context::current(),
-            base("create", "create", &About { topic, event }),
+            || base("create", "create", &About { topic, event: &event }),
             Vec::new(),
         );
-        let stamped = inject(&s.cx, event.to_builder()).build_with(&herald_core::Limits::HARD).ok();
+        let mut f = Fields::default();
+        TraceContextPropagator::new().inject_context(&s.cx, &mut f);
         s.end();
-        stamped
+        if let Some(tp) = f.traceparent {
+            // An event at the size limit stays as it is (untraced) rather than fail.
+            let _ = event.set_trace_context(tp, f.tracestate);
+        }
+        event
     }
 
     /// `send <topic>`: one batch leaving a producer, linked to each event's `create`.
@@ -240,7 +272,9 @@ impl Spans {
         if !enabled() {
             return None;
         }
-        let links: Vec<Link> = events.iter().filter_map(span_context_of).map(Link::with_context).collect();
+        // Links only to the events whose trace is kept.
+        let links: Vec<Link> =
+            events.iter().filter_map(span_context_of).filter(SpanContext::is_sampled).map(Link::with_context).collect();
         let attributes = vec![
             KeyValue::new(semconv::MESSAGING_SYSTEM, semconv::SYSTEM),
             KeyValue::new(semconv::MESSAGING_OPERATION_TYPE, "send"),
@@ -248,20 +282,31 @@ impl Spans {
             KeyValue::new(semconv::MESSAGING_DESTINATION_NAME, topic.to_owned()),
             KeyValue::new(semconv::MESSAGING_BATCH_MESSAGE_COUNT, events.len() as i64),
         ];
-        Some(start(format!("send {topic}"), SpanKind::Producer, &Context::current(), attributes, links))
+        Some(start(format!("send {topic}"), SpanKind::Producer, &Context::current(), || attributes, links))
     }
 
-    /// `publish <topic>`: the broker stored the event at `partition`@`offset` (a child of its
-    /// `create`; ended at once).
-    pub fn publish(topic: &str, event: &Event, partition: u32, offset: u64) {
+    /// `publish <topic>`: the broker stores the event in `partition` (a child of its `create`);
+    /// end it with [`Spans::published`] once stored.
+    pub fn publish(topic: &str, event: &Event, partition: u32) -> Option<Started> {
         if !enabled() {
-            return;
+            return None;
         }
-        let Some(parent) = context_of(event) else { return };
-        let mut a = base("send", "publish", &About { topic, event });
-        a.push(KeyValue::new(semconv::MESSAGING_DESTINATION_PARTITION_ID, partition.to_string()));
-        a.push(KeyValue::new(semconv::HERALD_OFFSET, offset as i64));
-        start(format!("publish {topic}"), SpanKind::Server, &parent, a, Vec::new()).end();
+        let parent = context_of(event).filter(|p| !unsampled(p))?;
+        let attributes = || {
+            let mut a = base("send", "publish", &About { topic, event });
+            a.push(KeyValue::new(semconv::MESSAGING_DESTINATION_PARTITION_ID, partition.to_string()));
+            a
+        };
+        Some(start(format!("publish {topic}"), SpanKind::Server, &parent, attributes, Vec::new()))
+    }
+
+    /// Ends a `publish` span: stored at `offset` (`None`: the append failed with `error`).
+    pub fn published(span: Started, offset: Option<u64>, error: Option<&str>) {
+        match offset {
+            Some(o) => span.set(vec![KeyValue::new(semconv::HERALD_OFFSET, o as i64)]),
+            None => span.fail(error.unwrap_or("storage"), "the append failed"),
+        }
+        span.end();
     }
 
     /// `deliver <topic>`: the broker handed attempt `attempt` to `member` of `group`.
@@ -269,18 +314,22 @@ impl Spans {
         if !enabled() {
             return;
         }
-        let Some(parent) = context_of(event) else { return };
-        let mut a = base("receive", "deliver", &About { topic, event });
-        a.push(KeyValue::new(semconv::MESSAGING_DESTINATION_PARTITION_ID, partition.to_string()));
-        a.push(KeyValue::new(semconv::HERALD_OFFSET, offset as i64));
-        a.push(KeyValue::new(semconv::MESSAGING_CONSUMER_GROUP_NAME, group.to_owned()));
-        a.push(KeyValue::new(semconv::MESSAGING_CLIENT_ID, member.to_owned()));
-        a.push(KeyValue::new(semconv::HERALD_ATTEMPT, i64::from(attempt)));
-        start(format!("deliver {topic}"), SpanKind::Server, &parent, a, Vec::new()).end();
+        let Some(parent) = context_of(event).filter(|p| !unsampled(p)) else { return };
+        let attributes = || {
+            let mut a = base("receive", "deliver", &About { topic, event });
+            a.push(KeyValue::new(semconv::MESSAGING_DESTINATION_PARTITION_ID, partition.to_string()));
+            a.push(KeyValue::new(semconv::HERALD_OFFSET, offset as i64));
+            a.push(KeyValue::new(semconv::MESSAGING_CONSUMER_GROUP_NAME, group.to_owned()));
+            a.push(KeyValue::new(semconv::MESSAGING_CLIENT_ID, member.to_owned()));
+            a.push(KeyValue::new(semconv::HERALD_ATTEMPT, i64::from(attempt)));
+            a
+        };
+        start(format!("deliver {topic}"), SpanKind::Server, &parent, attributes, Vec::new()).end();
     }
 
     /// `process <topic>`: one attempt of a handler, child of the event's `create` and linked to
-    /// it; the handler runs in the returned context.
+    /// it; the handler runs in the returned context (for an event whose trace is not sampled,
+    /// the event's context itself, so that what the handler publishes follows that decision).
     pub fn process(
         topic: &str,
         event: &Event,
@@ -293,21 +342,33 @@ impl Spans {
             return None;
         }
         let creation = context_of(event);
+        if let Some(parent) = creation.as_ref().filter(|p| unsampled(p)) {
+            return Some(Started { cx: parent.clone() });
+        }
         let links = creation.iter().map(|cx| Link::with_context(cx.span().span_context().clone())).collect();
         let parent = creation.unwrap_or_default();
-        let mut a = base("process", "process", &About { topic, event });
-        a.push(KeyValue::new(semconv::MESSAGING_DESTINATION_PARTITION_ID, partition.to_string()));
-        a.push(KeyValue::new(semconv::HERALD_OFFSET, offset as i64));
-        a.push(KeyValue::new(semconv::MESSAGING_CONSUMER_GROUP_NAME, group.to_owned()));
-        a.push(KeyValue::new(semconv::HERALD_ATTEMPT, i64::from(attempt)));
-        Some(start(format!("process {topic}"), SpanKind::Consumer, &parent, a, links))
+        let attributes = || {
+            let mut a = base("process", "process", &About { topic, event });
+            a.push(KeyValue::new(semconv::MESSAGING_DESTINATION_PARTITION_ID, partition.to_string()));
+            a.push(KeyValue::new(semconv::HERALD_OFFSET, offset as i64));
+            a.push(KeyValue::new(semconv::MESSAGING_CONSUMER_GROUP_NAME, group.to_owned()));
+            a.push(KeyValue::new(semconv::HERALD_ATTEMPT, i64::from(attempt)));
+            a
+        };
+        Some(start(format!("process {topic}"), SpanKind::Consumer, &parent, attributes, links))
     }
 
     /// `settle <topic>`: `how` (`ack`, `nack`, `reject`) of one attempt, child of its `process`.
     pub fn settle(process: &Started, topic: &str, event: &Event, group: &str, how: &'static str) -> Started {
-        let mut a = base("settle", how, &About { topic, event });
-        a.push(KeyValue::new(semconv::MESSAGING_CONSUMER_GROUP_NAME, group.to_owned()));
-        start(format!("settle {topic}"), SpanKind::Client, &process.cx, a, Vec::new())
+        if unsampled(&process.cx) {
+            return Started { cx: process.cx.clone() };
+        }
+        let attributes = || {
+            let mut a = base("settle", how, &About { topic, event });
+            a.push(KeyValue::new(semconv::MESSAGING_CONSUMER_GROUP_NAME, group.to_owned()));
+            a
+        };
+        start(format!("settle {topic}"), SpanKind::Client, &process.cx, attributes, Vec::new())
     }
 
     /// `dead_letter <topic>`: the broker stored the event in `group`'s DLQ (child of `create`).
@@ -315,12 +376,15 @@ impl Spans {
         if !enabled() {
             return;
         }
-        let Some(parent) = context_of(event) else { return };
-        let mut a = base("settle", "dead_letter", &About { topic, event });
-        a.push(KeyValue::new(semconv::MESSAGING_CONSUMER_GROUP_NAME, group.to_owned()));
-        a.push(KeyValue::new(semconv::HERALD_REASON, reason.to_owned()));
-        a.push(KeyValue::new(semconv::HERALD_ATTEMPT, i64::from(attempts)));
-        start(format!("dead_letter {topic}"), SpanKind::Internal, &parent, a, Vec::new()).end();
+        let Some(parent) = context_of(event).filter(|p| !unsampled(p)) else { return };
+        let attributes = || {
+            let mut a = base("settle", "dead_letter", &About { topic, event });
+            a.push(KeyValue::new(semconv::MESSAGING_CONSUMER_GROUP_NAME, group.to_owned()));
+            a.push(KeyValue::new(semconv::HERALD_REASON, reason.to_owned()));
+            a.push(KeyValue::new(semconv::HERALD_ATTEMPT, i64::from(attempts)));
+            a
+        };
+        start(format!("dead_letter {topic}"), SpanKind::Internal, &parent, attributes, Vec::new()).end();
     }
 
     /// `replay <topic>`: a dead letter of `group` sent back as `replay_topic`@`offset`; a child
@@ -329,13 +393,16 @@ impl Spans {
         if !enabled() {
             return;
         }
-        let Some(parent) = context_of(event) else { return };
+        let Some(parent) = context_of(event).filter(|p| !unsampled(p)) else { return };
         let link = Link::with_context(parent.span().span_context().clone());
-        let mut a = base("send", "replay", &About { topic, event });
-        a.push(KeyValue::new(semconv::MESSAGING_CONSUMER_GROUP_NAME, group.to_owned()));
-        a.push(KeyValue::new("herald.replay.topic", replay_topic.to_owned()));
-        a.push(KeyValue::new(semconv::HERALD_OFFSET, offset as i64));
-        start(format!("replay {topic}"), SpanKind::Internal, &parent, a, vec![link]).end();
+        let attributes = || {
+            let mut a = base("send", "replay", &About { topic, event });
+            a.push(KeyValue::new(semconv::MESSAGING_CONSUMER_GROUP_NAME, group.to_owned()));
+            a.push(KeyValue::new("herald.replay.topic", replay_topic.to_owned()));
+            a.push(KeyValue::new(semconv::HERALD_OFFSET, offset as i64));
+            a
+        };
+        start(format!("replay {topic}"), SpanKind::Internal, &parent, attributes, vec![link]).end();
     }
 }
 
@@ -361,7 +428,7 @@ mod tests {
     fn off_makes_nothing() {
         disable();
         let e = Event::builder("t").build().unwrap();
-        assert!(Spans::create("t", &e).is_none());
+        assert_eq!(Spans::create("t", e.clone()), e);
         assert!(Spans::send("t", std::slice::from_ref(&e)).is_none());
         assert!(Spans::process("t", &e, 0, 0, "g", 1).is_none());
     }

@@ -59,7 +59,7 @@ tokio::task_local! {
 fn stamp(topic: &str, event: Event) -> Result<Event> {
     let event = stamp_ids(event)?;
     // Tracing on: a `create` span, whose context the event carries from here on.
-    Ok(herald_telemetry::Spans::create(topic, &event).unwrap_or(event))
+    Ok(herald_telemetry::Spans::create(topic, event))
 }
 
 fn stamp_ids(event: Event) -> Result<Event> {

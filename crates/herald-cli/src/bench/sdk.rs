@@ -3,7 +3,6 @@
 //! (`Backend::subscribe`) that fetch up to `FETCH_MAX` events and ack each one, all acks of a fetch
 //! concurrently.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -23,13 +22,15 @@ pub(super) async fn run(url: &str, serve: bool, plan: Arc<Plan>, options: herald
             .prefix("herald-bench-")
             .tempdir()
             .context("creating a temporary data directory for --serve")?;
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let config = herald_server::ServerConfig {
-            data_dir: dir.path().to_owned(),
-            http: loopback,
-            grpc: loopback,
-            ..Default::default()
-        };
+        // What `herald serve` reads (HERALD_BROKER__HISTORY_BYTES_MAX=0 and the like), on a
+        // temporary directory and free loopback ports.
+        let flags = [
+            ("data_dir", toml::Value::String(dir.path().display().to_string())),
+            ("http", toml::Value::String("127.0.0.1:0".into())),
+            ("grpc", toml::Value::String("127.0.0.1:0".into())),
+        ];
+        let config = herald_server::ServerConfig::load(None, std::env::vars(), &flags)
+            .context("the server configuration for --serve (HERALD_* variables)")?;
         let server = herald_server::Server::start(config).await.context("starting the server for --serve")?;
         let url = format!("herald://{}", server.grpc_addr());
         served = Some((server, dir));
@@ -147,7 +148,7 @@ impl BatchSender for SdkSender {
         // With tracing on, what the SDK's producer does: a create span per event, a send span
         // per batch (so that `herald bench` measures what tracing costs an application).
         let send = if herald::telemetry::enabled() {
-            events = events.into_iter().map(|e| herald::telemetry::Spans::create(topic, &e).unwrap_or(e)).collect();
+            events = events.into_iter().map(|e| herald::telemetry::Spans::create(topic, e)).collect();
             herald::telemetry::Spans::send(topic, &events)
         } else {
             None
