@@ -15,6 +15,10 @@ use crate::partition::{Partition, Receipt, StoredEvent};
 use crate::topic::{Topic, TopicInfo, TopicMeta, sync_dir};
 use herald_model::{DeadLetter, EventHistory, GroupConfig, GroupHistory, GroupInfo, StartFrom};
 
+/// History searches running at once (each may read up to `SEARCH_BYTES_MAX` per group); more
+/// wait their turn.
+static HISTORY_SEARCHES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -598,6 +602,7 @@ impl Broker {
     /// per group reading the topic, every delivery, settle, timeout, dead letter and replay
     /// recorded (see `BrokerConfig::history_bytes_max`).
     pub async fn event_history(&self, topic: &str, partition: u32, offset: u64) -> Result<EventHistory> {
+        let _slot = HISTORY_SEARCHES.acquire().await.map_err(|_| BrokerError::Closed)?;
         let (topic, name) = (self.topic(topic)?, topic.to_owned());
         self.blocking(move |b| {
             let p = b.partition(&name, partition)?;
@@ -625,7 +630,11 @@ impl Broker {
                     published_ms: stored.append_time_ms,
                     replay_topic: &replay,
                 };
-                let (entries, cut) = g.history.search(&w)?;
+                // One group's unreadable history does not fail the others.
+                let (entries, cut) = g.history.search(&w).unwrap_or_else(|e| {
+                    tracing::warn!(group = %g.name, error = %e, "searching the event history failed");
+                    (Vec::new(), true)
+                });
                 truncated |= cut;
                 out.push(GroupHistory { group: g.name.clone(), entries });
             }
@@ -651,6 +660,7 @@ impl Broker {
     pub async fn event_history_by_id(&self, topic: &str, id: &str) -> Result<EventHistory> {
         let t = self.topic(topic)?;
         let (name, wanted) = (topic.to_owned(), id.to_owned());
+        let slot = HISTORY_SEARCHES.acquire().await.map_err(|_| BrokerError::Closed)?;
         let found = self
             .blocking(move |b| {
                 let groups: Vec<Arc<Group>> =
@@ -663,6 +673,7 @@ impl Broker {
                 Ok(None)
             })
             .await?;
+        drop(slot);
         let Some((partition, offset)) = found else {
             return Err(BrokerError::EventNotFound {
                 topic: topic.to_owned(),

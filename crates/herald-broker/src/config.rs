@@ -53,6 +53,10 @@ pub struct BrokerConfig {
 
 /// Default most bytes of event history per group.
 pub const HISTORY_BYTES_MAX_DEFAULT: u64 = 64 << 20;
+/// Longest `history_retention_ms`: 10 years.
+pub const HISTORY_RETENTION_MS_MAX: u64 = 3650 * 24 * 3600 * 1000;
+/// Largest `history_bytes_max`: 1 TiB.
+pub const HISTORY_BYTES_MAX_MAX: u64 = 1 << 40;
 /// Default age of the oldest event history kept: 7 days.
 pub const HISTORY_RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
 
@@ -93,7 +97,20 @@ impl BrokerConfig {
         positive("write_batch_events_max", self.write_batch_events_max as u64)?;
         positive("dedupe_entries_max", self.dedupe_entries_max as u64)?;
         positive("retention_check_ms", self.retention_check_ms)?;
-        positive("history_retention_ms", self.history_retention_ms)
+        positive("history_retention_ms", self.history_retention_ms)?;
+        if self.history_retention_ms > HISTORY_RETENTION_MS_MAX {
+            return Err(BrokerError::InvalidConfig(format!(
+                "history_retention_ms is {}; the most is {HISTORY_RETENTION_MS_MAX} (10 years)",
+                self.history_retention_ms
+            )));
+        }
+        if self.history_bytes_max > HISTORY_BYTES_MAX_MAX {
+            return Err(BrokerError::InvalidConfig(format!(
+                "history_bytes_max is {}; the most is {HISTORY_BYTES_MAX_MAX} (1 TiB per group)",
+                self.history_bytes_max
+            )));
+        }
+        Ok(())
     }
 }
 

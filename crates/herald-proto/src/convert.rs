@@ -421,8 +421,8 @@ pub fn damage_skipped_from_proto(d: v1::DamageSkipped) -> broker::DamageSkipped 
 }
 
 /// An event's history on the wire.
-pub fn event_history_to_proto(h: &herald_model::EventHistory) -> v1::EventHistory {
-    v1::EventHistory {
+pub fn event_history_to_proto(h: &herald_model::EventHistory) -> v1::EventHistoryResponse {
+    v1::EventHistoryResponse {
         topic: h.topic.clone(),
         partition: h.partition,
         offset: h.offset,
@@ -515,7 +515,7 @@ fn history_entry_from_proto(p: v1::HistoryEntry) -> Option<herald_model::History
 }
 
 /// An event's history from the wire (entries of kinds this build does not know are left out).
-pub fn event_history_from_proto(h: v1::EventHistory) -> herald_model::EventHistory {
+pub fn event_history_from_proto(h: v1::EventHistoryResponse) -> herald_model::EventHistory {
     herald_model::EventHistory {
         topic: h.topic,
         partition: h.partition,

@@ -461,9 +461,12 @@ impl Runtime {
         let ctx = (event.id().to_owned(), event.correlationid().map(str::to_owned));
         let process = Spans::process(&m.topic, &m.event, m.partition, m.offset, &self.group, m.attempt);
         let run = HANDLING.scope(ctx, (self.handler)(event));
-        // Events the handler publishes are created inside its `process` span.
-        let cx = process.as_ref().map_or_else(herald_telemetry::TraceContext::current, |p| p.cx.clone());
-        let run = run.with_context(cx);
+        // Events the handler publishes are created inside its `process` span (tracing on only:
+        // off, the handler's future is not wrapped at all).
+        let run = match &process {
+            Some(p) => futures::future::Either::Left(run.with_context(p.cx.clone())),
+            None => futures::future::Either::Right(run),
+        };
         let result = match tokio::time::timeout(self.timeout, AssertUnwindSafe(run).catch_unwind()).await {
             Ok(Ok(r)) => r,
             Ok(Err(panic)) => {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::now_ms;
 use crate::config::BrokerConfig;
-use crate::error::{BrokerError, Result};
+use crate::error::Result;
 use crate::group::state::Delivery;
 
 /// The newest history record format this build writes and reads.
@@ -32,8 +32,16 @@ const RECORD_FORMAT: u32 = 1;
 pub(crate) const PENDING_MAX: usize = 100_000;
 /// A search reads at most this many bytes of history, newest records last.
 pub(crate) const SEARCH_BYTES_MAX: usize = 256 << 20;
-/// Retention runs every this many writes.
+/// Retention runs every this many writes, or sooner once this many bytes were written.
 const RETENTION_EVERY: u64 = 256;
+const RETENTION_BYTES: u64 = 4 << 20;
+/// Most items in one record (a big poll makes several records), so that a record stays far
+/// below the log's record limit.
+const ITEMS_PER_RECORD_MAX: usize = 1000;
+/// A reason is kept up to this many bytes.
+const REASON_BYTES_MAX: usize = 1024;
+/// One append carries at most this many bytes (the log's batch limit is 16 MiB).
+const APPEND_BYTES_MAX: usize = 8 << 20;
 
 fn format_1() -> u32 {
     1
@@ -118,6 +126,7 @@ pub(crate) struct History {
     log: Option<Log>,
     pending: Mutex<Pending>,
     writes: AtomicU64,
+    written_bytes: AtomicU64,
     dropped_total: AtomicU64,
 }
 
@@ -141,6 +150,12 @@ impl History {
             crate::group::assert_no_group_lock("opening a group's history");
             match Log::open(dir, log_config(config)) {
                 Ok(log) => Some(log),
+                // Not damage (descriptors, permissions): history stays off, the files stay.
+                Err(e) if !matches!(e, herald_log::LogError::Corrupt { .. }) => {
+                    tracing::error!(dir = %dir.display(), error = %e,
+                        "the group's event history cannot be opened: no history for this group until a restart");
+                    None
+                }
                 Err(e) => {
                     let aside = dir.with_file_name(format!("history.damaged-{}", now_ms()));
                     tracing::error!(dir = %dir.display(), error = %e, aside = %aside.display(),
@@ -153,6 +168,7 @@ impl History {
             log,
             pending: Mutex::new(Pending::default()),
             writes: AtomicU64::new(0),
+            written_bytes: AtomicU64::new(0),
             dropped_total: AtomicU64::new(0),
         }
     }
@@ -193,7 +209,11 @@ impl History {
             let s = &d.stored;
             let item = (s.offset, d.attempt, s.event.id().to_owned());
             match records.last_mut() {
-                Some(Record::Delivered { t, p, items, .. }) if **t == *s.topic && *p == s.partition => items.push(item),
+                Some(Record::Delivered { t, p, items, .. })
+                    if **t == *s.topic && *p == s.partition && items.len() < ITEMS_PER_RECORD_MAX =>
+                {
+                    items.push(item)
+                }
                 _ => records.push(Record::Delivered {
                     t: s.topic.to_string(),
                     p: s.partition,
@@ -223,7 +243,11 @@ impl History {
         for (id, handler_us) in settled {
             let item = (id.offset, handler_us);
             match records.last_mut() {
-                Some(Record::Settled { t, p, items, .. }) if **t == *id.topic && *p == id.partition => items.push(item),
+                Some(Record::Settled { t, p, items, .. })
+                    if **t == *id.topic && *p == id.partition && items.len() < ITEMS_PER_RECORD_MAX =>
+                {
+                    items.push(item)
+                }
                 _ => records.push(Record::Settled {
                     t: id.topic.to_string(),
                     p: id.partition,
@@ -231,7 +255,7 @@ impl History {
                     at,
                     how,
                     items: vec![item],
-                    reason: reason.map(str::to_owned),
+                    reason: reason.map(|r| herald_model::dead_letter::truncate_utf8(r, REASON_BYTES_MAX).to_owned()),
                     delay_ms,
                 }),
             }
@@ -253,7 +277,8 @@ impl History {
     /// An event stored in the DLQ.
     pub fn dead_lettered(&self, t: &str, p: u32, o: u64, reason: &str, attempts: u32, dlq: u64) {
         let at = now_ms();
-        self.push_all([Record::DeadLettered { t: t.to_owned(), p, o, at, reason: reason.to_owned(), attempts, dlq }]);
+        let reason = herald_model::dead_letter::truncate_utf8(reason, REASON_BYTES_MAX).to_owned();
+        self.push_all([Record::DeadLettered { t: t.to_owned(), p, o, at, reason, attempts, dlq }]);
     }
 
     /// A dead letter (of `(t, p, o)`) sent back as `to`.
@@ -279,10 +304,29 @@ impl History {
         }
         crate::group::assert_no_group_lock("writing a group's history");
         let encoded: Vec<Vec<u8>> = records.iter().map(encode).collect();
-        for chunk in encoded.chunks(10_000) {
-            log.append(chunk)?;
+        let bytes: usize = encoded.iter().map(Vec::len).sum();
+        // Appends of at most APPEND_BYTES_MAX (and 10,000 records); what fails is counted as
+        // dropped, never lost silently.
+        let mut start = 0;
+        while start < encoded.len() {
+            let mut end = start;
+            let mut size = 0;
+            while end < encoded.len()
+                && end - start < 10_000
+                && (end == start || size + encoded[end].len() <= APPEND_BYTES_MAX)
+            {
+                size += encoded[end].len();
+                end += 1;
+            }
+            if let Err(e) = log.append(&encoded[start..end]) {
+                self.dropped_total.fetch_add((encoded.len() - start) as u64, Ordering::Relaxed);
+                return Err(e.into());
+            }
+            start = end;
         }
-        if self.writes.fetch_add(1, Ordering::Relaxed).is_multiple_of(RETENTION_EVERY) {
+        let written = self.written_bytes.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+        if self.writes.fetch_add(1, Ordering::Relaxed).is_multiple_of(RETENTION_EVERY) || written >= RETENTION_BYTES {
+            self.written_bytes.store(0, Ordering::Relaxed);
             log.enforce_retention(now_ms())?;
         }
         Ok(())
@@ -314,18 +358,23 @@ impl History {
         let mut read = 0usize;
         let end = log.latest_offset();
         while next < end {
-            let batch = log.read(next, 4 << 20, 10_000)?;
+            // Damage in the history costs what it held, never the answer.
+            let batch = match log.read(next, 4 << 20, 10_000) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(offset = next, error = %e, "a stretch of the event history cannot be read");
+                    truncated = true;
+                    break;
+                }
+            };
             let Some(last) = batch.last() else { break };
             next = last.offset + 1;
             for r in batch {
                 read += r.data.len();
-                let rec = decode(&r.data).map_err(|reason| BrokerError::CorruptEvent {
-                    topic: "group history".to_owned(),
-                    partition: 0,
-                    offset: r.offset,
-                    reason,
-                })?;
-                follow(rec, w, &mut wanted, &mut out);
+                match decode(&r.data) {
+                    Ok(rec) => follow(rec, w, &mut wanted, &mut out),
+                    Err(_) => truncated = true,
+                }
             }
             if read >= SEARCH_BYTES_MAX {
                 truncated = true;
@@ -416,7 +465,7 @@ pub(crate) fn find_id(history: &History, topic: &str, id: &str) -> Result<Option
     let end = log.latest_offset();
     let mut read = 0usize;
     while next < end && read < SEARCH_BYTES_MAX {
-        let batch = log.read(next, 4 << 20, 10_000)?;
+        let Ok(batch) = log.read(next, 4 << 20, 10_000) else { break };
         let Some(last) = batch.last() else { break };
         next = last.offset + 1;
         for r in batch {

@@ -663,30 +663,40 @@ impl Member {
     /// [`Member::ack`] by id; `handled` is how long the handler ran, when the consumer says
     /// (kept in the event's history).
     pub fn ack_id(&self, d: &DeliveryId, handled: Option<Duration>) -> Result<()> {
-        self.group.settle_with(|st, now| st.ack(&self.id, d, now))?;
-        self.group.history.settled(&self.id, Settled::Ack, [(d, micros(handled))], None, None);
-        Ok(())
+        // Recorded under the group's lock (memory only), so that it precedes the next delivery.
+        let history = &self.group.history;
+        self.group.settle_with(|st, now| {
+            st.ack(&self.id, d, now)?;
+            history.settled(&self.id, Settled::Ack, [(d, micros(handled))], None, None);
+            Ok(())
+        })
     }
 
     /// Acknowledges many deliveries at once (one lock for all); one result per delivery, in order.
     /// `handled[i]`, when present, is how long the handler of `ids[i]` ran.
     pub fn ack_many(&self, ids: &[DeliveryId], handled: &[Option<Duration>]) -> Vec<Result<()>> {
-        let results = self.group.settle_with(|st, now| st.ack_many(&self.id, ids, now));
-        let acked = ids
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| results[*i].is_ok())
-            .map(|(i, id)| (id, micros(handled.get(i).copied().flatten())));
-        self.group.history.settled(&self.id, Settled::Ack, acked, None, None);
-        results
+        let history = &self.group.history;
+        self.group.settle_with(|st, now| {
+            let results = st.ack_many(&self.id, ids, now);
+            let acked = ids
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| results[*i].is_ok())
+                .map(|(i, id)| (id, micros(handled.get(i).copied().flatten())));
+            history.settled(&self.id, Settled::Ack, acked, None, None);
+            results
+        })
     }
 
     /// Acknowledges every delivery this member holds of `through`'s partition at or below its
     /// offset (a cumulative ack); returns how many.
     pub fn ack_through(&self, through: &DeliveryId) -> Result<usize> {
-        let acked = self.group.settle_with(|st, now| st.ack_through(&self.id, through, now))?;
-        self.group.history.settled(&self.id, Settled::Ack, acked.iter().map(|d| (d, None)), None, None);
-        Ok(acked.len())
+        let history = &self.group.history;
+        self.group.settle_with(|st, now| {
+            let acked = st.ack_through(&self.id, through, now)?;
+            history.settled(&self.id, Settled::Ack, acked.iter().map(|d| (d, None)), None, None);
+            Ok(acked.len())
+        })
     }
 
     /// A failed attempt: redeliver after `delay`, or after the group's backoff when `None`;
@@ -703,10 +713,12 @@ impl Member {
         reason: &str,
         handled: Option<Duration>,
     ) -> Result<()> {
-        self.group.settle_with(|st, now| st.nack(&self.id, d, delay, reason, now))?;
-        let delay_ms = delay.map(|d| d.as_millis() as u64);
-        self.group.history.settled(&self.id, Settled::Nack, [(d, micros(handled))], Some(reason), delay_ms);
-        Ok(())
+        let (history, delay_ms) = (&self.group.history, delay.map(|d| d.as_millis() as u64));
+        self.group.settle_with(|st, now| {
+            st.nack(&self.id, d, delay, reason, now)?;
+            history.settled(&self.id, Settled::Nack, [(d, micros(handled))], Some(reason), delay_ms);
+            Ok(())
+        })
     }
 
     /// A permanent failure: the event goes to the group's DLQ at once.
@@ -716,8 +728,12 @@ impl Member {
 
     /// [`Member::reject`] by id; `handled` as for [`Member::ack_id`].
     pub async fn reject_id(&self, d: &DeliveryId, reason: &str, handled: Option<Duration>) -> Result<()> {
-        self.group.settle_with(|st, now| st.reject(&self.id, d, reason, now))?;
-        self.group.history.settled(&self.id, Settled::Reject, [(d, micros(handled))], Some(reason), None);
+        let history = &self.group.history;
+        self.group.settle_with(|st, now| {
+            st.reject(&self.id, d, reason, now)?;
+            history.settled(&self.id, Settled::Reject, [(d, micros(handled))], Some(reason), None);
+            Ok::<(), BrokerError>(())
+        })?;
         self.group.flush_dead_letters(&self.broker).await
     }
 

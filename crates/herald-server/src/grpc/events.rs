@@ -6,7 +6,8 @@ use std::sync::Arc;
 use herald_core::EventError;
 use herald_proto::v1::events_server::Events;
 use herald_proto::v1::{
-    EventHistory, EventHistoryRequest, PublishRequest, PublishResponse, ReadRequest, ReadResponse, SubscribeRequest,
+    EventHistoryRequest, EventHistoryResponse, PublishRequest, PublishResponse, ReadRequest, ReadResponse,
+    SubscribeRequest,
 };
 use herald_proto::{event_from_proto, event_history_to_proto, receipt_to_proto, status, stored_to_proto};
 use tonic::{Request, Response, Status, Streaming};
@@ -92,7 +93,10 @@ impl Events for EventsService {
         r.map(Response::new)
     }
 
-    async fn event_history(&self, request: Request<EventHistoryRequest>) -> Result<Response<EventHistory>, Status> {
+    async fn event_history(
+        &self,
+        request: Request<EventHistoryRequest>,
+    ) -> Result<Response<EventHistoryResponse>, Status> {
         let p = caller(&request)?;
         let peer = super::peer(&request);
         let req = request.into_inner();
@@ -103,7 +107,13 @@ impl Events for EventsService {
                 } else {
                     self.state.broker.event_history_by_id(&req.topic, &req.id).await
                 };
-                found.map(|h| event_history_to_proto(&h)).map_err(|e| crate::grpc::broker_status(&e))
+                // Only the groups the caller may see (members, reasons and DLQ offsets are theirs).
+                found
+                    .map(|mut h| {
+                        h.groups.retain(|g| p.sees(Resource::Group(&g.group)));
+                        event_history_to_proto(&h)
+                    })
+                    .map_err(|e| crate::grpc::broker_status(&e))
             }
             Err(d) => Err(self.refused(&p, peer, "EventHistory", &req.topic, d)),
         };

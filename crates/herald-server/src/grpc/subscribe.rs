@@ -359,7 +359,7 @@ impl Session {
         };
         let id: DeliveryId = delivery_id_from_proto(id);
         let reason = herald_proto::truncate_utf8(&s.reason, REASON_BYTES_MAX);
-        let handled = s.handler_micros.map(Duration::from_micros);
+        let handled = s.handler_micros.filter(|&us| us > 0).map(Duration::from_micros);
         let (r, kind_name) = match Kind::try_from(s.kind) {
             Ok(Kind::Ack) => (self.member.ack_id(&id, handled), "ack"),
             Ok(Kind::Nack) => {

@@ -355,7 +355,9 @@ pub(super) struct HistoryJson {
     states: BTreeMap<String, &'static str>,
 }
 
-fn history_json(history: herald_model::EventHistory) -> Json<HistoryJson> {
+/// Only the groups the caller may see (members, reasons and DLQ offsets are theirs).
+fn history_json(caller: &Caller, mut history: herald_model::EventHistory) -> Json<HistoryJson> {
+    history.groups.retain(|g| caller.0.sees(Resource::Group(&g.group)));
     let states = history.groups.iter().map(|g| (g.group.clone(), g.state())).collect();
     Json(HistoryJson { history, states })
 }
@@ -386,7 +388,7 @@ pub(super) async fn history(
             0
         }
     };
-    Ok(history_json(h.app.broker.event_history(&topic, partition, offset).await?))
+    Ok(history_json(&caller, h.app.broker.event_history(&topic, partition, offset).await?))
 }
 
 /// `GET /v1/topics/{topic}/history?id=ID`: [`history`] of the event with that id, found among
@@ -402,5 +404,5 @@ pub(super) async fn history_by_id(
     let Some(id) = q.one("id")? else {
         return Err(ApiError::invalid("say which event with ?id=ID (or ask /events/{offset}/history)"));
     };
-    Ok(history_json(h.app.broker.event_history_by_id(&topic, id).await?))
+    Ok(history_json(&caller, h.app.broker.event_history_by_id(&topic, id).await?))
 }
