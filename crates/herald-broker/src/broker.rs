@@ -255,6 +255,15 @@ impl Broker {
             if g.store_try_unfence()? {
                 unfenced += 1;
             }
+            // The event history too (its records are counted as dropped while it is fenced).
+            match g.history.try_unfence() {
+                Ok(true) => {
+                    tracing::info!(group = %g.name, "the group's event history accepts appends again");
+                    unfenced += 1;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(group = %g.name, error = %e, "the group's event history is still fenced"),
+            }
         }
         Ok(unfenced)
     }

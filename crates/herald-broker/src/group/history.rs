@@ -332,6 +332,17 @@ impl History {
         Ok(())
     }
 
+    /// Makes the history log writable again after a full disk, if there is space now.
+    pub fn try_unfence(&self) -> Result<bool> {
+        match &self.log {
+            Some(log) => {
+                crate::group::assert_no_group_lock("unfencing a group's history");
+                Ok(log.try_unfence()?)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Writes what is buffered and closes the log (synced).
     pub fn close(&self) -> Result<()> {
         self.write()?;
