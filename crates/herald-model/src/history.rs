@@ -84,6 +84,23 @@ pub enum Happened {
     Done,
 }
 
+impl Happened {
+    /// The kind, as serialized (`delivered`, `acked`, …): the one list of kind names, for the
+    /// wire (`HistoryEntry.kind`) and for anything that prints or compares timelines.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Happened::Delivered { .. } => "delivered",
+            Happened::Acked { .. } => "acked",
+            Happened::Nacked { .. } => "nacked",
+            Happened::Rejected { .. } => "rejected",
+            Happened::TimedOut { .. } => "timed_out",
+            Happened::DeadLettered { .. } => "dead_lettered",
+            Happened::Replayed { .. } => "replayed",
+            Happened::Done => "done",
+        }
+    }
+}
+
 /// The history of an event in one group, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupHistory {
@@ -130,6 +147,28 @@ impl GroupHistory {
                 Happened::DeadLettered { .. } => "dead_lettered",
                 _ => "in_progress",
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_is_the_serialized_tag() {
+        let all = [
+            Happened::Delivered { attempt: 1, member: "m".into(), topic: "t".into(), partition: 0, offset: 0 },
+            Happened::Acked { handler_us: None },
+            Happened::Nacked { reason: "r".into(), delay_ms: None, handler_us: None },
+            Happened::Rejected { reason: "r".into(), handler_us: None },
+            Happened::TimedOut { attempt: 1 },
+            Happened::DeadLettered { reason: "r".into(), attempts: 1, dlq_offset: 0 },
+            Happened::Replayed { topic: "t".into(), partition: 0, offset: 0 },
+            Happened::Done,
+        ];
+        for h in all {
+            assert_eq!(serde_json::to_value(&h).unwrap()["kind"], h.kind());
         }
     }
 }

@@ -445,10 +445,9 @@ pub fn event_history_to_proto(h: &herald_model::EventHistory) -> v1::EventHistor
 
 fn history_entry_to_proto(e: &herald_model::HistoryEntry) -> v1::HistoryEntry {
     use herald_model::Happened as H;
-    let mut p = v1::HistoryEntry { at_ms: e.at_ms, ..Default::default() };
+    let mut p = v1::HistoryEntry { at_ms: e.at_ms, kind: e.what.kind().to_owned(), ..Default::default() };
     match &e.what {
         H::Delivered { attempt, member, topic, partition, offset } => {
-            p.kind = "delivered".into();
             p.attempt = *attempt;
             p.member = member.clone();
             p.topic = topic.clone();
@@ -456,37 +455,31 @@ fn history_entry_to_proto(e: &herald_model::HistoryEntry) -> v1::HistoryEntry {
             p.offset = *offset;
         }
         H::Acked { handler_us } => {
-            p.kind = "acked".into();
             p.handler_micros = *handler_us;
         }
         H::Nacked { reason, delay_ms, handler_us } => {
-            p.kind = "nacked".into();
             p.reason = reason.clone();
             p.delay_ms = *delay_ms;
             p.handler_micros = *handler_us;
         }
         H::Rejected { reason, handler_us } => {
-            p.kind = "rejected".into();
             p.reason = reason.clone();
             p.handler_micros = *handler_us;
         }
         H::TimedOut { attempt } => {
-            p.kind = "timed_out".into();
             p.attempt = *attempt;
         }
         H::DeadLettered { reason, attempts, dlq_offset } => {
-            p.kind = "dead_lettered".into();
             p.reason = reason.clone();
             p.attempts = *attempts;
             p.dlq_offset = *dlq_offset;
         }
         H::Replayed { topic, partition, offset } => {
-            p.kind = "replayed".into();
             p.topic = topic.clone();
             p.partition = *partition;
             p.offset = *offset;
         }
-        H::Done => p.kind = "done".into(),
+        H::Done => {}
     }
     p
 }

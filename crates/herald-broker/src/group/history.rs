@@ -566,19 +566,7 @@ mod tests {
             Wanted { topic: "orders", partition: 0, offset: 4, id: "e4", published_ms: at, replay_topic: "g.replay" };
         let (entries, truncated) = h.search(&w).unwrap();
         assert!(!truncated);
-        let kinds: Vec<&str> = entries
-            .iter()
-            .map(|e| match e.what {
-                Happened::Delivered { .. } => "delivered",
-                Happened::Acked { .. } => "acked",
-                Happened::Nacked { .. } => "nacked",
-                Happened::Rejected { .. } => "rejected",
-                Happened::TimedOut { .. } => "timed_out",
-                Happened::DeadLettered { .. } => "dead_lettered",
-                Happened::Replayed { .. } => "replayed",
-                Happened::Done => "done",
-            })
-            .collect();
+        let kinds: Vec<&str> = entries.iter().map(|e| e.what.kind()).collect();
         assert_eq!(
             kinds,
             ["delivered", "nacked", "delivered", "rejected", "dead_lettered", "replayed", "delivered", "acked", "done"]

@@ -476,21 +476,8 @@ pub async fn dlq_replay_reaches_only_the_failed_group(h: &Harness) {
 
 /// The kinds of a group's history, in order.
 fn history_kinds(h: &herald::EventHistory, group: &str) -> Vec<&'static str> {
-    use herald::Happened as H;
     let g = h.groups.iter().find(|g| g.group == group).expect("the group is in the history");
-    g.entries
-        .iter()
-        .map(|e| match e.what {
-            H::Delivered { .. } => "delivered",
-            H::Acked { .. } => "acked",
-            H::Nacked { .. } => "nacked",
-            H::Rejected { .. } => "rejected",
-            H::TimedOut { .. } => "timed_out",
-            H::DeadLettered { .. } => "dead_lettered",
-            H::Replayed { .. } => "replayed",
-            H::Done => "done",
-        })
-        .collect()
+    g.entries.iter().map(|e| e.what.kind()).collect()
 }
 
 pub async fn event_history_through_dlq_and_replay(h: &Harness) {
