@@ -13,6 +13,7 @@ use crate::error::{BrokerError, Result};
 use crate::group::{Group, Member, MemberConfig};
 use crate::partition::{Partition, Receipt, StoredEvent};
 use crate::topic::{Topic, TopicInfo, TopicMeta, sync_dir};
+use herald_model::dead_letter::{Reasons, Selection};
 use herald_model::{DeadLetter, EventHistory, GroupConfig, GroupHistory, GroupInfo, StartFrom};
 
 /// History searches running at once (each may read up to `SEARCH_BYTES_MAX` per group); more
@@ -599,12 +600,49 @@ impl Broker {
     /// replayed letters are stored in the replay topic, the kept ones again at the DLQ's end,
     /// and only then are they dropped from the DLQ. Returns how many were replayed.
     pub async fn dlq_replay(&self, group: &str) -> Result<usize> {
-        crate::group::dlq::dlq_replay(self, group).await
+        self.dlq_replay_selected(group, &Selection::All).await
+    }
+
+    /// [`Broker::dlq_replay`] of the selected letters only: the others stay in the DLQ (written
+    /// again at its end, in their order, before the replayed ones are dropped from view).
+    pub async fn dlq_replay_selected(&self, group: &str, selection: &Selection) -> Result<usize> {
+        crate::group::dlq::dlq_replay(self, group, selection).await
     }
 
     /// Deletes every dead letter of `group`; returns how many there were.
     pub async fn dlq_purge(&self, group: &str) -> Result<u64> {
-        crate::group::dlq::dlq_purge(self, group).await
+        self.dlq_purge_selected(group, &Selection::All).await
+    }
+
+    /// Deletes the selected dead letters of `group` (the others are written again at the DLQ's
+    /// end first); returns how many were deleted.
+    pub async fn dlq_purge_selected(&self, group: &str, selection: &Selection) -> Result<u64> {
+        crate::group::dlq::dlq_purge(self, group, selection).await
+    }
+
+    /// Dead letters of `group` with exactly `reason`, oldest first, at most `max`.
+    pub fn dlq_list_reason(&self, group: &str, reason: &str, max: usize) -> Result<Vec<DeadLetter>> {
+        crate::group::dlq::dlq_list_reason(self, group, reason, max)
+    }
+
+    /// `group`'s dead letters counted by reason, with each reason's first and last failure (the
+    /// DLQ is read through in chunks).
+    pub fn dlq_reasons(&self, group: &str) -> Result<Reasons> {
+        crate::group::dlq::dlq_reasons(self, group)
+    }
+
+    /// Wakes `waiter` (`notify_waiters`) whenever events are appended to `topic`, for as long as
+    /// the caller holds it (a weak reference is kept).
+    pub fn listen(&self, topic: &str, waiter: &Arc<tokio::sync::Notify>) -> Result<()> {
+        self.topic(topic)?.listeners.add(waiter);
+        Ok(())
+    }
+
+    /// The first offset of `topic`/`partition` appended at or after `time_ms` (the latest offset
+    /// when none is).
+    pub fn offset_for_time(&self, topic: &str, partition: u32, time_ms: i64) -> Result<u64> {
+        let p = self.partition(topic, partition)?;
+        Ok(p.log.offset_for_timestamp(time_ms)?.unwrap_or_else(|| p.log.latest_offset()))
     }
 
     /// The history of the event at `topic`/`partition`@`offset`: when it was published and,

@@ -154,6 +154,106 @@ impl Envelope<'_> {
     }
 }
 
+/// Which dead letters a replay or purge acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Every letter in view.
+    All,
+    /// Letters whose reason (`dlqreason`) is exactly this.
+    Reason(String),
+    /// Letters at these DLQ offsets (at most [`SELECTED_OFFSETS_MAX`]).
+    Offsets(std::collections::BTreeSet<u64>),
+}
+
+/// Most DLQ offsets one selection may name.
+pub const SELECTED_OFFSETS_MAX: usize = 10_000;
+
+impl Selection {
+    /// Whether the letter at `dlq_offset` is selected.
+    pub fn selects(&self, dlq_offset: u64, letter: &Event) -> bool {
+        match self {
+            Selection::All => true,
+            Selection::Reason(r) => reason(letter) == r,
+            Selection::Offsets(o) => o.contains(&dlq_offset),
+        }
+    }
+}
+
+/// A letter's reason (`""` when it has none).
+pub fn reason(letter: &Event) -> &str {
+    letter.header(headers::REASON).unwrap_or_default()
+}
+
+/// Dead letters of one reason: how many, and their first and last failures.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReasonCount {
+    /// The reason, as recorded (cut to [`REASON_BYTES_MAX`]).
+    pub reason: String,
+    /// Letters with it.
+    pub count: u64,
+    /// Earliest first failure among them, ms since the Unix epoch (0 when none recorded).
+    pub first_failure_ms: i64,
+    /// Latest last failure among them, ms since the Unix epoch.
+    pub last_failure_ms: i64,
+}
+
+/// Dead letters grouped by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Reasons {
+    /// Letters in view.
+    pub total: u64,
+    /// Per reason, the most frequent first (ties: the reason's text), at most
+    /// [`REASONS_MAX`].
+    pub reasons: Vec<ReasonCount>,
+    /// Letters whose reason did not fit in the first [`REASONS_MAX`] distinct ones.
+    pub other: u64,
+    /// Where each reason is in `reasons`.
+    #[serde(skip)]
+    index: std::collections::HashMap<String, usize>,
+}
+
+/// Most distinct reasons a summary keeps (about 1 MiB of reasons at most).
+pub const REASONS_MAX: usize = 1_000;
+
+impl Reasons {
+    /// Counts `letter`.
+    pub fn add(&mut self, letter: &Event) {
+        let ms = |h: &str| {
+            letter.header(h).and_then(|t| Timestamp::parse_rfc3339(t).ok()).map(|t| t.as_unix_millis()).unwrap_or(0)
+        };
+        let (first, last) = (ms(headers::FIRST_FAILURE), ms(headers::LAST_FAILURE));
+        self.total += 1;
+        let r = reason(letter);
+        match self.index.get(r).copied() {
+            Some(i) => {
+                let c = &mut self.reasons[i];
+                c.count += 1;
+                if first != 0 && (c.first_failure_ms == 0 || first < c.first_failure_ms) {
+                    c.first_failure_ms = first;
+                }
+                c.last_failure_ms = c.last_failure_ms.max(last);
+            }
+            None if self.reasons.len() < REASONS_MAX => {
+                self.index.insert(r.to_owned(), self.reasons.len());
+                self.reasons.push(ReasonCount {
+                    reason: r.to_owned(),
+                    count: 1,
+                    first_failure_ms: first,
+                    last_failure_ms: last,
+                });
+            }
+            None => self.other += 1,
+        }
+    }
+
+    /// Sorts the reasons, the most frequent first.
+    pub fn finish(mut self) -> Reasons {
+        self.index.clear();
+        self.reasons.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+        self
+    }
+}
+
 /// How many times a dead letter was replayed already.
 pub fn replays(letter: &Event) -> u32 {
     letter.header(headers::REPLAYS).and_then(|v| v.parse().ok()).unwrap_or(0)

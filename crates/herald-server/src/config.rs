@@ -72,6 +72,12 @@ pub struct ServerConfig {
     pub tls: Option<crate::tls::TlsConfig>,
     /// Trace export (`[telemetry]`); the `OTEL_*` variables fill in what it leaves out.
     pub telemetry: TelemetrySection,
+    /// Serve the Console (the web UI) at `/` of the HTTP port, and sample the figures it shows
+    /// once a second.
+    pub console: bool,
+    /// Most events a live tail (`GET /v1/topics/{t}/tail`) sends per second; beyond, it tells
+    /// the viewer how many it skipped.
+    pub tail_events_per_s_max: u32,
 }
 
 /// `[telemetry]`: OTLP export of the server's spans. Off unless an endpoint is given here or in
@@ -121,6 +127,8 @@ impl Default for ServerConfig {
             auth: crate::auth::AuthConfig::default(),
             tls: None,
             telemetry: TelemetrySection::default(),
+            console: true,
+            tail_events_per_s_max: 200,
         }
     }
 }
@@ -204,6 +212,12 @@ impl ServerConfig {
             return Err(ConfigError::Range(format!(
                 "header_read_timeout_ms is {}; it must be between 100 and 600000",
                 self.header_read_timeout_ms
+            )));
+        }
+        if !(1..=100_000).contains(&self.tail_events_per_s_max) {
+            return Err(ConfigError::Range(format!(
+                "tail_events_per_s_max is {}; it must be between 1 and 100000",
+                self.tail_events_per_s_max
             )));
         }
         if self.max_request_bytes < self.max_event_bytes {
@@ -323,5 +337,11 @@ mod tests {
         assert!(e.contains("max_event_bytes"), "{e}");
         let e = ServerConfig::load(None, env(&[("HERALD_HTTP", "not an address")]), &[]).unwrap_err().to_string();
         assert!(e.contains("HERALD_HTTP"), "{e}");
+        for bad in ["0", "100001"] {
+            let e = ServerConfig::load(None, env(&[("HERALD_TAIL_EVENTS_PER_S_MAX", bad)]), &[]).unwrap_err();
+            assert!(e.to_string().contains("tail_events_per_s_max"), "{e}");
+        }
+        let c = ServerConfig::load(None, env(&[("HERALD_CONSOLE", "false")]), &[]).unwrap();
+        assert!(!c.console);
     }
 }

@@ -24,6 +24,7 @@ mod conn;
 pub mod grpc;
 pub mod http;
 mod metrics;
+pub mod stats;
 mod tls;
 
 pub use tls::TlsConfig;

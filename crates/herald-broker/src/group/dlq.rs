@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use herald_core::Event;
-use herald_model::dead_letter::{self, Envelope};
+use herald_model::dead_letter::{self, Envelope, Reasons, Selection};
 use herald_model::{DamageSkipped, DeadLetter, TopicConfig};
 use serde::{Deserialize, Serialize};
 
@@ -243,6 +243,50 @@ pub(crate) fn dlq_list(broker: &Broker, group: &str, max: usize) -> Result<Vec<D
     Ok(list(broker, group, max)?.0)
 }
 
+/// Dead letters of `group` with `reason`, oldest first, at most `max`: read in chunks, so a
+/// large DLQ is never held in memory whole.
+pub(crate) fn dlq_list_reason(broker: &Broker, group: &str, reason: &str, max: usize) -> Result<Vec<DeadLetter>> {
+    broker.group(group)?;
+    let mut out = Vec::new();
+    scan(broker, group, |l| {
+        if dead_letter::reason(&l.event) == reason {
+            out.push(l);
+        }
+        out.len() < max
+    })?;
+    Ok(out)
+}
+
+/// See [`Broker::dlq_reasons`].
+pub(crate) fn dlq_reasons(broker: &Broker, group: &str) -> Result<Reasons> {
+    broker.group(group)?;
+    let mut reasons = Reasons::default();
+    scan(broker, group, |l| {
+        reasons.add(&l.event);
+        true
+    })?;
+    Ok(reasons.finish())
+}
+
+/// Calls `f` with each letter in view, oldest first, until it returns false.
+fn scan(broker: &Broker, group: &str, mut f: impl FnMut(DeadLetter) -> bool) -> Result<()> {
+    const CHUNK: usize = 1_000;
+    let Some((p, _, start)) = dlq_view(broker, group)? else { return Ok(()) };
+    let (mut next, end) = (start, p.log.latest_offset());
+    while next < end {
+        let events = p.read(next, 4 << 20, CHUNK)?;
+        let Some(last) = events.last() else { break };
+        debug_assert!(last.offset >= next, "a read went backwards");
+        next = last.offset + 1;
+        for s in events {
+            if !f(DeadLetter { dlq_offset: s.offset, event: s.event }) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// See [`Broker::dlq_held`].
 pub(crate) fn held(broker: &Broker, group: &str) -> u64 {
     match dlq_view(broker, group) {
@@ -251,8 +295,8 @@ pub(crate) fn held(broker: &Broker, group: &str) -> u64 {
     }
 }
 
-/// See [`Broker::dlq_replay`].
-pub(crate) async fn dlq_replay(broker: &Broker, group: &str) -> Result<usize> {
+/// See [`Broker::dlq_replay_selected`].
+pub(crate) async fn dlq_replay(broker: &Broker, group: &str, selection: &Selection) -> Result<usize> {
     let g = broker.group(group)?;
     let _dlq = g.dlq.lock().await;
     let name = group.to_owned();
@@ -264,7 +308,10 @@ pub(crate) async fn dlq_replay(broker: &Broker, group: &str) -> Result<usize> {
     let mut keep = Vec::new();
     for l in letters {
         // A damaged stretch's evidence holds no event to handle: it stays until purged.
-        if l.event.ty() == dead_letter::DAMAGED_TYPE || dead_letter::replays(&l.event) >= g.config.replays_max {
+        if !selection.selects(l.dlq_offset, &l.event)
+            || l.event.ty() == dead_letter::DAMAGED_TYPE
+            || dead_letter::replays(&l.event) >= g.config.replays_max
+        {
             keep.push(l.event);
         } else {
             replay.push(dead_letter::for_replay(&l.event));
@@ -303,17 +350,34 @@ pub(crate) async fn dlq_replay(broker: &Broker, group: &str) -> Result<usize> {
     Ok(count)
 }
 
-/// See [`Broker::dlq_purge`].
-pub(crate) async fn dlq_purge(broker: &Broker, group: &str) -> Result<u64> {
+/// See [`Broker::dlq_purge_selected`].
+pub(crate) async fn dlq_purge(broker: &Broker, group: &str, selection: &Selection) -> Result<u64> {
     let g = broker.group(group)?;
     let _dlq = g.dlq.lock().await;
     let name = group.to_owned();
-    broker
-        .blocking(move |b| {
-            let Some((p, created, start)) = dlq_view(b, &name)? else { return Ok(0) };
-            let end = p.log.latest_offset();
-            move_start(b, &name, &p, created, end)?;
-            Ok(end - start)
-        })
-        .await
+    if *selection == Selection::All {
+        return broker
+            .blocking(move |b| {
+                let Some((p, created, start)) = dlq_view(b, &name)? else { return Ok(0) };
+                let end = p.log.latest_offset();
+                move_start(b, &name, &p, created, end)?;
+                Ok(end - start)
+            })
+            .await;
+    }
+    // Some letters go: the others are written again at the DLQ's end first (in their order),
+    // then the start moves past all of them. A crash in between shows the kept ones twice.
+    let (letters, view) = broker.blocking(move |b| list(b, &name, usize::MAX)).await?;
+    let Some((p, created, end)) = view else { return Ok(0) };
+    let (purged, keep): (Vec<DeadLetter>, Vec<DeadLetter>) =
+        letters.into_iter().partition(|l| selection.selects(l.dlq_offset, &l.event));
+    if purged.is_empty() {
+        return Ok(0);
+    }
+    if !keep.is_empty() {
+        broker.publish_batch(&dead_letter::dlq_topic(group), keep.into_iter().map(|l| l.event).collect()).await?;
+    }
+    let name = group.to_owned();
+    broker.blocking(move |b| move_start(b, &name, &p, created, end)).await?;
+    Ok(purged.len() as u64)
 }

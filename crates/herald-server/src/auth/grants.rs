@@ -140,6 +140,12 @@ impl Permission {
         Ok(Permission { action, scope, glob: glob.to_owned(), text: text.to_owned() })
     }
 
+    /// Whether it allows `action` on some topic (what a "create topic" control asks: the name
+    /// is not typed yet).
+    fn allows_on_some_topic(&self, action: Action) -> bool {
+        self.covers_action(action) && matches!(self.scope, Scope::Topics | Scope::Both | Scope::Everything)
+    }
+
     fn covers_action(&self, action: Action) -> bool {
         self.action.is_none_or(|a| a == action)
     }
@@ -260,6 +266,16 @@ impl Principal {
     /// Whether it may do `action` to `resource`.
     pub fn allows(&self, action: Action, resource: Resource<'_>) -> bool {
         self.permissions.iter().any(|p| p.allows(action, resource))
+    }
+
+    /// The actions it may do to `resource`, by name (what the Console shows controls for).
+    pub fn actions_on(&self, resource: Resource<'_>) -> Vec<&'static str> {
+        Action::ALL.into_iter().filter(|&a| self.check(a, resource).is_ok()).map(Action::as_str).collect()
+    }
+
+    /// Whether some topic name exists that it may create (an admin permission on topics).
+    pub fn may_create_topics(&self) -> bool {
+        self.permissions.iter().any(|p| p.allows_on_some_topic(Action::Admin))
     }
 
     /// `Ok` when it may do `action` to `resource`; otherwise `permission_denied`, worded the same

@@ -14,10 +14,14 @@
 //!   over (`from`, `to`, `reason`, `dlq_offset`, `bytes_kept`): the stored bytes go to its DLQ
 //!   first (400 `invalid_argument` when nothing is damaged at its position, 409 `group_active`
 //!   while events before the damage are unsettled);
-//! - `GET /v1/groups/{g}/dlq?max=` → `{"dead_letters": [{"dlq_offset", "event"}], "truncated"}`,
-//!   the events as CloudEvents JSON with their `dlq*` headers;
+//! - `GET /v1/groups/{g}/dlq?max=&reason=` → `{"dead_letters": [{"dlq_offset", "event"}],
+//!   "truncated"}`, the events as CloudEvents JSON with their `dlq*` headers (only those with
+//!   exactly `reason` when given);
+//! - `GET /v1/groups/{g}/dlq/reasons` → `{"total", "reasons": [{"reason", "count",
+//!   "first_failure_ms", "last_failure_ms"}], "other"}`, the most frequent first;
 //! - `POST /v1/groups/{g}/dlq/replay` → `{"replayed": n}`; `DELETE /v1/groups/{g}/dlq` →
-//!   `{"purged": n}`.
+//!   `{"purged": n}`; both act on every letter, or with `?reason=R` on those of one reason, or
+//!   with `?offsets=3,5,9` on those letters (at most 10,000).
 
 use super::Caller;
 use crate::auth::{Action, Resource};
@@ -28,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use herald_broker::{Durability, GroupConfig, GroupInfo, TopicConfig, TopicInfo};
 use herald_core::Timestamp;
 use herald_model::Code;
+use herald_model::dead_letter::{Reasons, SELECTED_OFFSETS_MAX, Selection};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -301,7 +306,7 @@ pub(super) async fn dlq_list(
     q: Params,
 ) -> Result<Json<DlqJson>, ApiError> {
     caller.may(Action::Dlq, Resource::Group(&group))?;
-    q.only(&["max"])?;
+    q.only(&["max", "reason"])?;
     let cap = h.app.config.max_read_events;
     let max: usize = q.parse("max", "a number of dead letters")?.unwrap_or(DLQ_LIST_DEFAULT.min(cap));
     if max == 0 {
@@ -313,7 +318,12 @@ pub(super) async fn dlq_list(
             format!("max is {max} dead letters; the most is {cap} (max_read_events)"),
         ));
     }
-    let letters = blocking(&h, move |b| b.dlq_list(&group, max)).await?;
+    let reason = q.one("reason")?.map(str::to_owned);
+    let letters = blocking(&h, move |b| match reason {
+        Some(r) => b.dlq_list_reason(&group, &r, max),
+        None => b.dlq_list(&group, max),
+    })
+    .await?;
     let mut dead_letters = Vec::with_capacity(letters.len());
     let mut bytes = 0;
     let mut truncated = false;
@@ -329,6 +339,45 @@ pub(super) async fn dlq_list(
     Ok(Json(DlqJson { dead_letters, truncated }))
 }
 
+/// `GET /v1/groups/{g}/dlq/reasons`: the dead letters counted by reason.
+pub(super) async fn dlq_reasons(
+    State(h): State<Http>,
+    caller: Caller,
+    Seg(group): Seg,
+    q: Params,
+) -> Result<Json<Reasons>, ApiError> {
+    caller.may(Action::Dlq, Resource::Group(&group))?;
+    q.only(&[])?;
+    Ok(Json(blocking(&h, move |b| b.dlq_reasons(&group)).await?))
+}
+
+/// Which letters a replay or purge acts on: `?reason=R`, `?offsets=3,5,9`, or (neither) all.
+fn selection(q: &Params) -> Result<Selection, ApiError> {
+    match (q.one("reason")?, q.one("offsets")?) {
+        (Some(_), Some(_)) => Err(ApiError::invalid("give reason or offsets, not both")),
+        (Some(r), None) => Ok(Selection::Reason(r.to_owned())),
+        (None, Some(list)) => {
+            let offsets = list
+                .split(',')
+                .map(|o| {
+                    o.trim().parse::<u64>().map_err(|_| {
+                        ApiError::invalid(format!("offsets={list:?}: {o:?} is not a DLQ offset; write offsets=3,5,9"))
+                    })
+                })
+                .collect::<Result<std::collections::BTreeSet<u64>, ApiError>>()?;
+            if offsets.len() > SELECTED_OFFSETS_MAX {
+                return Err(ApiError::new(
+                    Code::LimitExceeded,
+                    format!("{} offsets selected; the most is {SELECTED_OFFSETS_MAX}: act in parts", offsets.len()),
+                ));
+            }
+            Ok(Selection::Offsets(offsets))
+        }
+        (None, None) => Ok(Selection::All),
+    }
+}
+
+/// `POST /v1/groups/{g}/dlq/replay[?reason=R | ?offsets=…]`.
 pub(super) async fn dlq_replay(
     State(h): State<Http>,
     caller: Caller,
@@ -336,11 +385,12 @@ pub(super) async fn dlq_replay(
     q: Params,
 ) -> Result<Response, ApiError> {
     caller.may(Action::Dlq, Resource::Group(&group))?;
-    q.only(&[])?;
-    let replayed = h.app.broker.dlq_replay(&group).await?;
+    q.only(&["reason", "offsets"])?;
+    let replayed = h.app.broker.dlq_replay_selected(&group, &selection(&q)?).await?;
     Ok(Json(serde_json::json!({ "replayed": replayed })).into_response())
 }
 
+/// `DELETE /v1/groups/{g}/dlq[?reason=R | ?offsets=…]`.
 pub(super) async fn dlq_purge(
     State(h): State<Http>,
     caller: Caller,
@@ -348,7 +398,7 @@ pub(super) async fn dlq_purge(
     q: Params,
 ) -> Result<Response, ApiError> {
     caller.may(Action::Dlq, Resource::Group(&group))?;
-    q.only(&[])?;
-    let purged = h.app.broker.dlq_purge(&group).await?;
+    q.only(&["reason", "offsets"])?;
+    let purged = h.app.broker.dlq_purge_selected(&group, &selection(&q)?).await?;
     Ok(Json(serde_json::json!({ "purged": purged })).into_response())
 }

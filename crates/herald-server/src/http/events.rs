@@ -312,7 +312,8 @@ pub(super) struct ReadJson {
 
 /// `GET /v1/topics/{topic}/events?partition=&offset=&limit=`: stored events of one partition
 /// from `offset` (default: the earliest stored), at most `limit` (1 to `max_read_events`,
-/// default 100) and about 4 MiB.
+/// default 100) and about 4 MiB. `time=` (RFC 3339, or ms since the Unix epoch) instead of
+/// `offset` starts at the first event appended at or after it.
 pub(super) async fn read(
     State(h): State<Http>,
     caller: Caller,
@@ -320,9 +321,13 @@ pub(super) async fn read(
     q: Params,
 ) -> Result<Json<ReadJson>, ApiError> {
     caller.may(Action::Consume, Resource::Topic(&topic))?;
-    q.only(&["partition", "offset", "limit"])?;
+    q.only(&["partition", "offset", "time", "limit"])?;
     let partition: u32 = q.parse("partition", "a partition number")?.unwrap_or(0);
     let offset: Option<u64> = q.parse("offset", "an offset")?;
+    let time_ms = q.one("time")?.map(time_ms).transpose()?;
+    if offset.is_some() && time_ms.is_some() {
+        return Err(ApiError::invalid("give offset or time, not both"));
+    }
     let max = h.app.config.max_read_events;
     let limit: usize = q.parse("limit", "a number of events")?.unwrap_or(READ_LIMIT_DEFAULT.min(max));
     if limit == 0 {
@@ -335,15 +340,30 @@ pub(super) async fn read(
         ));
     }
     let (stored, from) = blocking(&h, move |b| {
-        let from = match offset {
-            Some(o) => o,
-            None => b.describe_topic(&topic)?.partitions.get(partition as usize).map_or(0, |p| p.earliest_offset),
+        let from = match (offset, time_ms) {
+            (Some(o), _) => o,
+            (None, Some(ms)) => b.offset_for_time(&topic, partition, ms)?,
+            (None, None) => {
+                b.describe_topic(&topic)?.partitions.get(partition as usize).map_or(0, |p| p.earliest_offset)
+            }
         };
         Ok((b.read(&topic, partition, from, limit)?, from))
     })
     .await?;
     let next_offset = stored.last().map_or(from, |s| s.offset + 1);
     Ok(Json(ReadJson { events: stored.iter().map(stored_json).collect(), next_offset }))
+}
+
+/// A time given as RFC 3339 or as milliseconds since the Unix epoch.
+fn time_ms(text: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    Timestamp::parse_rfc3339(text).map(Timestamp::as_unix_millis).map_err(|e| {
+        ApiError::invalid(format!(
+            "time={text:?} is neither RFC 3339 (2026-12-01T10:00:00Z) nor milliseconds since the Unix epoch: {e}"
+        ))
+    })
 }
 
 /// The history as served: the model's shape plus each group's state in one word.

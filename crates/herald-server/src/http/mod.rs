@@ -11,7 +11,10 @@
 //!   `GET /v1/topics/{topic}/events` (browse);
 //! - `subscribe.rs`: `GET /v1/groups/{group}/subscribe` (Server-Sent Events: one connection is one
 //!   group member), the registry of live members, and `POST /v1/groups/{group}/acks`;
-//! - `admin.rs`: topics, groups, resets and dead letters.
+//! - `admin.rs`: topics, groups, resets and dead letters;
+//! - `tail.rs`: `GET /v1/topics/{topic}/tail` (SSE: a live tail, filtered by the server);
+//! - `console.rs`: the Console's files at `/` and `/console/…`, and its overview, stream and
+//!   lag-chart answers under `/v1/console/`.
 //!
 //! Every error is JSON: `{"code": "topic_not_found", "message": "…"}`, with the HTTP status of
 //! its code (`herald_model::Code::http_status`: 400 bad input or a limit, 404 unknown, 409
@@ -41,10 +44,12 @@ use crate::AppState;
 use crate::auth::{Action, Principal, Resource};
 
 mod admin;
+mod console;
 mod error;
 mod events;
 mod extract;
 mod subscribe;
+mod tail;
 
 pub(crate) use error::ApiError;
 
@@ -56,13 +61,18 @@ pub(crate) struct Http {
     requests: Arc<Semaphore>,
     /// Members of open SSE subscriptions, for `POST …/acks`.
     live: Arc<subscribe::Live>,
+    /// The figures the Console shows, sampled once a second (`None` with `console = false`).
+    stats: Option<Arc<crate::stats::Stats>>,
 }
 
-/// The HTTP API.
+/// The HTTP API and the Console. Must be called inside a Tokio runtime: with `console = true`
+/// it starts the Console's sampler (stopped with the server's shutdown token).
 pub fn router(state: Arc<AppState>) -> Router {
+    let stats = state.config.console.then(|| crate::stats::Stats::start(state.broker.clone(), state.shutdown.clone()));
     let h = Http {
         requests: Arc::new(Semaphore::new(state.config.max_http_requests)),
         live: Arc::new(subscribe::Live::default()),
+        stats,
         app: state,
     };
     let body_limit = h.app.config.max_request_bytes;
@@ -72,6 +82,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/topics/{topic}/events", post(events::publish).get(events::read))
         .route("/v1/topics/{topic}/events/{offset}/history", get(events::history))
         .route("/v1/topics/{topic}/history", get(events::history_by_id))
+        .route("/v1/topics/{topic}/tail", get(tail::tail))
         .route("/v1/groups", get(admin::list_groups))
         .route("/v1/groups/{group}", get(admin::describe_group))
         .route("/v1/groups/{group}/reset", post(admin::reset_group))
@@ -80,13 +91,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/groups/{group}/acks", post(subscribe::acks))
         .route("/v1/groups/{group}/dlq", get(admin::dlq_list).delete(admin::dlq_purge))
         .route("/v1/groups/{group}/dlq/replay", post(admin::dlq_replay))
+        .route("/v1/groups/{group}/dlq/reasons", get(admin::dlq_reasons))
         .route("/v1/whoami", get(whoami))
+        .route("/v1/console/session", get(console::session))
+        .route("/v1/console/overview", get(console::overview))
+        .route("/v1/console/stream", get(console::stream))
+        .route("/v1/console/groups/{group}/lag", get(console::lag))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(h.clone(), limit_requests));
     Router::new()
         // Probes stay outside the request limit: a loaded server is alive, not dead.
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        // The Console's files hold no data: served to anyone who reaches the port.
+        .route("/", get(console::index))
+        .route("/console/{file}", get(console::file))
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -168,6 +187,7 @@ fn audit(
         (&Method::GET, ["v1", "groups", _, "dlq"]) => Some("dlq_list"),
         (&Method::DELETE, ["v1", "groups", _, "dlq"]) => Some("dlq_purge"),
         (&Method::POST, ["v1", "groups", _, "dlq", "replay"]) => Some("dlq_replay"),
+        (&Method::GET, ["v1", "groups", _, "dlq", "reasons"]) => Some("dlq_reasons"),
         _ => None,
     };
     let refused = matches!(code, Some(Code::Unauthenticated | Code::PermissionDenied));
@@ -220,7 +240,26 @@ async fn authenticated(h: &Http, mut req: Request, next: Next, principal: &mut O
         return ApiError::from(d).into_response();
     }
     let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
+    let path = req.uri().path();
+    if path == "/" || path.starts_with("/console/") {
+        return next.run(req).await;
+    }
+    // The Console asks who it is before anything else: answered 200 either way (a browser logs
+    // every 401 as an error), with the principal only when the credentials are good.
+    if path == "/v1/console/session" {
+        let peer = req.extensions().get::<Peer>().map(|p| p.0.ip());
+        match h.app.guard.authenticate(authorization, peer) {
+            Ok(p) => {
+                *principal = Some(p.clone());
+                req.extensions_mut().insert(p);
+            }
+            Err(d) => {
+                req.extensions_mut().insert(console::Refused(ApiError::from(d)));
+            }
+        }
+        return next.run(req).await;
+    }
+    let probe = matches!(path, "/healthz" | "/readyz");
     if probe && authorization.is_none() {
         if h.app.guard.mode() == crate::auth::AuthMode::None {
             req.extensions_mut().insert(Principal::anonymous());
@@ -316,16 +355,17 @@ async fn readyz(State(h): State<Http>, caller: Option<Caller>) -> Response {
     }
     // Names of damaged topics and groups are for those who administer the server.
     let details = caller.is_some_and(|c| c.0.allows(Action::Admin, Resource::Server));
-    let damage: Vec<serde_json::Value> = h
-        .app
-        .broker
+    axum::Json(readiness(&h.app.broker, details)).into_response()
+}
+
+/// `{"status": "ready" | "degraded"}`, with the `damaged` and `fenced` lists when `details`.
+pub(crate) fn readiness(broker: &Broker, details: bool) -> serde_json::Value {
+    let damage: Vec<serde_json::Value> = broker
         .damage()
         .into_iter()
         .map(|d| serde_json::json!({ "kind": d.kind, "name": d.name, "problem": d.problem, "served": !d.not_served }))
         .collect();
-    let fenced: Vec<serde_json::Value> = h
-        .app
-        .broker
+    let fenced: Vec<serde_json::Value> = broker
         .fenced()
         .into_iter()
         .map(|f| {
@@ -339,9 +379,9 @@ async fn readyz(State(h): State<Http>, caller: Option<Caller>) -> Response {
         .collect();
     let status = if damage.is_empty() && fenced.is_empty() { "ready" } else { "degraded" };
     if !details {
-        return axum::Json(serde_json::json!({ "status": status })).into_response();
+        return serde_json::json!({ "status": status });
     }
-    axum::Json(serde_json::json!({ "status": status, "damaged": damage, "fenced": fenced })).into_response()
+    serde_json::json!({ "status": status, "damaged": damage, "fenced": fenced })
 }
 
 /// Prometheus text: what the process recorded, then gauges read from the broker now (so that a

@@ -163,16 +163,7 @@ pub(super) async fn subscribe(
         return Err(ApiError::shutting_down());
     }
     let quota = h.app.guard.meter.subscribe(&caller.0)?;
-    let permit = h.app.subscriptions.clone().try_acquire_owned().map_err(|_| {
-        let max = h.app.config.max_subscriptions;
-        ApiError::new(
-            Code::LimitExceeded,
-            format!(
-                "the server has {max} subscription streams open (SSE and gRPC together), its limit \
-                 (max_subscriptions): close one, or raise max_subscriptions"
-            ),
-        )
-    })?;
+    let permit = stream_permit(&h)?;
     // Settings belong to the group: a member asking for other ones joins with the stored ones.
     let member = blocking(&h, move |b| b.subscribe(&group, config, MemberConfig { id: None, max_in_flight })).await?;
     // The group's stored topics are the ones delivered: the caller must be allowed them too
@@ -213,6 +204,21 @@ pub(super) async fn subscribe(
     // Proxies (nginx) must pass events on as they come.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(res)
+}
+
+/// A place under `max_subscriptions` for a stream (a subscription, a live tail, a Console
+/// stream), refused at once when none is free.
+pub(super) fn stream_permit(h: &Http) -> Result<OwnedSemaphorePermit, ApiError> {
+    h.app.subscriptions.clone().try_acquire_owned().map_err(|_| {
+        let max = h.app.config.max_subscriptions;
+        ApiError::new(
+            Code::LimitExceeded,
+            format!(
+                "the server has {max} streams open (subscriptions over SSE and gRPC, live tails and Console \
+                 streams together), its limit (max_subscriptions): close one, or raise max_subscriptions"
+            ),
+        )
+    })
 }
 
 type Outbound = mpsc::Sender<Result<SseEvent, Infallible>>;
