@@ -605,8 +605,13 @@ impl Broker {
 
     /// [`Broker::dlq_replay`] of the selected letters only: the others stay in the DLQ (written
     /// again at its end, in their order, before the replayed ones are dropped from view).
+    /// Runs in a task of its own: a caller that stops waiting (a closed request) cannot leave it
+    /// between writing the letters and moving the DLQ's start.
     pub async fn dlq_replay_selected(&self, group: &str, selection: &Selection) -> Result<usize> {
-        crate::group::dlq::dlq_replay(self, group, selection).await
+        let (b, g, s) = (self.clone(), group.to_owned(), selection.clone());
+        tokio::spawn(async move { crate::group::dlq::dlq_replay(&b, &g, &s).await })
+            .await
+            .map_err(|_| BrokerError::Closed)?
     }
 
     /// Deletes every dead letter of `group`; returns how many there were.
@@ -616,8 +621,12 @@ impl Broker {
 
     /// Deletes the selected dead letters of `group` (the others are written again at the DLQ's
     /// end first); returns how many were deleted.
+    /// Runs in a task of its own, as [`Broker::dlq_replay_selected`] does.
     pub async fn dlq_purge_selected(&self, group: &str, selection: &Selection) -> Result<u64> {
-        crate::group::dlq::dlq_purge(self, group, selection).await
+        let (b, g, s) = (self.clone(), group.to_owned(), selection.clone());
+        tokio::spawn(async move { crate::group::dlq::dlq_purge(&b, &g, &s).await })
+            .await
+            .map_err(|_| BrokerError::Closed)?
     }
 
     /// Dead letters of `group` with exactly `reason`, oldest first, at most `max`.

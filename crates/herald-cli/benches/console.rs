@@ -3,6 +3,7 @@
 //! console`). Each load is a fresh navigation; the time is the browser's own, from the start of
 //! the navigation to the page's `herald-ready` mark (data fetched and rendered). Prints the
 //! median and the range of `LOADS` loads per page. The target (issue #12) is under 300 ms.
+//! `CONSOLE_BENCH_DEBUG=1` also prints each load's navigation and resource timings.
 
 #[path = "../tests/browser/mod.rs"]
 mod browser;
@@ -51,7 +52,19 @@ async fn main() {
                 .execute(&format!("return performance.getEntriesByName('herald-ready-{page}')[0].startTime"), vec![])
                 .await
                 .unwrap();
-            ms.push(v.as_f64().expect("the page's herald-ready mark"));
+            let took = v.as_f64().expect("the page's herald-ready mark");
+            if std::env::var_os("CONSOLE_BENCH_DEBUG").is_some() {
+                let r = b
+                    .c
+                    .execute(
+                        "const n = performance.getEntriesByType('navigation')[0]; return ['redirectStart','fetchStart','domainLookupStart','connectStart','connectEnd','requestStart','responseStart','responseEnd','unloadEventStart'].map(k => k + '=' + Math.round(n[k])).join(' ') + ' | ' + performance.getEntriesByType('resource').map(e => e.name.replace(location.origin, '') + ' ' + Math.round(e.startTime) + '+' + Math.round(e.duration)).join('; ')",
+                        vec![],
+                    )
+                    .await
+                    .unwrap();
+                println!("    {page} {took:.1} ms: {}", r.as_str().unwrap_or_default());
+            }
+            ms.push(took);
         }
         if page == "topics" {
             assert_eq!(b.count("tr[data-topic]").await, TOPICS, "every topic rendered");

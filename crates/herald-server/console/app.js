@@ -280,6 +280,14 @@ document.querySelector('a.skip').addEventListener('click', (e) => {
   if (m) m.focus();
 });
 window.addEventListener('hashchange', navigate);
+// Leaving the page (or entering the back/forward cache) closes its streams: an open one keeps a
+// connection, and a browser has only six per server. Coming back from the cache opens them again.
+window.addEventListener('pagehide', () => {
+  if (current) current.abort();
+});
+window.addEventListener('pageshow', (e) => {
+  if (e.persisted) navigate();
+});
 setInterval(refreshRelative, 15000);
 if (!location.hash) history.replaceState(null, '', '#/');
 renderWho();

@@ -203,7 +203,7 @@ function resetForm(ctx, g, render) {
     if (!ok || !ctx.live) return;
     submit.disabled = true;
     try {
-      const gi = await api(`/v1/groups/${seg(g)}/reset`, { method: 'POST', body: { to: target }, signal: ctx.signal });
+      const gi = await api(`/v1/groups/${seg(g)}/reset`, { method: 'POST', body: { to: target } });
       invalidateOverview();
       note.textContent = `Group ${g} reset to ${to.value === 'time' ? localTime(Date.parse(target)) : to.value}.`;
       render(gi);
@@ -369,7 +369,7 @@ export async function dlqPage(ctx) {
     showError(errs, '');
     resultSlot.replaceChildren();
     try {
-      const res = await api(`/v1/groups/${seg(g)}/dlq${kind === 'replay' ? '/replay' : ''}${qs}`, { method: kind === 'replay' ? 'POST' : 'DELETE', signal: ctx.signal });
+      const res = await api(`/v1/groups/${seg(g)}/dlq${kind === 'replay' ? '/replay' : ''}${qs}`, { method: kind === 'replay' ? 'POST' : 'DELETE' });
       invalidateOverview();
       const done = res && (kind === 'replay' ? res.replayed : res.purged);
       resultSlot.replaceChildren(h('p', { 'data-testid': 'result', class: 'result' }, `${kind === 'replay' ? 'Replayed' : 'Purged'} ${int(done ?? 0)}`));

@@ -143,7 +143,7 @@ function createForm(ctx, note, reload) {
     }
     submit.disabled = true;
     try {
-      await api('/v1/topics', { method: 'POST', body, signal: ctx.signal });
+      await api('/v1/topics', { method: 'POST', body });
       note.textContent = `Created topic ${body.name}.`;
       form.reset();
       invalidateOverview();
@@ -228,7 +228,7 @@ export async function topicsPage(ctx) {
     if (!ok || !ctx.live) return;
     btn.disabled = true;
     try {
-      await api('/v1/topics/' + seg(name), { method: 'DELETE', signal: ctx.signal });
+      await api('/v1/topics/' + seg(name), { method: 'DELETE' });
       invalidateOverview();
       topics = topics.filter((x) => x.name !== name);
       note.textContent = `Deleted topic ${name}.`;

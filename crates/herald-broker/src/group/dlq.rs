@@ -320,26 +320,28 @@ pub(crate) async fn dlq_replay(broker: &Broker, group: &str, selection: &Selecti
         }
     }
     let count = replay.len();
-    if count > 0 {
-        let topic = dead_letter::replay_topic(group);
-        let t = topic.clone();
-        broker.blocking(move |b| b.ensure_own_topic(&t, TopicConfig::for_dead_letters())).await?;
-        let (g2, b2) = (g.clone(), broker.clone());
-        broker
-            .blocking(move |_| {
-                g2.sync_topology(&b2);
-                Ok(())
-            })
-            .await?;
-        if let Ok(t) = broker.topic(&topic) {
-            t.listeners.add(&g.notify);
-        }
-        let receipts = broker.publish_batch(&topic, replay).await?;
-        for ((origin, letter), r) in origins.iter().zip(&letters_replayed).zip(&receipts) {
-            if let Some((t, p, o)) = origin {
-                g.history.replayed(t, *p, *o, (r.topic.to_string(), r.partition, r.offset));
-                herald_telemetry::Spans::replay(t, letter, group, &r.topic, r.offset);
-            }
+    if count == 0 {
+        // Nothing to replay: the DLQ stays as it is (not rewritten for nothing).
+        return Ok(0);
+    }
+    let topic = dead_letter::replay_topic(group);
+    let t = topic.clone();
+    broker.blocking(move |b| b.ensure_own_topic(&t, TopicConfig::for_dead_letters())).await?;
+    let (g2, b2) = (g.clone(), broker.clone());
+    broker
+        .blocking(move |_| {
+            g2.sync_topology(&b2);
+            Ok(())
+        })
+        .await?;
+    if let Ok(t) = broker.topic(&topic) {
+        t.listeners.add(&g.notify);
+    }
+    let receipts = broker.publish_batch(&topic, replay).await?;
+    for ((origin, letter), r) in origins.iter().zip(&letters_replayed).zip(&receipts) {
+        if let Some((t, p, o)) = origin {
+            g.history.replayed(t, *p, *o, (r.topic.to_string(), r.partition, r.offset));
+            herald_telemetry::Spans::replay(t, letter, group, &r.topic, r.offset);
         }
     }
     if !keep.is_empty() {

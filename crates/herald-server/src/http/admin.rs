@@ -377,6 +377,15 @@ fn selection(q: &Params) -> Result<Selection, ApiError> {
     }
 }
 
+/// What the audit trail records a replay or purge acted on: the group, and which letters.
+fn audit_target(group: &str, selection: &Selection) -> super::AuditTarget {
+    super::AuditTarget(match selection {
+        Selection::All => format!("group/{group}"),
+        Selection::Reason(r) => format!("group/{group} reason={r:?}"),
+        Selection::Offsets(o) => format!("group/{group} offsets={}", o.len()),
+    })
+}
+
 /// `POST /v1/groups/{g}/dlq/replay[?reason=R | ?offsets=…]`.
 pub(super) async fn dlq_replay(
     State(h): State<Http>,
@@ -386,8 +395,10 @@ pub(super) async fn dlq_replay(
 ) -> Result<Response, ApiError> {
     caller.may(Action::Dlq, Resource::Group(&group))?;
     q.only(&["reason", "offsets"])?;
-    let replayed = h.app.broker.dlq_replay_selected(&group, &selection(&q)?).await?;
-    Ok(Json(serde_json::json!({ "replayed": replayed })).into_response())
+    let selection = selection(&q)?;
+    let target = audit_target(&group, &selection);
+    let replayed = h.app.broker.dlq_replay_selected(&group, &selection).await?;
+    Ok((axum::Extension(target), Json(serde_json::json!({ "replayed": replayed }))).into_response())
 }
 
 /// `DELETE /v1/groups/{g}/dlq[?reason=R | ?offsets=…]`.
@@ -399,6 +410,8 @@ pub(super) async fn dlq_purge(
 ) -> Result<Response, ApiError> {
     caller.may(Action::Dlq, Resource::Group(&group))?;
     q.only(&["reason", "offsets"])?;
-    let purged = h.app.broker.dlq_purge_selected(&group, &selection(&q)?).await?;
-    Ok(Json(serde_json::json!({ "purged": purged })).into_response())
+    let selection = selection(&q)?;
+    let target = audit_target(&group, &selection);
+    let purged = h.app.broker.dlq_purge_selected(&group, &selection).await?;
+    Ok((axum::Extension(target), Json(serde_json::json!({ "purged": purged }))).into_response())
 }

@@ -94,6 +94,9 @@ pub(super) async fn session(
     caller: Option<Caller>,
     refused: Option<axum::Extension<Refused>>,
 ) -> Response {
+    if !h.app.config.console {
+        return off().into_response();
+    }
     let auth = match h.app.guard.mode() {
         crate::auth::AuthMode::None => "none",
         crate::auth::AuthMode::Token => "token",
@@ -294,6 +297,9 @@ pub(super) async fn stream(State(h): State<Http>, caller: Caller, q: Params) -> 
         .into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    // A browser that leaves the page otherwise keeps the socket to drain an endless body, and
+    // six such sockets (its HTTP/1.1 limit per host) stall the next page for seconds.
+    res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     Ok(res)
 }
 

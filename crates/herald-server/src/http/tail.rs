@@ -130,6 +130,9 @@ pub(super) async fn tail(
         .into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    // A browser that leaves the page otherwise keeps the socket to drain an endless body, and
+    // six such sockets (its HTTP/1.1 limit per host) stall the next page for seconds.
+    res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     Ok(res)
 }
 
@@ -192,16 +195,19 @@ impl Tail {
                     continue;
                 }
                 window.1 += 1;
-                if self.tx.send(Ok(SseEvent::default().event("event").data(data))).await.is_err() {
+                if !self.send(SseEvent::default().event("event").data(data)).await {
                     return;
                 }
             }
             if skipped > 0 {
                 let data = serde_json::json!({ "count": skipped }).to_string();
-                if self.tx.send(Ok(SseEvent::default().event("skipped").data(data))).await.is_err() {
+                if !self.send(SseEvent::default().event("skipped").data(data)).await {
                     return;
                 }
                 skipped = 0;
+            }
+            if self.shutdown.is_cancelled() {
+                return self.end(ApiError::shutting_down()).await;
             }
             if found.more {
                 continue;
@@ -215,8 +221,17 @@ impl Tail {
         }
     }
 
+    /// Sends `event` unless the viewer left or the server is shutting down (then `false`): a
+    /// viewer that does not read holds nothing up.
+    async fn send(&self, event: SseEvent) -> bool {
+        tokio::select! {
+            sent = self.tx.send(Ok(event)) => sent.is_ok(),
+            _ = self.shutdown.cancelled() => false,
+        }
+    }
+
     async fn end(&self, e: ApiError) {
-        let _ = self.tx.send(Ok(SseEvent::default().event("end").data(e.to_json()))).await;
+        let _ = self.tx.try_send(Ok(SseEvent::default().event("end").data(e.to_json())));
     }
 }
 
@@ -228,6 +243,10 @@ fn look(broker: &Broker, topic: &str, mut positions: BTreeMap<u32, u64>) -> Resu
     for p in &info.partitions {
         // A partition added since the tail started is followed from its start.
         let pos = positions.entry(p.partition).or_insert(p.earliest_offset);
+        // A topic deleted and made again under the same name starts over.
+        if *pos > p.latest_offset {
+            *pos = p.earliest_offset;
+        }
         if *pos < p.earliest_offset {
             jumped += p.earliest_offset - *pos;
             *pos = p.earliest_offset;
