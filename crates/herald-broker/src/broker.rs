@@ -14,6 +14,7 @@ use crate::group::{Group, Member, MemberConfig};
 use crate::partition::{Partition, Receipt, StoredEvent};
 use crate::topic::{Topic, TopicInfo, TopicMeta, sync_dir};
 use herald_model::dead_letter::{Reasons, Selection};
+use herald_model::schema::{Compatibility, Incompatibility, SchemaPolicy, SchemaVersion};
 use herald_model::{DeadLetter, EventHistory, GroupConfig, GroupHistory, GroupInfo, StartFrom};
 
 /// History searches running at once (each may read up to `SEARCH_BYTES_MAX` per group); more
@@ -454,6 +455,8 @@ impl Broker {
     /// (dedupe by `(source, id)` within the topic's window).
     pub async fn publish_batch(&self, topic_name: &str, events: Vec<Event>) -> Result<Vec<Receipt>> {
         let topic = self.topic(topic_name)?;
+        // Nothing of a batch with an invalid event is stored.
+        let events = topic.schemas.check(events)?;
         let config = topic.config();
         let partitions = topic.partitions();
         let n = partitions.len() as u32;
@@ -638,6 +641,50 @@ impl Broker {
     /// DLQ is read through in chunks).
     pub fn dlq_reasons(&self, group: &str) -> Result<Reasons> {
         crate::group::dlq::dlq_reasons(self, group)
+    }
+
+    /// Registers `schema` (a JSON Schema) as the next version of `ty`'s schema on `topic`, if it
+    /// follows the type's compatibility rule (`mode`, when given, becomes that rule).
+    pub fn register_schema(
+        &self,
+        topic: &str,
+        ty: &str,
+        schema: serde_json::Value,
+        mode: Option<Compatibility>,
+    ) -> Result<SchemaVersion> {
+        self.topic(topic)?.schemas.register(ty, schema, mode, now_ms())
+    }
+
+    /// What registering `schema` for `ty` on `topic` would break (empty: accepted), without
+    /// registering it.
+    pub fn check_schema(
+        &self,
+        topic: &str,
+        ty: &str,
+        schema: &serde_json::Value,
+        mode: Option<Compatibility>,
+    ) -> Result<Vec<Incompatibility>> {
+        self.topic(topic)?.schemas.check_compatible(ty, schema, mode)
+    }
+
+    /// `topic`'s schema policy and the latest schema of each type.
+    pub fn list_schemas(&self, topic: &str) -> Result<(SchemaPolicy, Vec<SchemaVersion>)> {
+        Ok(self.topic(topic)?.schemas.list())
+    }
+
+    /// `ty`'s schema on `topic` at `version` (the latest when `None`).
+    pub fn schema(&self, topic: &str, ty: &str, version: Option<u32>) -> Result<SchemaVersion> {
+        self.topic(topic)?.schemas.get(ty, version)
+    }
+
+    /// Removes `ty`'s schema (every version) from `topic`; returns how many versions it had.
+    pub fn delete_schema(&self, topic: &str, ty: &str) -> Result<usize> {
+        self.topic(topic)?.schemas.delete(ty)
+    }
+
+    /// Sets what `topic` does with unknown types and its default compatibility rule.
+    pub fn set_schema_policy(&self, topic: &str, policy: SchemaPolicy) -> Result<SchemaPolicy> {
+        self.topic(topic)?.schemas.set_policy(policy)
     }
 
     /// Wakes `waiter` (`notify_waiters`) whenever events are appended to `topic`, for as long as

@@ -33,6 +33,7 @@ mod config;
 mod error;
 mod group;
 mod partition;
+mod schema;
 mod store;
 mod topic;
 

@@ -66,6 +66,8 @@ pub(crate) struct Topic {
     pub partitions: RwLock<Arc<Vec<Arc<Partition>>>>,
     /// Groups to wake when any partition gets new events.
     pub listeners: Arc<Listeners>,
+    /// The schemas its events are checked against on publish.
+    pub schemas: crate::schema::Registry,
 }
 
 /// Writes `data` to `path` durably: temp file, fsync, rename, fsync the directory.
@@ -196,7 +198,15 @@ impl Topic {
         let name: Arc<str> = meta.name.as_str().into();
         let listeners = Arc::new(Listeners::default());
         let partitions = Self::open_partitions(&name, &dir, &meta, broker, &listeners, 0)?;
-        Ok(Topic { name, dir, meta: RwLock::new(meta), partitions: RwLock::new(Arc::new(partitions)), listeners })
+        let schemas = crate::schema::Registry::open(&name, &dir)?;
+        Ok(Topic {
+            name,
+            dir,
+            meta: RwLock::new(meta),
+            partitions: RwLock::new(Arc::new(partitions)),
+            listeners,
+            schemas,
+        })
     }
 
     pub fn partitions(&self) -> Arc<Vec<Arc<Partition>>> {

@@ -189,6 +189,13 @@ codes! {
     /// A rate or count the server allows this caller (or its address) is used up for now: retry
     /// after the time the message names.
     QuotaExceeded = "quota_exceeded",
+    /// The event does not match the schema registered for its type (or its type has none on a
+    /// topic that requires one): nothing of its batch was stored.
+    SchemaInvalid = "schema_invalid",
+    /// A schema version breaks the compatibility rule of its type (which change, which rule).
+    SchemaIncompatible = "schema_incompatible",
+    /// No schema is registered for that topic and type (or no such version).
+    SchemaNotFound = "schema_not_found",
     /// A code this build does not know (a newer peer sent it).
     Remote = "remote",
 }
@@ -210,10 +217,10 @@ impl Code {
         match self {
             InvalidTopicName | InvalidGroupName | InvalidConfig | InvalidArgument | InvalidUrl | MethodNotAllowed
             | UnsupportedMediaType => ErrorKind::Invalid,
-            InvalidEvent | EventTooLarge => ErrorKind::InvalidEvent,
+            InvalidEvent | EventTooLarge | SchemaInvalid => ErrorKind::InvalidEvent,
             TopicNotFound | GroupNotFound | PartitionNotFound | EventNotFound | UnknownMember | NotFound
-            | OffsetBelowEarliest | OffsetBeyondLatest => ErrorKind::NotFound,
-            TopicExists | MemberActive | GroupActive | NotAHeraldTopic => ErrorKind::Conflict,
+            | OffsetBelowEarliest | OffsetBeyondLatest | SchemaNotFound => ErrorKind::NotFound,
+            TopicExists | MemberActive | GroupActive | NotAHeraldTopic | SchemaIncompatible => ErrorKind::Conflict,
             LimitExceeded | RequestTooLarge => ErrorKind::Limit,
             Busy | StorageFull | QuotaExceeded => ErrorKind::Busy,
             Unauthenticated | PermissionDenied => ErrorKind::Denied,
@@ -235,12 +242,13 @@ impl Code {
         use Code::*;
         match self {
             InvalidTopicName | InvalidGroupName | InvalidConfig | InvalidArgument | InvalidUrl | InvalidEvent
-            | EventTooLarge | MethodNotAllowed | UnsupportedMediaType => GrpcStatus::InvalidArgument,
-            TopicNotFound | GroupNotFound | PartitionNotFound | EventNotFound | UnknownMember | NotFound => {
-                GrpcStatus::NotFound
-            }
+            | EventTooLarge | MethodNotAllowed | UnsupportedMediaType | SchemaInvalid => GrpcStatus::InvalidArgument,
+            TopicNotFound | GroupNotFound | PartitionNotFound | EventNotFound | UnknownMember | NotFound
+            | SchemaNotFound => GrpcStatus::NotFound,
             TopicExists | MemberActive => GrpcStatus::AlreadyExists,
-            GroupActive | NotAHeraldTopic | StaleGeneration | NotInFlight | Closed => GrpcStatus::FailedPrecondition,
+            GroupActive | NotAHeraldTopic | StaleGeneration | NotInFlight | Closed | SchemaIncompatible => {
+                GrpcStatus::FailedPrecondition
+            }
             LimitExceeded | RequestTooLarge | Busy | StorageFull | QuotaExceeded => GrpcStatus::ResourceExhausted,
             Unauthenticated => GrpcStatus::Unauthenticated,
             PermissionDenied => GrpcStatus::PermissionDenied,
@@ -258,12 +266,13 @@ impl Code {
         use Code::*;
         match self {
             InvalidTopicName | InvalidGroupName | InvalidConfig | InvalidArgument | InvalidUrl | InvalidEvent
-            | LimitExceeded => 400,
-            TopicNotFound | GroupNotFound | PartitionNotFound | EventNotFound | UnknownMember | NotFound => 404,
+            | LimitExceeded | SchemaInvalid => 400,
+            TopicNotFound | GroupNotFound | PartitionNotFound | EventNotFound | UnknownMember | NotFound
+            | SchemaNotFound => 404,
             MethodNotAllowed => 405,
             RequestTimeout => 408,
             TopicExists | MemberActive | GroupActive | NotAHeraldTopic | StaleGeneration | NotInFlight
-            | RetentionOvertook => 409,
+            | RetentionOvertook | SchemaIncompatible => 409,
             EventTooLarge | RequestTooLarge => 413,
             UnsupportedMediaType => 415,
             Unauthenticated => 401,

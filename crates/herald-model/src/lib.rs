@@ -25,6 +25,7 @@ pub mod dead_letter;
 mod delivery;
 pub mod history;
 pub mod routing;
+pub mod schema;
 mod settings;
 pub mod storage;
 

@@ -12,6 +12,7 @@
 //! - `subscribe.rs`: `GET /v1/groups/{group}/subscribe` (Server-Sent Events: one connection is one
 //!   group member), the registry of live members, and `POST /v1/groups/{group}/acks`;
 //! - `admin.rs`: topics, groups, resets and dead letters;
+//! - `schemas.rs`: schemas per topic and event type, their compatibility checks and the policy;
 //! - `tail.rs`: `GET /v1/topics/{topic}/tail` (SSE: a live tail, filtered by the server);
 //! - `console.rs`: the Console's files at `/` and `/console/…`, and its overview, stream and
 //!   lag-chart answers under `/v1/console/`.
@@ -48,6 +49,7 @@ mod console;
 mod error;
 mod events;
 mod extract;
+mod schemas;
 mod subscribe;
 mod tail;
 
@@ -83,6 +85,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/topics/{topic}/events/{offset}/history", get(events::history))
         .route("/v1/topics/{topic}/history", get(events::history_by_id))
         .route("/v1/topics/{topic}/tail", get(tail::tail))
+        .route("/v1/topics/{topic}/schemas", get(schemas::list).post(schemas::register))
+        .route("/v1/topics/{topic}/schemas/check", post(schemas::check))
+        .route("/v1/topics/{topic}/schemas/{ty}", get(schemas::latest).delete(schemas::delete))
+        .route("/v1/topics/{topic}/schemas/{ty}/versions/{version}", get(schemas::version))
+        .route("/v1/topics/{topic}/schema-policy", get(schemas::policy).put(schemas::set_policy))
         .route("/v1/groups", get(admin::list_groups))
         .route("/v1/groups/{group}", get(admin::describe_group))
         .route("/v1/groups/{group}/reset", post(admin::reset_group))
@@ -182,6 +189,9 @@ fn audit(
     let action = match (method, segments.as_slice()) {
         (&Method::POST, ["v1", "topics"]) => Some("create_topic"),
         (&Method::DELETE, ["v1", "topics", _]) => Some("delete_topic"),
+        (&Method::POST, ["v1", "topics", _, "schemas"]) => Some("register_schema"),
+        (&Method::DELETE, ["v1", "topics", _, "schemas", _]) => Some("delete_schema"),
+        (&Method::PUT, ["v1", "topics", _, "schema-policy"]) => Some("set_schema_policy"),
         (&Method::POST, ["v1", "groups", _, "reset"]) => Some("reset_group"),
         (&Method::POST, ["v1", "groups", _, "skip-damaged"]) => Some("skip_damaged"),
         (&Method::GET, ["v1", "groups", _, "dlq"]) => Some("dlq_list"),

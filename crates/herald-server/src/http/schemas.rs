@@ -1,0 +1,132 @@
+//! Schemas over HTTP, per topic and CloudEvents type (see `herald_model::schema`):
+//!
+//! - `GET /v1/topics/{t}/schemas` → `{"policy": {"unknown_types", "compatibility"}, "schemas":
+//!   [the latest version of each type]}`;
+//! - `POST /v1/topics/{t}/schemas` `{"type", "schema", "compatibility"?}` → the version
+//!   registered (the same document as the latest answers that version); 409
+//!   `schema_incompatible` naming each change and the rule it breaks; 400 `invalid_config` for a
+//!   document that is no JSON Schema;
+//! - `POST /v1/topics/{t}/schemas/check` (same body) → `{"compatible", "problems": [{"rule",
+//!   "version", "path", "message"}]}`, registering nothing;
+//! - `GET /v1/topics/{t}/schemas/{type}` (latest), `…/{type}/versions/{n}`; `DELETE
+//!   /v1/topics/{t}/schemas/{type}` → `{"deleted": versions}`;
+//! - `GET`/`PUT /v1/topics/{t}/schema-policy` `{"unknown_types": "allow" | "refuse",
+//!   "compatibility": "BACKWARD" | …}`.
+//!
+//! A version is `{"topic", "type", "version", "format", "schema", "registered_ms",
+//! "compatibility", "dataschema"}`; `dataschema` is what valid events are stamped with.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use herald_model::schema::{Compatibility, SchemaPolicy, SchemaVersion};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::extract::{JsonBody, Params, Seg};
+use super::{ApiError, Caller, Http, blocking};
+use crate::auth::{Action, Resource};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Register {
+    #[serde(rename = "type")]
+    ty: String,
+    schema: Value,
+    compatibility: Option<Compatibility>,
+}
+
+pub(super) async fn list(
+    State(h): State<Http>,
+    caller: Caller,
+    Seg(topic): Seg,
+    q: Params,
+) -> Result<Response, ApiError> {
+    caller.0.check_any(Resource::Topic(&topic))?;
+    q.only(&[])?;
+    let (policy, schemas) = blocking(&h, move |b| b.list_schemas(&topic)).await?;
+    Ok(Json(json!({ "policy": policy, "schemas": schemas })).into_response())
+}
+
+pub(super) async fn register(
+    State(h): State<Http>,
+    caller: Caller,
+    Seg(topic): Seg,
+    q: Params,
+    JsonBody(req): JsonBody<Register>,
+) -> Result<Json<SchemaVersion>, ApiError> {
+    caller.may(Action::Admin, Resource::Topic(&topic))?;
+    q.only(&[])?;
+    Ok(Json(blocking(&h, move |b| b.register_schema(&topic, &req.ty, req.schema, req.compatibility)).await?))
+}
+
+pub(super) async fn check(
+    State(h): State<Http>,
+    caller: Caller,
+    Seg(topic): Seg,
+    q: Params,
+    JsonBody(req): JsonBody<Register>,
+) -> Result<Response, ApiError> {
+    caller.0.check_any(Resource::Topic(&topic))?;
+    q.only(&[])?;
+    let problems = blocking(&h, move |b| b.check_schema(&topic, &req.ty, &req.schema, req.compatibility)).await?;
+    Ok(Json(json!({ "compatible": problems.is_empty(), "problems": problems })).into_response())
+}
+
+pub(super) async fn latest(
+    State(h): State<Http>,
+    caller: Caller,
+    Path((topic, ty)): Path<(String, String)>,
+    q: Params,
+) -> Result<Json<SchemaVersion>, ApiError> {
+    caller.0.check_any(Resource::Topic(&topic))?;
+    q.only(&[])?;
+    Ok(Json(blocking(&h, move |b| b.schema(&topic, &ty, None)).await?))
+}
+
+pub(super) async fn version(
+    State(h): State<Http>,
+    caller: Caller,
+    Path((topic, ty, version)): Path<(String, String, String)>,
+    q: Params,
+) -> Result<Json<SchemaVersion>, ApiError> {
+    caller.0.check_any(Resource::Topic(&topic))?;
+    q.only(&[])?;
+    let v: u32 = version.parse().map_err(|_| ApiError::invalid(format!("version {version:?} is not a number")))?;
+    Ok(Json(blocking(&h, move |b| b.schema(&topic, &ty, Some(v))).await?))
+}
+
+pub(super) async fn delete(
+    State(h): State<Http>,
+    caller: Caller,
+    Path((topic, ty)): Path<(String, String)>,
+    q: Params,
+) -> Result<Response, ApiError> {
+    caller.may(Action::Admin, Resource::Topic(&topic))?;
+    q.only(&[])?;
+    let deleted = blocking(&h, move |b| b.delete_schema(&topic, &ty)).await?;
+    Ok(Json(json!({ "deleted": deleted })).into_response())
+}
+
+pub(super) async fn policy(
+    State(h): State<Http>,
+    caller: Caller,
+    Seg(topic): Seg,
+    q: Params,
+) -> Result<Json<SchemaPolicy>, ApiError> {
+    caller.0.check_any(Resource::Topic(&topic))?;
+    q.only(&[])?;
+    Ok(Json(blocking(&h, move |b| b.list_schemas(&topic)).await?.0))
+}
+
+pub(super) async fn set_policy(
+    State(h): State<Http>,
+    caller: Caller,
+    Seg(topic): Seg,
+    q: Params,
+    JsonBody(policy): JsonBody<SchemaPolicy>,
+) -> Result<Json<SchemaPolicy>, ApiError> {
+    caller.may(Action::Admin, Resource::Topic(&topic))?;
+    q.only(&[])?;
+    Ok(Json(blocking(&h, move |b| b.set_schema_policy(&topic, policy)).await?))
+}

@@ -1,0 +1,162 @@
+//! Schemas over HTTP against a real server: registration with compatibility checks, validation
+//! on every publish mode (a batch with one invalid event stores nothing), `dataschema` stamped
+//! on valid events, the policy for unknown types, and all of it after a restart.
+
+use herald_server::{Server, ServerConfig};
+use serde_json::{Value, json};
+
+struct Env {
+    server: Option<Server>,
+    base: String,
+    http: reqwest::Client,
+    dir: tempfile::TempDir,
+}
+
+async fn start_in(dir: tempfile::TempDir) -> Env {
+    let config = ServerConfig {
+        data_dir: dir.path().to_owned(),
+        http: "127.0.0.1:0".parse().unwrap(),
+        grpc: "127.0.0.1:0".parse().unwrap(),
+        console: false,
+        ..Default::default()
+    };
+    let server = Server::start(config).await.unwrap();
+    let base = format!("http://{}", server.http_addr());
+    Env { server: Some(server), base, http: reqwest::Client::new(), dir }
+}
+
+impl Env {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let res = r.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, serde_json::from_slice(&res.bytes().await.unwrap()).unwrap_or(Value::Null))
+    }
+
+    async fn batch(&self, topic: &str, events: &[Value]) -> (u16, Value) {
+        let res = self
+            .http
+            .post(format!("{}/v1/topics/{topic}/events", self.base))
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(serde_json::to_vec(events).unwrap())
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, serde_json::from_slice(&res.bytes().await.unwrap()).unwrap_or(Value::Null))
+    }
+
+    async fn restart(mut self) -> Env {
+        self.server.take().unwrap().shutdown().await.unwrap();
+        start_in(self.dir).await
+    }
+}
+
+fn order(id: &str, total: Value) -> Value {
+    json!({ "specversion": "1.0", "id": id, "source": "/t", "type": "order.placed", "datacontenttype": "application/json",
+            "data": { "id": id, "total": total } })
+}
+
+fn schema() -> Value {
+    json!({ "type": "object", "properties": { "id": { "type": "string" }, "total": { "type": "integer", "minimum": 0 } },
+            "required": ["id", "total"] })
+}
+
+#[tokio::test]
+async fn events_are_validated_on_publish_and_schemas_evolve_by_their_rule() {
+    let env = start_in(tempfile::tempdir().unwrap()).await;
+    let post = reqwest::Method::POST;
+    let (s, _) = env.call(post.clone(), "/v1/topics", Some(json!({ "name": "orders", "partitions": 2 }))).await;
+    assert_eq!(s, 201);
+    let (s, v1) = env
+        .call(post.clone(), "/v1/topics/orders/schemas", Some(json!({ "type": "order.placed", "schema": schema() })))
+        .await;
+    assert_eq!(s, 200, "{v1}");
+    assert_eq!((v1["version"].as_u64(), v1["compatibility"].as_str()), (Some(1), Some("BACKWARD")));
+
+    // A batch with one invalid event: refused with its path and version, nothing stored.
+    let (s, e) = env.batch("orders", &[order("a", json!(5)), order("b", json!("five"))]).await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("schema_invalid")), "{e}");
+    let m = e["message"].as_str().unwrap();
+    assert!(m.contains("/total") && m.contains("version 1") && m.contains("event 1"), "{m}");
+    let (_, t) = env.call(reqwest::Method::GET, "/v1/topics/orders", None).await;
+    let stored: u64 = t["partitions"].as_array().unwrap().iter().map(|p| p["latest_offset"].as_u64().unwrap()).sum();
+    assert_eq!(stored, 0, "nothing of the batch was stored");
+
+    // Valid events are stamped with the version they matched (binary mode too).
+    let (s, r) = env.batch("orders", &[order("a", json!(5))]).await;
+    assert_eq!(s, 201, "{r}");
+    let res = env
+        .http
+        .post(format!("{}/v1/topics/orders/events", env.base))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "c")
+        .header("ce-source", "/t")
+        .header("ce-type", "order.placed")
+        .header("content-type", "application/json")
+        .body(r#"{"id": "c", "total": -1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400, "binary mode is validated too");
+    let (_, read) = env
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/topics/orders/events?partition={}", r["receipts"][0]["partition"]),
+            None,
+        )
+        .await;
+    assert_eq!(read["events"][0]["event"]["dataschema"], v1["dataschema"], "{read}");
+    assert_eq!(v1["dataschema"], "herald:/v1/topics/orders/schemas/order.placed/versions/1");
+
+    // Adding a required field breaks BACKWARD: refused naming it; `check` says so without registering.
+    let mut required = schema();
+    required["properties"]["coupon"] = json!({ "type": "string" });
+    required["required"] = json!(["id", "total", "coupon"]);
+    let body = json!({ "type": "order.placed", "schema": required });
+    let (s, c) = env.call(post.clone(), "/v1/topics/orders/schemas/check", Some(body.clone())).await;
+    assert_eq!((s, &c["compatible"]), (200, &json!(false)), "{c}");
+    assert_eq!(
+        (c["problems"][0]["rule"].as_str(), c["problems"][0]["path"].as_str()),
+        (Some("BACKWARD"), Some("/required"))
+    );
+    let (s, e) = env.call(post.clone(), "/v1/topics/orders/schemas", Some(body)).await;
+    assert_eq!((s, e["code"].as_str()), (409, Some("schema_incompatible")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("coupon"), "{e}");
+    let mut optional = schema();
+    optional["properties"]["coupon"] = json!({ "type": "string" });
+    let (s, v2) = env
+        .call(post.clone(), "/v1/topics/orders/schemas", Some(json!({ "type": "order.placed", "schema": optional })))
+        .await;
+    assert_eq!((s, v2["version"].as_u64()), (200, Some(2)), "{v2}");
+    let (s, e) = env
+        .call(post.clone(), "/v1/topics/orders/schemas", Some(json!({ "type": "x", "schema": { "type": 7 } })))
+        .await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("invalid_config")), "{e}");
+
+    // Unknown types: allowed by default, refused once the policy says so.
+    let other = json!({ "specversion": "1.0", "id": "o", "source": "/t", "type": "order.other", "data": 1 });
+    assert_eq!(env.batch("orders", std::slice::from_ref(&other)).await.0, 201);
+    let (s, p) = env
+        .call(reqwest::Method::PUT, "/v1/topics/orders/schema-policy", Some(json!({ "unknown_types": "refuse" })))
+        .await;
+    assert_eq!((s, p["unknown_types"].as_str()), (200, Some("refuse")), "{p}");
+    let (s, e) = env.batch("orders", &[other]).await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("schema_invalid")), "{e}");
+
+    // All of it after a restart.
+    let env = env.restart().await;
+    let (_, l) = env.call(reqwest::Method::GET, "/v1/topics/orders/schemas", None).await;
+    assert_eq!(l["policy"]["unknown_types"], "refuse", "{l}");
+    assert_eq!(l["schemas"][0]["version"], 2);
+    let (s, v) = env.call(reqwest::Method::GET, "/v1/topics/orders/schemas/order.placed/versions/1", None).await;
+    assert_eq!((s, &v["schema"]), (200, &schema()));
+    assert_eq!(env.batch("orders", &[order("z", json!(-3))]).await.0, 400);
+    let (s, d) = env.call(reqwest::Method::DELETE, "/v1/topics/orders/schemas/order.placed", None).await;
+    assert_eq!((s, d["deleted"].as_u64()), (200, Some(2)));
+    let (s, e) = env.call(reqwest::Method::GET, "/v1/topics/orders/schemas/order.placed", None).await;
+    assert_eq!((s, e["code"].as_str()), (404, Some("schema_not_found")), "{e}");
+}
