@@ -160,3 +160,46 @@ async fn events_are_validated_on_publish_and_schemas_evolve_by_their_rule() {
     let (s, e) = env.call(reqwest::Method::GET, "/v1/topics/orders/schemas/order.placed", None).await;
     assert_eq!((s, e["code"].as_str()), (404, Some("schema_not_found")), "{e}");
 }
+
+/// Problems the AsyncAPI 3.0 JSON Schema finds in `doc`.
+fn asyncapi_problems(doc: &Value) -> Vec<String> {
+    let spec: Value =
+        serde_json::from_str(include_str!("fixtures/asyncapi-3.0.0.schema.json")).expect("the AsyncAPI schema is JSON");
+    let validator = jsonschema::validator_for(&spec).expect("the AsyncAPI schema compiles");
+    validator.iter_errors(doc).map(|e| format!("{}: {e}", e.instance_path())).collect()
+}
+
+#[tokio::test]
+async fn the_asyncapi_document_describes_the_live_system_and_is_valid_asyncapi_3() {
+    let env = start_in(tempfile::tempdir().unwrap()).await;
+    let post = reqwest::Method::POST;
+    env.call(post.clone(), "/v1/topics", Some(json!({ "name": "orders", "partitions": 2 }))).await;
+    env.call(post.clone(), "/v1/topics", Some(json!({ "name": "payments", "partitions": 1 }))).await;
+    let (s, _) = env
+        .call(post.clone(), "/v1/topics/orders/schemas", Some(json!({ "type": "order.placed", "schema": schema() })))
+        .await;
+    assert_eq!(s, 200);
+    env.call(reqwest::Method::PUT, "/v1/topics/payments/schema-policy", Some(json!({ "unknown_types": "refuse" })))
+        .await;
+    // A group reading orders (made by its first subscription; closed at once).
+    let r = env.http.get(format!("{}/v1/groups/billing/subscribe?topic=orders", env.base)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    drop(r);
+
+    let (s, doc) = env.call(reqwest::Method::GET, "/v1/asyncapi.json", None).await;
+    assert_eq!(s, 200, "{doc}");
+    let problems = asyncapi_problems(&doc);
+    assert!(problems.is_empty(), "not valid AsyncAPI 3.0: {problems:#?}\n{doc:#}");
+    assert_eq!(doc["channels"]["orders"]["address"], "orders");
+    assert_eq!(doc["components"]["messages"]["orders.order.placed"]["payload"]["schema"], schema());
+    assert!(doc["channels"]["orders"]["messages"].get("cloudevent").is_some(), "orders allows unknown types");
+    assert!(doc["channels"]["payments"]["messages"].get("cloudevent").is_none(), "payments refuses them");
+    assert_eq!(doc["operations"]["receive.billing.orders"]["action"], "receive");
+    assert_eq!(doc["operations"]["send.orders"]["channel"]["$ref"], "#/channels/orders");
+    assert!(doc["channels"].get("billing.dlq").is_none(), "internal topics are left out");
+
+    // The check can fail: a document without its version is refused.
+    let mut broken = doc.clone();
+    broken.as_object_mut().unwrap().remove("asyncapi");
+    assert!(!asyncapi_problems(&broken).is_empty());
+}

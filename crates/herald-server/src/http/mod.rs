@@ -12,6 +12,7 @@
 //! - `subscribe.rs`: `GET /v1/groups/{group}/subscribe` (Server-Sent Events: one connection is one
 //!   group member), the registry of live members, and `POST /v1/groups/{group}/acks`;
 //! - `admin.rs`: topics, groups, resets and dead letters;
+//! - `asyncapi.rs`: `GET /v1/asyncapi.json`, an AsyncAPI 3.0 document of the live system;
 //! - `schemas.rs`: schemas per topic and event type, their compatibility checks and the policy;
 //! - `tail.rs`: `GET /v1/topics/{topic}/tail` (SSE: a live tail, filtered by the server);
 //! - `console.rs`: the Console's files at `/` and `/console/…`, and its overview, stream and
@@ -45,6 +46,7 @@ use crate::AppState;
 use crate::auth::{Action, Principal, Resource};
 
 mod admin;
+mod asyncapi;
 mod console;
 mod error;
 mod events;
@@ -100,6 +102,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/groups/{group}/dlq/replay", post(admin::dlq_replay))
         .route("/v1/groups/{group}/dlq/reasons", get(admin::dlq_reasons))
         .route("/v1/whoami", get(whoami))
+        .route("/v1/asyncapi.json", get(asyncapi::document))
         .route("/v1/console/session", get(console::session))
         .route("/v1/console/overview", get(console::overview))
         .route("/v1/console/stream", get(console::stream))
