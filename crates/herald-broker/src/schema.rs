@@ -184,7 +184,10 @@ impl Registry {
                 )
             })?
         };
-        if let Err(e) = c.validator.validate(&data) {
+        // The common case costs no error building.
+        if !c.validator.is_valid(&data)
+            && let Err(e) = c.validator.validate(&data)
+        {
             let path = e.instance_path().to_string();
             let message = format!(
                 "event {index} (id {:?}, type {ty:?}) does not match version {} of its schema at {}: {e}",
@@ -194,14 +197,11 @@ impl Registry {
             );
             return Err(invalid(c.version, path, message));
         }
-        if event.dataschema() == Some(c.dataschema.as_str()) {
-            return Ok(event);
+        let mut event = event;
+        if event.dataschema() != Some(c.dataschema.as_str()) {
+            event.set_dataschema(c.dataschema.clone()).map_err(BrokerError::Event)?;
         }
-        event
-            .to_builder()
-            .dataschema(c.dataschema.clone())
-            .build_with(&herald_core::Limits::HARD)
-            .map_err(BrokerError::Event)
+        Ok(event)
     }
 
     fn version_of(&self, ty: &str, t: &StoredType, v: &StoredVersion, policy: &SchemaPolicy) -> SchemaVersion {

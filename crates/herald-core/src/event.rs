@@ -86,6 +86,20 @@ impl Event {
         Ok(())
     }
 
+    /// Sets `dataschema` (what a broker validating events does to each): only it is checked (and
+    /// the size under [`Limits::HARD`]), not the whole event again. On error the event is left as
+    /// it was.
+    pub fn set_dataschema(&mut self, schema: String) -> Result<(), EventError> {
+        crate::validate::check_dataschema(&schema)?;
+        let old = self.dataschema.replace(schema);
+        let event_bytes = crate::codec::binary::encoded_len(self);
+        if event_bytes > Limits::HARD.event_bytes_max {
+            self.dataschema = old;
+            return Err(EventError::EventTooLarge { event_bytes, limit: Limits::HARD.event_bytes_max });
+        }
+        Ok(())
+    }
+
     /// Checks this event against other limits, e.g. a topic's stricter ones.
     pub fn check_limits(&self, limits: &Limits) -> Result<(), EventError> {
         validate(self, limits)
@@ -346,6 +360,19 @@ impl EventBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dataschema_set_later_is_checked_and_a_refused_one_leaves_the_event_as_it_was() {
+        let mut e = Event::builder("t").build().unwrap();
+        e.set_dataschema("herald:/v1/topics/t/schemas/t/versions/1".into()).unwrap();
+        assert_eq!(e.dataschema(), Some("herald:/v1/topics/t/schemas/t/versions/1"));
+        let before = e.clone();
+        assert!(matches!(e.set_dataschema("no-scheme".into()), Err(EventError::InvalidDataSchema { .. })));
+        assert!(matches!(e.set_dataschema(String::new()), Err(_)));
+        let huge = format!("herald:/{}", "x".repeat(Limits::HARD.event_bytes_max));
+        assert!(matches!(e.set_dataschema(huge), Err(EventError::EventTooLarge { .. })));
+        assert_eq!(e, before);
+    }
 
     #[test]
     fn a_trace_context_is_checked_and_a_refused_one_leaves_the_event_as_it_was() {

@@ -297,11 +297,7 @@ pub(crate) fn validate(event: &Event, limits: &Limits) -> Result<(), EventError>
         }
     }
     if let Some(schema) = &event.dataschema {
-        check_present("dataschema", schema)?;
-        let invalid = |reason| EventError::InvalidDataSchema { value: excerpt(schema), reason };
-        if !check_uri_reference(schema).map_err(invalid)? {
-            return Err(invalid(UriError::MissingScheme));
-        }
+        check_dataschema(schema)?;
     }
     if let Some(key) = &event.key {
         // Size first: a huge key should be reported as huge, not for a character deep inside.
@@ -476,6 +472,16 @@ fn decode_lower_hex(hex: &[u8], out: &mut [u8]) -> bool {
 }
 
 /// Checks an RFC 3986 URI-reference; returns whether it has a scheme (is an absolute URI).
+/// `dataschema`: present and an absolute URI.
+pub(crate) fn check_dataschema(schema: &str) -> Result<(), EventError> {
+    check_present("dataschema", schema)?;
+    let invalid = |reason| EventError::InvalidDataSchema { value: excerpt(schema), reason };
+    if !check_uri_reference(schema).map_err(invalid)? {
+        return Err(invalid(UriError::MissingScheme));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_uri_reference(value: &str) -> Result<bool, UriError> {
     let b = value.as_bytes();
 
