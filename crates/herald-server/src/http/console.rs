@@ -16,18 +16,16 @@
 //! With `console = false` none of these are served (404), and nothing is sampled.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use herald_model::Code;
 use include_dir::{Dir, include_dir};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::extract::{Params, Seg};
 use super::{ApiError, Caller, Http, blocking};
@@ -118,6 +116,45 @@ fn internal(topic: &str, groups: &[String]) -> bool {
     of(".dlq") || of(".replay")
 }
 
+/// The Console's totals: what the overview and every tick sum the same way (internal topics
+/// count toward nothing).
+#[derive(Default)]
+struct Totals {
+    topics: usize,
+    groups: usize,
+    in_per_s: f64,
+    out_per_s: f64,
+    lag: u64,
+    dead_letters: u64,
+}
+
+impl Totals {
+    fn topic(&mut self, internal: bool, in_per_s: f64) {
+        if !internal {
+            self.topics += 1;
+            self.in_per_s += in_per_s;
+        }
+    }
+
+    fn group(&mut self, lag: u64, dead_letters: u64, out_per_s: f64) {
+        self.groups += 1;
+        self.lag += lag;
+        self.dead_letters += dead_letters;
+        self.out_per_s += out_per_s;
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "topics": self.topics,
+            "groups": self.groups,
+            "events_in_per_s": self.in_per_s,
+            "events_out_per_s": self.out_per_s,
+            "lag": self.lag,
+            "dead_letters": self.dead_letters,
+        })
+    }
+}
+
 /// `GET /v1/console/overview`.
 pub(super) async fn overview(State(h): State<Http>, caller: Caller, q: Params) -> Result<Json<Value>, ApiError> {
     q.only(&[])?;
@@ -127,7 +164,7 @@ pub(super) async fn overview(State(h): State<Http>, caller: Caller, q: Params) -
         let rates = stats.latest();
         let groups_all = b.list_groups();
         let mut topics = Vec::new();
-        let (mut in_per_s, mut lag, mut dead_letters, mut out_per_s) = (0.0, 0u64, 0u64, 0.0);
+        let mut totals = Totals::default();
         for name in b.list_topics() {
             if !p.sees(Resource::Topic(&name)) {
                 continue;
@@ -135,9 +172,7 @@ pub(super) async fn overview(State(h): State<Http>, caller: Caller, q: Params) -
             let Ok(t) = b.describe_topic(&name) else { continue };
             let rate = rates.topics.get(&name).map_or(0.0, |s| s.in_per_s);
             let internal = internal(&name, &groups_all);
-            if !internal {
-                in_per_s += rate;
-            }
+            totals.topic(internal, rate);
             topics.push(json!({
                 "name": name,
                 "partitions": t.partitions.len(),
@@ -157,7 +192,7 @@ pub(super) async fn overview(State(h): State<Http>, caller: Caller, q: Params) -
             let group_lag: u64 = g.partitions.iter().map(|p| p.lag).sum();
             let held = b.dlq_held(name);
             let rate = rates.groups.get(name).map_or(0.0, |s| s.out_per_s);
-            (lag, dead_letters, out_per_s) = (lag + group_lag, dead_letters + held, out_per_s + rate);
+            totals.group(group_lag, held, rate);
             groups.push(json!({
                 "name": name,
                 "members": g.members.len(),
@@ -176,14 +211,7 @@ pub(super) async fn overview(State(h): State<Http>, caller: Caller, q: Params) -
             "status": status,
             "damaged": list(&mut ready, "damaged"),
             "fenced": list(&mut ready, "fenced"),
-            "totals": {
-                "topics": topics.iter().filter(|t| t["internal"] == false).count(),
-                "groups": groups.len(),
-                "events_in_per_s": in_per_s,
-                "events_out_per_s": out_per_s,
-                "lag": lag,
-                "dead_letters": dead_letters,
-            },
+            "totals": totals.json(),
             "topics": topics,
             "groups": groups,
             "interval_ms": crate::stats::INTERVAL.as_millis() as u64,
@@ -216,16 +244,13 @@ fn tick(sample: &crate::stats::Sample, p: &crate::auth::Principal, status: Value
         v.sort();
         v
     };
-    let (mut in_per_s, mut out_per_s, mut lag, mut dead_letters, mut topic_count) = (0.0, 0.0, 0u64, 0u64, 0usize);
+    let mut totals = Totals::default();
     let mut topics = serde_json::Map::new();
     for (name, t) in &sample.topics {
         if !p.sees(Resource::Topic(name)) {
             continue;
         }
-        if !internal(name, &groups_all) {
-            in_per_s += t.in_per_s;
-            topic_count += 1;
-        }
+        totals.topic(internal(name, &groups_all), t.in_per_s);
         topics.insert(name.clone(), serde_json::to_value(t).unwrap_or(Value::Null));
     }
     let mut groups = serde_json::Map::new();
@@ -233,21 +258,13 @@ fn tick(sample: &crate::stats::Sample, p: &crate::auth::Principal, status: Value
         if !p.sees(Resource::Group(name)) {
             continue;
         }
-        (in_per_s, out_per_s, lag, dead_letters) =
-            (in_per_s, out_per_s + g.out_per_s, lag + g.lag, dead_letters + g.dead_letters);
+        totals.group(g.lag, g.dead_letters, g.out_per_s);
         groups.insert(name.clone(), serde_json::to_value(g).unwrap_or(Value::Null));
     }
     json!({
         "t_ms": sample.t_ms,
         "status": status,
-        "totals": {
-            "topics": topic_count,
-            "groups": groups.len(),
-            "events_in_per_s": in_per_s,
-            "events_out_per_s": out_per_s,
-            "lag": lag,
-            "dead_letters": dead_letters,
-        },
+        "totals": totals.json(),
         "topics": topics,
         "groups": groups,
     })
@@ -292,15 +309,7 @@ pub(super) async fn stream(State(h): State<Http>, caller: Caller, q: Params) -> 
             }
         }
     });
-    let mut res = Sse::new(ReceiverStream::new(rx))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response();
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    res.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
-    // A browser that leaves the page otherwise keeps the socket to drain an endless body, and
-    // six such sockets (its HTTP/1.1 limit per host) stall the next page for seconds.
-    res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    Ok(res)
+    Ok(super::subscribe::sse_response(rx, true))
 }
 
 #[cfg(test)]

@@ -198,12 +198,7 @@ pub(super) async fn subscribe(
         guard: h.app.guard.clone(),
     };
     tokio::spawn(session.run(permit));
-    let mut res = Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response();
-    let headers = res.headers_mut();
-    headers.insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Proxies (nginx) must pass events on as they come.
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(res)
+    Ok(sse_response(rx, false))
 }
 
 /// A place under `max_subscriptions` for a stream (a subscription, a live tail, a Console
@@ -219,6 +214,22 @@ pub(super) fn stream_permit(h: &Http) -> Result<OwnedSemaphorePermit, ApiError> 
             ),
         )
     })
+}
+
+/// The answer of an SSE stream (a subscription, a live tail, a Console stream): events from `rx`,
+/// a comment every [`KEEP_ALIVE`], not cached, not buffered by proxies (nginx). `close`: the
+/// connection is not kept for another request afterwards — for streams a browser opens: one that
+/// leaves the page otherwise keeps the socket to drain an endless body, and six such sockets
+/// (its HTTP/1.1 limit per server) stall the next page.
+pub(super) fn sse_response(rx: mpsc::Receiver<Result<SseEvent, Infallible>>, close: bool) -> Response {
+    let mut res = Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response();
+    let headers = res.headers_mut();
+    headers.insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if close {
+        headers.insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
 }
 
 type Outbound = mpsc::Sender<Result<SseEvent, Infallible>>;

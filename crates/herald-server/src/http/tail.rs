@@ -20,13 +20,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use axum::response::sse::Event as SseEvent;
 use herald_broker::{Broker, BrokerError, StoredEvent};
 use herald_model::Code;
 use tokio::sync::{Notify, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::extract::{Params, Seg};
 use super::{ApiError, Caller, Http, blocking};
@@ -125,15 +123,7 @@ pub(super) async fn tail(
         tail.run().await;
         gauge.decrement(1.0);
     });
-    let mut res = Sse::new(ReceiverStream::new(rx))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response();
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    res.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
-    // A browser that leaves the page otherwise keeps the socket to drain an endless body, and
-    // six such sockets (its HTTP/1.1 limit per host) stall the next page for seconds.
-    res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    Ok(res)
+    Ok(super::subscribe::sse_response(rx, true))
 }
 
 struct Tail {
