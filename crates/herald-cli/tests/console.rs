@@ -275,6 +275,12 @@ async fn every_page_shows_what_the_api_says() {
     b.open(&format!("{base}/#/dlq/billing"), "dlq").await;
     assert_eq!(b.text("tr[data-reason=\"card declined\"] [data-testid=count]").await, "3");
     assert_eq!(b.text("tr[data-reason=\"address invalid\"] [data-testid=count]").await, "1");
+    b.until_js(
+        "all 4 letters listed",
+        "return document.querySelectorAll('tr[data-dlq-offset]').length === 4",
+        Duration::from_secs(5),
+    )
+    .await;
     check_page(&b, "dlq").await;
     data.failing.store(false, Ordering::SeqCst);
     click(&b, "tr[data-reason=\"card declined\"] [data-action=replay-reason]").await;

@@ -6,6 +6,9 @@ import { lagChart } from './chart.js';
 import { eventDetail, expandableRows, historyHref } from './event.js';
 import { topicHref, groupHref, dlqHref } from './topics.js';
 
+// The filter's value for every reason: not a reason any letter can have (an empty one can).
+const ALL_REASONS = '\u0000all';
+
 const plural = (n, one, many) => `${grouped(n)} ${Number(n) === 1 ? one : many}`;
 const mayOf = (o, g) => ((o && (o.groups || []).find((x) => x.name === g)) || {}).may || [];
 
@@ -258,7 +261,7 @@ export async function dlqPage(ctx) {
   const replayAll = btn('replay-all', 'Replay all', 'primary');
   const purgeAll = btn('purge-all', 'Purge all', 'danger');
   const rt = table('reasons', ['Reason', nc('Letters'), 'First failure', 'Last failure', { label: 'Actions', sr: true }], 'Dead letters by reason');
-  const filter = h('select', { id: 'reason-filter', name: 'reason' });
+  const filter = h('select', { id: 'reason-filter', name: 'reason' }, h('option', { value: ALL_REASONS }, 'All reasons'));
   const replaySel = btn('replay-selected', 'Replay selected', null, true);
   const purgeSel = btn('purge-selected', 'Purge selected', 'danger-ghost', true);
   const lt = table('letters', [{ label: 'Select', sr: true }, nc('DLQ offset'), 'Original event', 'Type', 'Reason', nc('Attempts'), 'Last failure'], 'Dead letters');
@@ -299,9 +302,9 @@ export async function dlqPage(ctx) {
     if (reasons.other > 0) rt.tbody.append(h('tr', null, h('td', { class: 'muted' }, 'Other reasons (more distinct reasons than listed)'), num(int(reasons.other)), h('td'), h('td'), h('td')));
     if (!rt.tbody.firstChild) rt.tbody.append(emptyRow(5, 'No dead letters: nothing failed for good.'));
     const keep = filter.value;
-    filter.replaceChildren(h('option', { value: '' }, `All reasons (${grouped(reasons.total || 0)})`),
-      ...rs.map((r) => h('option', { value: r.reason }, `${r.reason.length > 80 ? r.reason.slice(0, 80) + '…' : r.reason} (${grouped(r.count)})`)));
-    filter.value = rs.some((r) => r.reason === keep) ? keep : '';
+    filter.replaceChildren(h('option', { value: ALL_REASONS }, `All reasons (${grouped(reasons.total || 0)})`),
+      ...rs.map((r) => h('option', { value: r.reason }, `${r.reason === '' ? '(no reason)' : r.reason.length > 80 ? r.reason.slice(0, 80) + '…' : r.reason} (${grouped(r.count)})`)));
+    filter.value = rs.some((r) => r.reason === keep) ? keep : ALL_REASONS;
   }
 
   function renderLetters(res) {
@@ -323,12 +326,12 @@ export async function dlqPage(ctx) {
     }
     if (!letters.size) frag.appendChild(emptyRow(7, 'No dead letters.'));
     lt.tbody.replaceChildren(frag);
-    const of = filter.value ? ((reasons.reasons || []).find((r) => r.reason === filter.value) || {}).count : reasons.total;
+    const of = filter.value !== ALL_REASONS ? ((reasons.reasons || []).find((r) => r.reason === filter.value) || {}).count : reasons.total;
     lettersNote.textContent = res.truncated || of > letters.size ? `Showing the oldest ${grouped(letters.size)} of ${grouped(of ?? letters.size)}; replay or purge them to see more.` : '';
     updateSelection();
   }
 
-  const lettersPath = () => `/v1/groups/${seg(g)}/dlq?max=100${filter.value ? '&reason=' + encodeURIComponent(filter.value) : ''}`;
+  const lettersPath = () => `/v1/groups/${seg(g)}/dlq?max=100${filter.value !== ALL_REASONS ? '&reason=' + encodeURIComponent(filter.value) : ''}`;
   async function load() {
     const [rr, rl] = await Promise.allSettled([api(`/v1/groups/${seg(g)}/dlq/reasons`, { signal: ctx.signal }), api(lettersPath(), { signal: ctx.signal })]);
     if (!ctx.live) return;
