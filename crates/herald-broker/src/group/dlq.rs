@@ -81,19 +81,38 @@ fn move_start(broker: &Broker, group: &str, p: &Partition, created: i64, before:
     Ok(())
 }
 
-/// Letters in view, oldest first, at most `max`, and the offset after the last one in view.
+/// Letters in view, oldest first, at most `max`, and the offset after the last one listed.
 fn list(broker: &Broker, group: &str, max: usize) -> Result<(Vec<DeadLetter>, Option<View>)> {
-    let Some((p, created, start)) = dlq_view(broker, group)? else { return Ok((vec![], None)) };
     let mut out = Vec::new();
-    let mut next = start;
-    let end = p.log.latest_offset();
-    while out.len() < max && next < end {
-        let events = p.read(next, 4 << 20, max - out.len())?;
-        let Some(last) = events.last() else { break };
-        next = last.offset + 1;
-        out.extend(events.into_iter().map(|s| DeadLetter { dlq_offset: s.offset, event: s.event }));
+    if max == 0 {
+        return Ok((out, dlq_view(broker, group)?));
     }
-    Ok((out, Some((p, created, next))))
+    let view = scan(broker, group, |l| {
+        out.push(l);
+        out.len() < max
+    })?;
+    Ok((out, view))
+}
+
+/// Calls `f` with each letter in view, oldest first, until it returns false (read in chunks: a
+/// large DLQ is never held whole). Returns the DLQ's view with the offset after the last letter
+/// `f` was given.
+fn scan(broker: &Broker, group: &str, mut f: impl FnMut(DeadLetter) -> bool) -> Result<Option<View>> {
+    const CHUNK: usize = 1_000;
+    let Some((p, created, start)) = dlq_view(broker, group)? else { return Ok(None) };
+    let (mut next, end) = (start, p.log.latest_offset());
+    'read: while next < end {
+        let events = p.read(next, 4 << 20, CHUNK)?;
+        let Some(last) = events.last() else { break };
+        debug_assert!(last.offset >= next, "a read went backwards");
+        for s in events {
+            next = s.offset + 1;
+            if !f(DeadLetter { dlq_offset: s.offset, event: s.event }) {
+                break 'read;
+            }
+        }
+    }
+    Ok(Some((p, created, next)))
 }
 
 impl Group {
@@ -248,12 +267,14 @@ pub(crate) fn dlq_list(broker: &Broker, group: &str, max: usize) -> Result<Vec<D
 pub(crate) fn dlq_list_reason(broker: &Broker, group: &str, reason: &str, max: usize) -> Result<Vec<DeadLetter>> {
     broker.group(group)?;
     let mut out = Vec::new();
-    scan(broker, group, |l| {
-        if dead_letter::reason(&l.event) == reason {
-            out.push(l);
-        }
-        out.len() < max
-    })?;
+    if max > 0 {
+        scan(broker, group, |l| {
+            if dead_letter::reason(&l.event) == reason {
+                out.push(l);
+            }
+            out.len() < max
+        })?;
+    }
     Ok(out)
 }
 
@@ -266,25 +287,6 @@ pub(crate) fn dlq_reasons(broker: &Broker, group: &str) -> Result<Reasons> {
         true
     })?;
     Ok(reasons.finish())
-}
-
-/// Calls `f` with each letter in view, oldest first, until it returns false.
-fn scan(broker: &Broker, group: &str, mut f: impl FnMut(DeadLetter) -> bool) -> Result<()> {
-    const CHUNK: usize = 1_000;
-    let Some((p, _, start)) = dlq_view(broker, group)? else { return Ok(()) };
-    let (mut next, end) = (start, p.log.latest_offset());
-    while next < end {
-        let events = p.read(next, 4 << 20, CHUNK)?;
-        let Some(last) = events.last() else { break };
-        debug_assert!(last.offset >= next, "a read went backwards");
-        next = last.offset + 1;
-        for s in events {
-            if !f(DeadLetter { dlq_offset: s.offset, event: s.event }) {
-                return Ok(());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// See [`Broker::dlq_held`].
