@@ -130,8 +130,10 @@ async fn ack_timeouts_redeliver_with_growing_attempts_and_bounded_backoff() {
     let dir = tempfile::tempdir().unwrap();
     let broker = open(dir.path());
     broker.create_topic("t", fast_topic(1)).unwrap();
+    // A steep factor: from attempt 5 on, an unbounded backoff (2.56 s, 10.24 s) would be far beyond
+    // the ceiling plus the slack a loaded machine needs, so the upper bound can be checked safely.
     let retry =
-        RetryPolicy { max_attempts: 10, backoff_base_ms: 40, backoff_factor: 2.0, backoff_max_ms: 200, jitter: 0.25 };
+        RetryPolicy { max_attempts: 10, backoff_base_ms: 40, backoff_factor: 4.0, backoff_max_ms: 200, jitter: 0.25 };
     broker.create_group("g", GroupConfig { ack_timeout_ms: 100, retry, ..GroupConfig::for_topics(["t"]) }).unwrap();
     broker.publish("t", event(Some("k"), 1)).await.unwrap();
     let member = broker.join("g", MemberConfig::default()).unwrap();
@@ -161,8 +163,10 @@ async fn ack_timeouts_redeliver_with_growing_attempts_and_bounded_backoff() {
                 longest + Duration::from_millis(2) >= floor,
                 "attempt {attempt}: gap at most {longest:?}, below the backoff floor {floor:?}"
             );
+            // The slack covers a loaded CI machine (a 400 ms stall was seen); attempts 2..=4 are
+            // below it even unbounded, so only their floors say something.
             assert!(
-                shortest <= ceiling + Duration::from_millis(120),
+                shortest <= ceiling + Duration::from_millis(1_000),
                 "attempt {attempt}: gap at least {shortest:?}, far above {ceiling:?}"
             );
         }
