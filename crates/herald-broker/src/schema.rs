@@ -1,9 +1,13 @@
-//! A topic's schemas: per CloudEvents `type`, the versions of its JSON Schema, the compatibility
-//! rule new versions must follow, and the validators events are checked with on publish.
+//! A topic's schemas: per CloudEvents `type`, the versions of its schema (JSON Schema or
+//! Protobuf), the compatibility rule new versions must follow, and the validators events are
+//! checked with on publish (compiling, validating and deciding compatibility are
+//! `herald-schema`'s).
 //!
 //! Kept in `<topic dir>/schemas.json` (format-versioned, written durably, whole, on every
-//! change; a newer format is refused with "upgrade Herald"). Validators are compiled once per
-//! latest version and shared; a topic without schemas costs one atomic load per batch.
+//! change; a newer format is refused with "upgrade Herald"). Format 1 holds JSON Schemas only;
+//! format 2 adds each version's `format`, and is written only when a Protobuf version exists,
+//! so that a topic without one stays readable by earlier Herald. Validators are compiled once
+//! per latest version and shared; a topic without schemas costs one atomic load per batch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -22,11 +26,15 @@ use crate::error::{BrokerError, Result};
 use crate::topic::write_durably;
 
 const FILE: &str = "schemas.json";
-/// Format of `schemas.json`.
-const FORMAT: u32 = 1;
+/// Format of `schemas.json`: 2 when a version is not a JSON Schema, else 1.
+const FORMAT: u32 = 2;
 
 fn format_1() -> u32 {
     1
+}
+
+fn is_json_schema(f: &SchemaFormat) -> bool {
+    *f == SchemaFormat::JsonSchema
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -49,6 +57,8 @@ struct StoredType {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredVersion {
     version: u32,
+    #[serde(default, skip_serializing_if = "is_json_schema")]
+    format: SchemaFormat,
     schema: Value,
     registered_ms: i64,
 }
@@ -56,7 +66,7 @@ struct StoredVersion {
 /// What publishing checks against: the latest version of each type, compiled.
 struct Compiled {
     version: u32,
-    validator: Arc<jsonschema::Validator>,
+    validator: Arc<herald_schema::Validator>,
     dataschema: String,
 }
 
@@ -75,23 +85,13 @@ pub(crate) struct Registry {
     change: Mutex<()>,
 }
 
-fn compile(schema: &Value) -> std::result::Result<jsonschema::Validator, String> {
-    jsonschema::draft202012::new(schema).map_err(|e| {
-        let at = e.instance_path().to_string();
-        format!(
-            "not a valid JSON Schema (draft 2020-12){}: {e}",
-            if at.is_empty() { String::new() } else { format!(" at {at}") }
-        )
-    })
-}
-
 impl State {
     fn build(topic: &str, stored: Stored) -> std::result::Result<State, String> {
         let mut compiled = HashMap::new();
         for (ty, t) in &stored.types {
             let Some(latest) = t.versions.last() else { continue };
-            let validator =
-                compile(&latest.schema).map_err(|e| format!("type {ty:?} version {}: {e}", latest.version))?;
+            let validator = herald_schema::compile(latest.format, &latest.schema)
+                .map_err(|e| format!("type {ty:?} version {}: {e}", latest.version))?;
             compiled.insert(
                 ty.clone(),
                 Compiled {
@@ -168,34 +168,15 @@ impl Registry {
                 )),
             };
         };
-        let data: Value = if event.data().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(event.data()).map_err(|e| {
-                invalid(
-                    c.version,
-                    String::new(),
-                    format!(
-                        "event {index} (id {:?}, type {ty:?}): its data is not JSON ({e}), but version {} of the type's \
-                         schema is a JSON Schema",
-                        event.id(),
-                        c.version
-                    ),
-                )
-            })?
-        };
-        // The common case costs no error building.
-        if !c.validator.is_valid(&data)
-            && let Err(e) = c.validator.validate(&data)
-        {
-            let path = e.instance_path().to_string();
+        if let Err(e) = c.validator.validate(event.data()) {
             let message = format!(
-                "event {index} (id {:?}, type {ty:?}) does not match version {} of its schema at {}: {e}",
+                "event {index} (id {:?}, type {ty:?}) does not match version {} of its schema ({}): {}",
                 event.id(),
                 c.version,
-                if path.is_empty() { "the root" } else { &path }
+                c.validator.format(),
+                e.message
             );
-            return Err(invalid(c.version, path, message));
+            return Err(invalid(c.version, e.path, message));
         }
         let mut event = event;
         if event.dataschema() != Some(c.dataschema.as_str()) {
@@ -209,7 +190,7 @@ impl Registry {
             topic: self.topic.clone(),
             ty: ty.to_owned(),
             version: v.version,
-            format: SchemaFormat::JsonSchema,
+            format: v.format,
             schema: v.schema.clone(),
             registered_ms: v.registered_ms,
             compatibility: t.compatibility.unwrap_or(policy.compatibility),
@@ -243,23 +224,25 @@ impl Registry {
         Ok(self.version_of(ty, t, v, &state.stored.policy))
     }
 
-    /// What registering `schema` for `ty` would break (empty: it would be accepted), or why it is
-    /// no schema at all.
+    /// What registering `schema` (of `format`) for `ty` would break (empty: it would be
+    /// accepted), or why it is no schema at all.
     pub fn check_compatible(
         &self,
         ty: &str,
+        format: SchemaFormat,
         schema: &Value,
         mode: Option<Compatibility>,
     ) -> Result<Vec<Incompatibility>> {
-        Self::check_document(schema)?;
+        Self::check_document(format, schema)?;
         let state = self.now();
         let t = state.stored.types.get(ty);
         let mode = mode.or_else(|| t.and_then(|t| t.compatibility)).unwrap_or(state.stored.policy.compatibility);
-        let earlier: Vec<Value> = t.map(|t| t.versions.iter().map(|v| v.schema.clone()).collect()).unwrap_or_default();
-        Ok(schema::check_json(mode, schema, &earlier).err().unwrap_or_default())
+        let earlier: Vec<(SchemaFormat, Value)> =
+            t.map(|t| t.versions.iter().map(|v| (v.format, v.schema.clone())).collect()).unwrap_or_default();
+        Ok(herald_schema::check(format, mode, schema, &earlier).err().unwrap_or_default())
     }
 
-    fn check_document(schema: &Value) -> Result<()> {
+    fn check_document(format: SchemaFormat, schema: &Value) -> Result<()> {
         let bytes = serde_json::to_vec(schema).map_or(usize::MAX, |b| b.len());
         if bytes > SCHEMA_BYTES_MAX {
             return Err(BrokerError::LimitExceeded {
@@ -269,13 +252,20 @@ impl Registry {
                 key: "SCHEMA_BYTES_MAX",
             });
         }
-        compile(schema).map(drop).map_err(BrokerError::InvalidConfig)
+        herald_schema::compile(format, schema).map(drop).map_err(BrokerError::InvalidConfig)
     }
 
-    /// Registers `schema` as the next version of `ty` (the same document as the latest version
-    /// registers nothing and answers that version). `mode`, when given, becomes the type's rule
-    /// and is the one checked.
-    pub fn register(&self, ty: &str, schema: Value, mode: Option<Compatibility>, now_ms: i64) -> Result<SchemaVersion> {
+    /// Registers `schema` (of `format`) as the next version of `ty` (the same document as the
+    /// latest version registers nothing and answers that version). `mode`, when given, becomes
+    /// the type's rule and is the one checked.
+    pub fn register(
+        &self,
+        ty: &str,
+        format: SchemaFormat,
+        schema: Value,
+        mode: Option<Compatibility>,
+        now_ms: i64,
+    ) -> Result<SchemaVersion> {
         if ty.is_empty() || ty.len() > 256 {
             return Err(BrokerError::InvalidConfig(format!("event type {ty:?} must be 1 to 256 bytes")));
         }
@@ -284,11 +274,12 @@ impl Registry {
         if let Some(t) = state.stored.types.get(ty)
             && let Some(latest) = t.versions.last()
             && latest.schema == schema
+            && latest.format == format
             && mode.is_none_or(|m| Some(m) == t.compatibility)
         {
             return Ok(self.version_of(ty, t, latest, &state.stored.policy));
         }
-        let problems = self.check_compatible(ty, &schema, mode)?;
+        let problems = self.check_compatible(ty, format, &schema, mode)?;
         let current = state.stored.types.get(ty);
         let effective =
             mode.or_else(|| current.and_then(|t| t.compatibility)).unwrap_or(state.stored.policy.compatibility);
@@ -322,7 +313,7 @@ impl Registry {
             t.compatibility = mode;
         }
         let version = t.versions.last().map_or(1, |v| v.version + 1);
-        t.versions.push(StoredVersion { version, schema, registered_ms: now_ms });
+        t.versions.push(StoredVersion { version, format, schema, registered_ms: now_ms });
         self.store(stored)?;
         self.get(ty, Some(version))
     }
@@ -352,7 +343,8 @@ impl Registry {
 
     /// Writes `stored` durably, then makes it the one publishing checks against.
     fn store(&self, mut stored: Stored) -> Result<()> {
-        stored.format = FORMAT;
+        let protobuf = stored.types.values().flat_map(|t| &t.versions).any(|v| v.format != SchemaFormat::JsonSchema);
+        stored.format = if protobuf { FORMAT } else { 1 };
         let state = State::build(&self.topic, stored).map_err(BrokerError::InvalidConfig)?;
         write_durably(&self.path, &serde_json::to_vec_pretty(&state.stored).expect("schemas serialize"))?;
         *self.state.write().expect("schemas lock poisoned") = Arc::new(state);
@@ -364,6 +356,8 @@ impl Registry {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    const JSON: SchemaFormat = SchemaFormat::JsonSchema;
 
     fn order_schema() -> Value {
         json!({
@@ -381,7 +375,7 @@ mod tests {
     fn events_are_checked_against_the_latest_version_and_stamped() {
         let dir = tempfile::tempdir().unwrap();
         let r = Registry::open("orders", dir.path()).unwrap();
-        let v = r.register("order.placed", order_schema(), None, 1).unwrap();
+        let v = r.register("order.placed", JSON, order_schema(), None, 1).unwrap();
         assert_eq!((v.version, v.compatibility), (1, Compatibility::Backward));
         let ok = r.check(vec![ev("order.placed", json!({"id": "a", "total": 3})), ev("other", json!(1))]).unwrap();
         assert_eq!(ok[0].dataschema(), Some("herald:/v1/topics/orders/schemas/order.placed/versions/1"));
@@ -412,34 +406,76 @@ mod tests {
     fn an_incompatible_version_is_refused_naming_the_change_and_a_compatible_one_is_next() {
         let dir = tempfile::tempdir().unwrap();
         let r = Registry::open("orders", dir.path()).unwrap();
-        r.register("order.placed", order_schema(), None, 1).unwrap();
+        r.register("order.placed", JSON, order_schema(), None, 1).unwrap();
         let mut required = order_schema();
         required["properties"]["coupon"] = json!({"type": "string"});
         required["required"] = json!(["id", "total", "coupon"]);
-        let e = r.register("order.placed", required.clone(), None, 2).unwrap_err();
+        let e = r.register("order.placed", JSON, required.clone(), None, 2).unwrap_err();
         assert_eq!(e.code(), herald_model::Code::SchemaIncompatible);
         assert!(e.to_string().contains("BACKWARD") && e.to_string().contains("coupon"), "{e}");
-        assert_eq!(r.check_compatible("order.placed", &required, None).unwrap().len(), 1);
-        assert!(r.check_compatible("order.placed", &required, Some(Compatibility::Forward)).unwrap().is_empty());
+        assert_eq!(r.check_compatible("order.placed", JSON, &required, None).unwrap().len(), 1);
+        assert!(r.check_compatible("order.placed", JSON, &required, Some(Compatibility::Forward)).unwrap().is_empty());
         // The same document again is the same version.
-        assert_eq!(r.register("order.placed", order_schema(), None, 3).unwrap().version, 1);
+        assert_eq!(r.register("order.placed", JSON, order_schema(), None, 3).unwrap().version, 1);
         let mut optional = order_schema();
         optional["properties"]["coupon"] = json!({"type": "string"});
-        assert_eq!(r.register("order.placed", optional, None, 4).unwrap().version, 2);
-        assert!(matches!(r.register("t", json!({"type": 7}), None, 5), Err(BrokerError::InvalidConfig(_))));
+        assert_eq!(r.register("order.placed", JSON, optional, None, 4).unwrap().version, 2);
+        assert!(matches!(r.register("t", JSON, json!({"type": 7}), None, 5), Err(BrokerError::InvalidConfig(_))));
         assert_eq!(r.delete("order.placed").unwrap(), 2);
         assert!(matches!(r.get("order.placed", None), Err(BrokerError::SchemaNotFound { .. })));
     }
 
     #[test]
+    fn protobuf_versions_validate_binary_data_and_only_they_need_format_2() {
+        use prost::Message as _;
+        let dir = tempfile::tempdir().unwrap();
+        let r = Registry::open("orders", dir.path()).unwrap();
+        r.register("order.placed", JSON, order_schema(), None, 1).unwrap();
+        let stored = |d: &Path| serde_json::from_slice::<Value>(&std::fs::read(d.join(FILE)).unwrap()).unwrap();
+        assert_eq!(stored(dir.path())["format"], 1, "JSON Schemas alone stay readable by earlier Herald");
+
+        let protos = tempfile::tempdir().unwrap();
+        std::fs::write(
+            protos.path().join("o.proto"),
+            "syntax = \"proto3\"; package shop; message Shipped { string id = 1; int64 at_ms = 2; }",
+        )
+        .unwrap();
+        let set = protox::compile(["o.proto"], [protos.path()]).unwrap().encode_to_vec();
+        let doc = herald_schema::protobuf::document("shop.Shipped", &set);
+        let v = r.register("order.shipped", SchemaFormat::Protobuf, doc.clone(), None, 2).unwrap();
+        assert_eq!((v.version, v.format), (1, SchemaFormat::Protobuf));
+        assert_eq!(stored(dir.path())["format"], 2);
+        // A JSON Schema cannot follow it (under the default BACKWARD rule).
+        let e = r.register("order.shipped", JSON, order_schema(), None, 3).unwrap_err();
+        assert!(e.to_string().contains("format changed"), "{e}");
+
+        let r = Registry::open("orders", dir.path()).unwrap();
+        let bin = |bytes: &[u8]| {
+            Event::builder("order.shipped").data(bytes.to_vec(), "application/protobuf").build().unwrap()
+        };
+        // id = "a", at_ms = 5
+        let ok = r.check(vec![bin(&[0x0a, 0x01, b'a', 0x10, 0x05])]).unwrap();
+        assert_eq!(ok[0].dataschema(), Some("herald:/v1/topics/orders/schemas/order.shipped/versions/1"));
+        // at_ms written as a string
+        match r.check(vec![bin(&[0x0a, 0x01, b'a']), bin(&[0x12, 0x01, b'x'])]).unwrap_err() {
+            BrokerError::SchemaInvalid { version, path, message, .. } => {
+                assert_eq!((version, path.as_str()), (1, "at_ms"), "{message}");
+                assert!(message.contains("event 1") && message.contains("protobuf"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(r.check_compatible("order.shipped", SchemaFormat::Protobuf, &json!({"message": "x"}), None).is_err());
+    }
+
+    #[test]
     fn a_newer_format_is_refused_and_limits_hold() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FILE), br#"{"format": 2}"#).unwrap();
+        std::fs::write(dir.path().join(FILE), br#"{"format": 3}"#).unwrap();
         let e = Registry::open("t", dir.path()).err().unwrap();
         assert!(e.to_string().contains("upgrade Herald"), "{e}");
         std::fs::remove_file(dir.path().join(FILE)).unwrap();
         let r = Registry::open("t", dir.path()).unwrap();
         let big = json!({ "description": "x".repeat(SCHEMA_BYTES_MAX) });
-        assert!(matches!(r.register("t", big, None, 1), Err(BrokerError::LimitExceeded { .. })));
+        assert!(matches!(r.register("t", JSON, big, None, 1), Err(BrokerError::LimitExceeded { .. })));
     }
 }

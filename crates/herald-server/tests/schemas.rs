@@ -161,6 +161,72 @@ async fn events_are_validated_on_publish_and_schemas_evolve_by_their_rule() {
     assert_eq!((s, e["code"].as_str()), (404, Some("schema_not_found")), "{e}");
 }
 
+/// The registration body of `shop.Shipped` (`string id = 1; int64 at_ms = 2;`), compiled from
+/// `.proto` text.
+fn shipped_schema() -> Value {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("s.proto"),
+        "syntax = \"proto3\"; package shop; message Shipped { string id = 1; int64 at_ms = 2; }",
+    )
+    .unwrap();
+    let set = protox::compile(["s.proto"], [dir.path()]).unwrap().encode_to_vec();
+    json!({ "type": "order.shipped", "format": "protobuf", "schema": herald_schema::protobuf::document("shop.Shipped", &set) })
+}
+
+#[tokio::test]
+async fn protobuf_events_are_validated_as_their_message() {
+    let env = start_in(tempfile::tempdir().unwrap()).await;
+    let post = reqwest::Method::POST;
+    env.call(post.clone(), "/v1/topics", Some(json!({ "name": "orders", "partitions": 1 }))).await;
+    let (s, v1) = env.call(post.clone(), "/v1/topics/orders/schemas", Some(shipped_schema())).await;
+    assert_eq!((s, v1["format"].as_str()), (200, Some("protobuf")), "{v1}");
+    let publish = |id: &'static str, body: &'static [u8]| {
+        env.http
+            .post(format!("{}/v1/topics/orders/events", env.base))
+            .header("ce-specversion", "1.0")
+            .header("ce-id", id)
+            .header("ce-source", "/t")
+            .header("ce-type", "order.shipped")
+            .header("content-type", "application/protobuf")
+            .body(body)
+            .send()
+    };
+    // id = "a", at_ms = 5
+    let ok = publish("p1", &[0x0a, 0x01, b'a', 0x10, 0x05]).await.unwrap();
+    assert_eq!(ok.status().as_u16(), 201);
+    // at_ms written as a string: refused with the field's path.
+    let bad = publish("p2", &[0x12, 0x01, b'x']).await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let e: Value = bad.json().await.unwrap();
+    assert_eq!(e["code"], "schema_invalid", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("at at_ms"), "{e}");
+    let (_, read) = env.call(reqwest::Method::GET, "/v1/topics/orders/events?partition=0", None).await;
+    assert_eq!(read["events"].as_array().unwrap().len(), 1, "{read}");
+    assert_eq!(read["events"][0]["event"]["dataschema"], v1["dataschema"], "{read}");
+
+    // A change of a field's type is refused under BACKWARD, naming the field.
+    let mut changed = shipped_schema();
+    {
+        use prost::Message as _;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("s.proto"),
+            "syntax = \"proto3\"; package shop; message Shipped { string id = 1; string at_ms = 2; }",
+        )
+        .unwrap();
+        let set = protox::compile(["s.proto"], [dir.path()]).unwrap().encode_to_vec();
+        changed["schema"] = herald_schema::protobuf::document("shop.Shipped", &set);
+    }
+    let (s, e) = env.call(post.clone(), "/v1/topics/orders/schemas", Some(changed)).await;
+    assert_eq!((s, e["code"].as_str()), (409, Some("schema_incompatible")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("Shipped.at_ms"), "{e}");
+    let env = env.restart().await;
+    let (_, v) = env.call(reqwest::Method::GET, "/v1/topics/orders/schemas/order.shipped", None).await;
+    assert_eq!((v["version"].as_u64(), v["format"].as_str()), (Some(1), Some("protobuf")), "{v}");
+}
+
 /// Problems the AsyncAPI 3.0 JSON Schema finds in `doc`.
 fn asyncapi_problems(doc: &Value) -> Vec<String> {
     let spec: Value =
@@ -181,6 +247,8 @@ async fn the_asyncapi_document_describes_the_live_system_and_is_valid_asyncapi_3
     assert_eq!(s, 200);
     env.call(reqwest::Method::PUT, "/v1/topics/payments/schema-policy", Some(json!({ "unknown_types": "refuse" })))
         .await;
+    let (s, _) = env.call(post.clone(), "/v1/topics/payments/schemas", Some(shipped_schema())).await;
+    assert_eq!(s, 200);
     // A group reading orders (made by its first subscription; closed at once).
     let r = env.http.get(format!("{}/v1/groups/billing/subscribe?topic=orders", env.base)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
@@ -192,6 +260,9 @@ async fn the_asyncapi_document_describes_the_live_system_and_is_valid_asyncapi_3
     assert!(problems.is_empty(), "not valid AsyncAPI 3.0: {problems:#?}\n{doc:#}");
     assert_eq!(doc["channels"]["orders"]["address"], "orders");
     assert_eq!(doc["components"]["messages"]["orders.order.placed"]["payload"]["schema"], schema());
+    let shipped = &doc["components"]["messages"]["payments.order.shipped"];
+    assert_eq!(shipped["payload"]["schemaFormat"], "application/vnd.google.protobuf;version=3", "{shipped}");
+    assert!(shipped["payload"]["schema"].as_str().unwrap().contains("int64 at_ms = 2;"), "{shipped}");
     assert!(doc["channels"]["orders"]["messages"].get("cloudevent").is_some(), "orders allows unknown types");
     assert!(doc["channels"]["payments"]["messages"].get("cloudevent").is_none(), "payments refuses them");
     assert_eq!(doc["operations"]["receive.billing.orders"]["action"], "receive");

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use herald_model::schema::UnknownTypes;
+use herald_model::schema::{SchemaFormat, SchemaVersion, UnknownTypes};
 use serde_json::{Map, Value, json};
 
 use super::extract::Params;
@@ -72,8 +72,8 @@ pub(super) async fn document(
                         "name": s.ty,
                         "title": s.ty,
                         "summary": format!("version {}, compatibility {}", s.version, s.compatibility),
-                        "contentType": "application/json",
-                        "payload": { "schemaFormat": "application/schema+json;version=draft-2020-12", "schema": s.schema },
+                        "contentType": content_type(s.format),
+                        "payload": payload(s),
                         "externalDocs": { "url": s.dataschema },
                     }),
                 );
@@ -124,4 +124,26 @@ pub(super) async fn document(
     })
     .await?;
     Ok(Json(doc))
+}
+
+fn content_type(format: SchemaFormat) -> &'static str {
+    match format {
+        SchemaFormat::JsonSchema => "application/json",
+        SchemaFormat::Protobuf => "application/protobuf",
+    }
+}
+
+/// A message's payload as an AsyncAPI multi-format schema: the JSON Schema itself, or the
+/// Protobuf message as `.proto` text.
+fn payload(s: &SchemaVersion) -> Value {
+    match s.format {
+        SchemaFormat::JsonSchema => {
+            json!({ "schemaFormat": "application/schema+json;version=draft-2020-12", "schema": s.schema })
+        }
+        SchemaFormat::Protobuf => {
+            let text = herald_schema::protobuf::Message::from_document(&s.schema)
+                .map_or_else(|e| format!("// {e}"), |m| m.proto_text());
+            json!({ "schemaFormat": "application/vnd.google.protobuf;version=3", "schema": text })
+        }
+    }
 }

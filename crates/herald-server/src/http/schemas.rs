@@ -2,10 +2,12 @@
 //!
 //! - `GET /v1/topics/{t}/schemas` → `{"policy": {"unknown_types", "compatibility"}, "schemas":
 //!   [the latest version of each type]}`;
-//! - `POST /v1/topics/{t}/schemas` `{"type", "schema", "compatibility"?}` → the version
-//!   registered (the same document as the latest answers that version); 409
+//! - `POST /v1/topics/{t}/schemas` `{"type", "format"?, "schema", "compatibility"?}` → the
+//!   version registered (the same document as the latest answers that version); `format` is
+//!   `json_schema` (the default: `schema` is the JSON Schema) or `protobuf` (`schema` is
+//!   `{"message": "pkg.Name", "descriptor_set": "<base64 FileDescriptorSet>"}`); 409
 //!   `schema_incompatible` naming each change and the rule it breaks; 400 `invalid_config` for a
-//!   document that is no JSON Schema;
+//!   document that is no schema of its format;
 //! - `POST /v1/topics/{t}/schemas/check` (same body) → `{"compatible", "problems": [{"rule",
 //!   "version", "path", "message"}]}`, registering nothing;
 //! - `GET /v1/topics/{t}/schemas/{type}` (latest), `…/{type}/versions/{n}`; `DELETE
@@ -19,7 +21,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use herald_model::schema::{Compatibility, SchemaPolicy, SchemaVersion};
+use herald_model::schema::{Compatibility, SchemaFormat, SchemaPolicy, SchemaVersion};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -32,6 +34,8 @@ use crate::auth::{Action, Resource};
 pub(super) struct Register {
     #[serde(rename = "type")]
     ty: String,
+    #[serde(default)]
+    format: SchemaFormat,
     schema: Value,
     compatibility: Option<Compatibility>,
 }
@@ -57,7 +61,9 @@ pub(super) async fn register(
 ) -> Result<Json<SchemaVersion>, ApiError> {
     caller.may(Action::Admin, Resource::Topic(&topic))?;
     q.only(&[])?;
-    Ok(Json(blocking(&h, move |b| b.register_schema(&topic, &req.ty, req.schema, req.compatibility)).await?))
+    Ok(Json(
+        blocking(&h, move |b| b.register_schema(&topic, &req.ty, req.format, req.schema, req.compatibility)).await?,
+    ))
 }
 
 pub(super) async fn check(
@@ -69,7 +75,8 @@ pub(super) async fn check(
 ) -> Result<Response, ApiError> {
     caller.0.check_any(Resource::Topic(&topic))?;
     q.only(&[])?;
-    let problems = blocking(&h, move |b| b.check_schema(&topic, &req.ty, &req.schema, req.compatibility)).await?;
+    let problems =
+        blocking(&h, move |b| b.check_schema(&topic, &req.ty, req.format, &req.schema, req.compatibility)).await?;
     Ok(Json(json!({ "compatible": problems.is_empty(), "problems": problems })).into_response())
 }
 
