@@ -215,7 +215,7 @@ fn parse_reset_to(s: &str) -> Result<StartFrom, String> {
 
 /// Connects, runs `body`, and closes the client whatever happened (a `file://` broker must be
 /// closed to be reopened cleanly).
-async fn with_client<T, F, Fut>(g: &Global, body: F) -> Result<T>
+pub(crate) async fn with_client<T, F, Fut>(g: &Global, body: F) -> Result<T>
 where
     F: FnOnce(Client) -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -229,12 +229,12 @@ where
 }
 
 /// Prints a JSON value on one line.
-fn print_json(v: &Value) {
+pub(crate) fn print_json(v: &Value) {
     println!("{v}");
 }
 
 /// Prints an aligned table; numeric columns are right-aligned.
-fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -12,6 +12,7 @@ mod commands;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod demo;
+mod schema;
 mod serve;
 mod token;
 
@@ -79,6 +80,11 @@ enum Command {
     /// Shows an event's history: every delivery, failure, dead letter and replay, per group.
     #[command(subcommand)]
     Event(commands::EventCmd),
+    /// Registers, checks, shows and compares the schemas of a topic's event types.
+    #[command(subcommand)]
+    Schema(schema::SchemaCmd),
+    /// Prints the server's AsyncAPI 3.0 document: topics, event types with their schemas, groups.
+    Asyncapi,
     /// Makes, lists and revokes API tokens (in a server's data directory).
     #[command(subcommand)]
     Token(token::TokenCmd),
@@ -144,6 +150,8 @@ async fn command(cli: Cli) -> Result<()> {
         Command::Group(c) => commands::group(&g, c).await,
         Command::Dlq(c) => commands::dlq(&g, c).await,
         Command::Event(c) => commands::event(&g, c).await,
+        Command::Schema(c) => schema::schema(&g, c).await,
+        Command::Asyncapi => schema::asyncapi(&g).await,
         Command::Token(c) => token::run(&g, c),
         Command::Whoami => token::whoami(&g).await,
         Command::Bench(a) => bench::run(&g, a).await,

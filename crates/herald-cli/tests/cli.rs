@@ -755,3 +755,106 @@ fn at_the_file_descriptor_limit_health_and_admin_still_answer() {
     let (_, events) = http_answer(&server.http, "GET", "/v1/topics/small/events?partition=0", "");
     assert!(events.contains("\"after\""), "{events}");
 }
+
+#[test]
+fn schemas_are_added_checked_compared_and_enforced_from_the_cli() {
+    let server = Server::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    ok(&url, &["topic", "create", "orders", "--partitions", "1"]);
+    let v1 = file(
+        "v1.json",
+        r#"{"type": "object", "properties": {"id": {"type": "string"}, "total": {"type": "integer", "minimum": 0}}, "required": ["id", "total"]}"#,
+    );
+    let added = json(&url, &["schema", "add", "orders", "order.placed", "--json-schema", &v1]);
+    assert_eq!((added["version"].as_u64(), added["format"].as_str()), (Some(1), Some("json_schema")), "{added}");
+
+    // A bad event is refused with its path; a good one is stamped.
+    let e = fails(&url, &["publish", "orders", "--type", "order.placed", r#"{"id": "a", "total": "x"}"#], None);
+    assert!(e.contains("schema_invalid") || e.contains("/total"), "{e}");
+    assert!(e.contains("/total"), "{e}");
+    ok(&url, &["publish", "orders", "--type", "order.placed", r#"{"id": "a", "total": 3}"#]);
+
+    // A required field breaks BACKWARD: `check` says where and exits 1; `add` refuses it.
+    let v2 = file(
+        "v2.json",
+        r#"{"type": "object", "properties": {"id": {"type": "string"}, "total": {"type": "integer", "minimum": 0}, "coupon": {"type": "string"}}, "required": ["id", "total", "coupon"]}"#,
+    );
+    let out = run(&url, &["schema", "check", "orders", "order.placed", "--json-schema", &v2], None);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("BACKWARD") && said.contains("/required") && said.contains("coupon"), "{said}");
+    let e = fails(&url, &["schema", "add", "orders", "order.placed", "--json-schema", &v2], None);
+    assert!(e.contains("coupon"), "{e}");
+    // Optional is fine; diff shows the line and that FORWARD still holds.
+    let v2 = file(
+        "v2b.json",
+        r#"{"type": "object", "properties": {"id": {"type": "string"}, "total": {"type": "integer", "minimum": 0}, "coupon": {"type": "string"}}, "required": ["id", "total"]}"#,
+    );
+    ok(&url, &["schema", "add", "orders", "order.placed", "--json-schema", &v2]);
+    let diff = ok(&url, &["schema", "diff", "orders", "order.placed"]);
+    assert!(diff.contains("+") && diff.contains("coupon"), "{diff}");
+    assert!(diff.contains("BACKWARD (new readers, old data): compatible"), "{diff}");
+
+    // Protobuf from .proto text, compiled by the CLI.
+    let proto = file(
+        "shop.proto",
+        "syntax = \"proto3\";\npackage shop;\nmessage Shipped { string id = 1; int64 at_ms = 2; }\n",
+    );
+    let added = json(
+        &url,
+        &[
+            "schema",
+            "add",
+            "orders",
+            "order.shipped",
+            "--proto",
+            &proto,
+            "--message",
+            "shop.Shipped",
+            "--compatibility",
+            "FULL",
+        ],
+    );
+    assert_eq!(
+        (added["format"].as_str(), added["compatibility"].as_str()),
+        (Some("protobuf"), Some("FULL")),
+        "{added}"
+    );
+    let shown = ok(&url, &["schema", "show", "orders", "order.shipped"]);
+    assert!(shown.contains("int64 at_ms = 2;"), "{shown}");
+    let renumbered = file(
+        "shop2.proto",
+        "syntax = \"proto3\";\npackage shop;\nmessage Shipped { string id = 1; string at_ms = 2; }\n",
+    );
+    let out = run(
+        &url,
+        &["schema", "check", "orders", "order.shipped", "--proto", &renumbered, "--message", "shop.Shipped"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Shipped.at_ms"), "{out:?}");
+    let e = fails(&url, &["schema", "add", "orders", "x", "--proto", &proto, "--message", "shop.Nope"], None);
+    assert!(e.contains("shop.Shipped"), "the error lists the messages there are: {e}");
+
+    let list = json(&url, &["schema", "list", "orders"]);
+    assert_eq!(list["schemas"].as_array().unwrap().len(), 2, "{list}");
+    let policy = json(&url, &["schema", "policy", "orders", "--unknown-types", "refuse"]);
+    assert_eq!(policy["unknown_types"], "refuse");
+    let e = fails(&url, &["publish", "orders", "--type", "order.other", "1"], None);
+    assert!(e.contains("refuses unknown types"), "{e}");
+
+    let doc = json(&url, &["asyncapi"]);
+    assert_eq!(doc["asyncapi"], "3.0.0");
+    assert!(doc["components"]["messages"]["orders.order.shipped"].is_object(), "{doc}");
+
+    let deleted = json(&url, &["schema", "delete", "orders", "order.shipped"]);
+    assert_eq!(deleted["deleted"], 1);
+    let e = fails(&url, &["schema", "show", "orders", "order.shipped"], None);
+    assert!(e.contains("schema_not_found") || e.contains("no schema"), "{e}");
+}

@@ -164,8 +164,27 @@ pub struct ProtobufSchema {
     pub descriptor_set: String,
 }
 
+/// A schema to register (or check) for an event type: the body of `POST
+/// /v1/topics/{t}/schemas`, and what the SDK and the CLI send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSchema {
+    /// The CloudEvents `type` it describes.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Its format (JSON Schema when absent).
+    #[serde(default)]
+    pub format: SchemaFormat,
+    /// The document: a JSON Schema, or a [`ProtobufSchema`] as JSON.
+    pub schema: Value,
+    /// The rule to check it with, and the type's rule from then on (absent: the type's, else
+    /// the topic's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compatibility: Option<Compatibility>,
+}
+
 /// One registered version of an event type's schema.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SchemaVersion {
     /// The topic.
     pub topic: String,

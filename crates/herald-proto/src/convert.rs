@@ -1,8 +1,13 @@
 //! Conversions between `herald.v1` messages and Herald's types, and error mapping.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use herald_core::{Event, EventError, Limits, Timestamp};
 use herald_model as broker;
 use herald_model::Code;
+use herald_model::schema::{
+    Compatibility, Incompatibility, NewSchema, ProtobufSchema, SchemaFormat, SchemaPolicy, SchemaVersion, UnknownTypes,
+};
 
 use crate::v1;
 
@@ -527,4 +532,140 @@ pub fn event_history_from_proto(h: v1::EventHistoryResponse) -> herald_model::Ev
             .collect(),
         truncated: h.truncated,
     }
+}
+
+/// A schema format for the wire.
+pub fn schema_format_to_proto(f: SchemaFormat) -> v1::SchemaFormat {
+    match f {
+        SchemaFormat::JsonSchema => v1::SchemaFormat::JsonSchema,
+        SchemaFormat::Protobuf => v1::SchemaFormat::Protobuf,
+    }
+}
+
+fn schema_format_from_proto(f: i32) -> Result<SchemaFormat, String> {
+    match v1::SchemaFormat::try_from(f) {
+        Ok(v1::SchemaFormat::JsonSchema) => Ok(SchemaFormat::JsonSchema),
+        Ok(v1::SchemaFormat::Protobuf) => Ok(SchemaFormat::Protobuf),
+        Err(_) => Err(format!("schema format {f} is not JSON_SCHEMA (0) or PROTOBUF (1)")),
+    }
+}
+
+/// (json_schema, descriptor_set, message) of a schema document of `format`.
+fn document_to_proto(format: SchemaFormat, doc: &serde_json::Value) -> Result<(String, Vec<u8>, String), String> {
+    match format {
+        SchemaFormat::JsonSchema => Ok((doc.to_string(), Vec::new(), String::new())),
+        SchemaFormat::Protobuf => {
+            let p: ProtobufSchema =
+                serde_json::from_value(doc.clone()).map_err(|e| format!("not a Protobuf schema: {e}"))?;
+            let set = STANDARD.decode(p.descriptor_set.as_bytes()).map_err(|e| format!("descriptor_set: {e}"))?;
+            Ok((String::new(), set, p.message))
+        }
+    }
+}
+
+/// The document of `format` from its wire fields.
+fn document_from_proto(
+    format: SchemaFormat,
+    json_schema: &str,
+    descriptor_set: &[u8],
+    message: String,
+) -> Result<serde_json::Value, String> {
+    match format {
+        SchemaFormat::JsonSchema => {
+            serde_json::from_str(json_schema).map_err(|e| format!("json_schema is not JSON text: {e}"))
+        }
+        SchemaFormat::Protobuf => {
+            serde_json::to_value(ProtobufSchema { message, descriptor_set: STANDARD.encode(descriptor_set) })
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn compatibility_from_proto(s: &str) -> Result<Option<Compatibility>, String> {
+    if s.is_empty() { Ok(None) } else { s.parse().map(Some) }
+}
+
+/// A registration for the wire (`Err` when the document is no schema of its format).
+pub fn new_schema_to_proto(topic: &str, s: &NewSchema) -> Result<v1::SchemaRegistration, String> {
+    let (json_schema, descriptor_set, message) = document_to_proto(s.format, &s.schema)?;
+    Ok(v1::SchemaRegistration {
+        topic: topic.to_owned(),
+        r#type: s.ty.clone(),
+        format: schema_format_to_proto(s.format) as i32,
+        json_schema,
+        descriptor_set,
+        message,
+        compatibility: s.compatibility.map(|c| c.as_str().to_owned()).unwrap_or_default(),
+    })
+}
+
+/// A registration from the wire: (topic, what to register).
+pub fn new_schema_from_proto(r: v1::SchemaRegistration) -> Result<(String, NewSchema), String> {
+    let format = schema_format_from_proto(r.format)?;
+    let schema = document_from_proto(format, &r.json_schema, &r.descriptor_set, r.message)?;
+    let compatibility = compatibility_from_proto(&r.compatibility)?;
+    Ok((r.topic, NewSchema { ty: r.r#type, format, schema, compatibility }))
+}
+
+/// A registered version for the wire.
+pub fn schema_version_to_proto(v: &SchemaVersion) -> v1::SchemaVersion {
+    // A stored document always converts: it was checked when it was registered.
+    let (json_schema, descriptor_set, message) = document_to_proto(v.format, &v.schema).unwrap_or_default();
+    v1::SchemaVersion {
+        topic: v.topic.clone(),
+        r#type: v.ty.clone(),
+        version: v.version,
+        format: schema_format_to_proto(v.format) as i32,
+        json_schema,
+        descriptor_set,
+        message,
+        registered_ms: v.registered_ms.max(0) as u64,
+        compatibility: v.compatibility.as_str().to_owned(),
+        dataschema: v.dataschema.clone(),
+    }
+}
+
+/// A registered version from the wire.
+pub fn schema_version_from_proto(v: v1::SchemaVersion) -> Result<SchemaVersion, String> {
+    let format = schema_format_from_proto(v.format)?;
+    Ok(SchemaVersion {
+        schema: document_from_proto(format, &v.json_schema, &v.descriptor_set, v.message)?,
+        topic: v.topic,
+        ty: v.r#type,
+        version: v.version,
+        format,
+        registered_ms: v.registered_ms as i64,
+        compatibility: v.compatibility.parse()?,
+        dataschema: v.dataschema,
+    })
+}
+
+/// A compatibility problem for the wire.
+pub fn schema_problem_to_proto(p: &Incompatibility) -> v1::SchemaProblem {
+    v1::SchemaProblem { rule: p.rule.to_owned(), version: p.version, path: p.path.clone(), message: p.message.clone() }
+}
+
+/// A compatibility problem from the wire.
+pub fn schema_problem_from_proto(p: v1::SchemaProblem) -> Incompatibility {
+    let rule = if p.rule == "FORWARD" { "FORWARD" } else { "BACKWARD" };
+    Incompatibility { rule, version: p.version, path: p.path, message: p.message }
+}
+
+/// A topic's schema policy for the wire.
+pub fn schema_policy_to_proto(p: &SchemaPolicy) -> v1::SchemaPolicy {
+    let unknown = match p.unknown_types {
+        UnknownTypes::Allow => "allow",
+        UnknownTypes::Refuse => "refuse",
+    };
+    v1::SchemaPolicy { unknown_types: unknown.to_owned(), compatibility: p.compatibility.as_str().to_owned() }
+}
+
+/// A topic's schema policy from the wire (empty fields take their defaults).
+pub fn schema_policy_from_proto(p: v1::SchemaPolicy) -> Result<SchemaPolicy, String> {
+    let unknown_types = match p.unknown_types.as_str() {
+        "" | "allow" => UnknownTypes::Allow,
+        "refuse" => UnknownTypes::Refuse,
+        other => return Err(format!("unknown_types {other:?} is not allow or refuse")),
+    };
+    Ok(SchemaPolicy { unknown_types, compatibility: compatibility_from_proto(&p.compatibility)?.unwrap_or_default() })
 }

@@ -16,6 +16,8 @@ pub use herald_model::{
     HistoryEntry, OrderingMode, PartitionInfo, RetryPolicy, StartFrom, StoredEvent, TopicConfig, TopicInfo,
 };
 
+use herald_model::schema::{Incompatibility, NewSchema, SchemaPolicy, SchemaVersion};
+
 use crate::error::{Code, Error, Result};
 
 fn unsupported(what: &str) -> Error {
@@ -218,6 +220,42 @@ pub trait Backend: Send + Sync + 'static {
     async fn read(&self, topic: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<StoredEvent>> {
         let _ = (topic, partition, offset, max);
         Err(unsupported("browsing stored events"))
+    }
+    /// Registers `schema` as the next version of its type's schema on `topic`, if it follows
+    /// the type's compatibility rule (`schema_incompatible` names each change that breaks it).
+    async fn register_schema(&self, topic: &str, schema: &NewSchema) -> Result<SchemaVersion> {
+        let _ = (topic, schema);
+        Err(unsupported("schemas"))
+    }
+    /// What registering `schema` would break (empty: nothing), registering nothing.
+    async fn check_schema(&self, topic: &str, schema: &NewSchema) -> Result<Vec<Incompatibility>> {
+        let _ = (topic, schema);
+        Err(unsupported("schemas"))
+    }
+    /// `topic`'s schema policy and the latest version of each type's schema.
+    async fn list_schemas(&self, topic: &str) -> Result<(SchemaPolicy, Vec<SchemaVersion>)> {
+        let _ = topic;
+        Err(unsupported("schemas"))
+    }
+    /// `ty`'s schema on `topic` at `version` (the latest when `None`).
+    async fn schema(&self, topic: &str, ty: &str, version: Option<u32>) -> Result<SchemaVersion> {
+        let _ = (topic, ty, version);
+        Err(unsupported("schemas"))
+    }
+    /// Removes every version of `ty`'s schema on `topic`; returns how many there were.
+    async fn delete_schema(&self, topic: &str, ty: &str) -> Result<usize> {
+        let _ = (topic, ty);
+        Err(unsupported("schemas"))
+    }
+    /// Sets what `topic` does with events of types without a schema, and its default rule.
+    async fn set_schema_policy(&self, topic: &str, policy: SchemaPolicy) -> Result<SchemaPolicy> {
+        let _ = (topic, policy);
+        Err(unsupported("schemas"))
+    }
+    /// The AsyncAPI 3.0 document of the live system (topics, event types with their schemas,
+    /// consumer groups), as a server describes it.
+    async fn asyncapi(&self) -> Result<serde_json::Value> {
+        Err(unsupported("AsyncAPI documents (ask a herald:// server)"))
     }
 }
 

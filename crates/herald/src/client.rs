@@ -189,6 +189,16 @@ impl Client {
         self.backend.event_history_by_id(topic, id).await
     }
 
+    /// Registers `schema` (see [`crate::schema`]) as the next version of its type's schema on
+    /// `topic`; `schema_incompatible` names each change that breaks the type's rule.
+    pub async fn register_schema(
+        &self,
+        topic: &str,
+        schema: &crate::schema::NewSchema,
+    ) -> Result<crate::schema::SchemaVersion> {
+        self.backend.register_schema(topic, schema).await
+    }
+
     /// Who the backend takes this client for, and what it may do.
     pub async fn whoami(&self) -> Result<crate::backend::Identity> {
         self.backend.whoami().await

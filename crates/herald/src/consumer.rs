@@ -193,6 +193,25 @@ impl Consumer {
         })
     }
 
+    /// A handler of a typed Protobuf payload. An event whose data does not decode as `T` is a
+    /// permanent failure (to the DLQ at once).
+    pub fn handler_protobuf<T, F, Fut>(self, f: F) -> Self
+    where
+        T: prost::Message + Default + Send + 'static,
+        F: Fn(T, Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.handler(move |event: Event| {
+            let f = f.clone();
+            async move {
+                let payload = T::decode(event.data().clone())
+                    .map_err(|e| HandlerError::permanent(format!("data is not the expected Protobuf message: {e}")))?;
+                f(payload, event).await
+            }
+        })
+    }
+
     /// Runs until `shutdown` is cancelled: then stops fetching, lets running handlers finish
     /// within the grace period, and leaves the group (whatever is unsettled is redelivered).
     pub async fn run(self, shutdown: CancellationToken) -> Result<RunReport> {

@@ -14,6 +14,7 @@ use crate::backend::{
     StartFrom, StoredEvent, SubscribeOptions, Subscription, TopicConfig, TopicInfo,
 };
 use crate::error::{Code, Error, Result};
+use crate::schema::{Incompatibility, NewSchema, SchemaPolicy, SchemaVersion};
 
 /// Herald's broker, in-process.
 pub struct Embedded {
@@ -159,6 +160,34 @@ impl Backend for Embedded {
 
     async fn dlq_purge(&self, group: &str) -> Result<u64> {
         Ok(self.broker.dlq_purge(group).await?)
+    }
+
+    async fn register_schema(&self, topic: &str, s: &NewSchema) -> Result<SchemaVersion> {
+        let (topic, s) = (topic.to_owned(), s.clone());
+        self.blocking(move |b| b.register_schema(&topic, &s.ty, s.format, s.schema, s.compatibility)).await
+    }
+
+    async fn check_schema(&self, topic: &str, s: &NewSchema) -> Result<Vec<Incompatibility>> {
+        let (topic, s) = (topic.to_owned(), s.clone());
+        self.blocking(move |b| b.check_schema(&topic, &s.ty, s.format, &s.schema, s.compatibility)).await
+    }
+
+    async fn list_schemas(&self, topic: &str) -> Result<(SchemaPolicy, Vec<SchemaVersion>)> {
+        Ok(self.broker.list_schemas(topic)?)
+    }
+
+    async fn schema(&self, topic: &str, ty: &str, version: Option<u32>) -> Result<SchemaVersion> {
+        Ok(self.broker.schema(topic, ty, version)?)
+    }
+
+    async fn delete_schema(&self, topic: &str, ty: &str) -> Result<usize> {
+        let (topic, ty) = (topic.to_owned(), ty.to_owned());
+        self.blocking(move |b| b.delete_schema(&topic, &ty)).await
+    }
+
+    async fn set_schema_policy(&self, topic: &str, policy: SchemaPolicy) -> Result<SchemaPolicy> {
+        let topic = topic.to_owned();
+        self.blocking(move |b| b.set_schema_policy(&topic, policy)).await
     }
 
     async fn read(&self, topic: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<StoredEvent>> {

@@ -51,6 +51,7 @@ mod nats;
 mod producer;
 #[cfg(feature = "remote")]
 mod remote;
+pub mod schema;
 
 pub use backend::{
     Backend, Capabilities, DamageSkipped, DeadLetter, EventHistory, GroupConfig, GroupHistory, GroupInfo,

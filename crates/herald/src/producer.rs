@@ -136,6 +136,22 @@ impl Producer {
         }
         self.publish(topic, b.build()?).await
     }
+
+    /// Publishes a Protobuf message (its binary encoding, `application/protobuf`) as an event
+    /// of type `ty`; register its schema with [`crate::schema::protobuf_of`].
+    pub async fn publish_protobuf<T: prost::Message>(
+        &self,
+        topic: &str,
+        ty: &str,
+        key: Option<&str>,
+        message: &T,
+    ) -> Result<Receipt> {
+        let mut b = Event::builder(ty).data(message.encode_to_vec(), "application/protobuf");
+        if let Some(k) = key {
+            b = b.key(k);
+        }
+        self.publish(topic, b.build()?).await
+    }
 }
 
 async fn sender(backend: Arc<dyn Backend>, config: ProducerConfig, mut rx: mpsc::Receiver<Pending>) {

@@ -1,15 +1,19 @@
-//! The `Admin` service: topics, groups and dead letters.
+//! The `Admin` service: topics, groups, dead letters and schemas.
 
 use std::sync::Arc;
 
+use herald_model::Code;
 use herald_proto::v1::admin_server::Admin;
 use herald_proto::v1::{
     Count, CreateTopicRequest, DamageSkipped, DeadLetter, DlqListRequest, DlqListResponse, Empty, GroupInfo, GroupName,
-    Identity, ListGroupsResponse, ListTopicsRequest, ListTopicsResponse, ResetGroupRequest, SkipDamagedRequest,
+    Identity, JsonDocument, ListGroupsResponse, ListTopicsRequest, ListTopicsResponse, ResetGroupRequest, SchemaCheck,
+    SchemaList, SchemaPolicy, SchemaPolicyChange, SchemaRef, SchemaRegistration, SchemaVersion, SkipDamagedRequest,
     TopicInfo, TopicName,
 };
 use herald_proto::{
-    event_to_proto, group_info_to_proto, position_from_proto, topic_config_from_proto, topic_info_to_proto,
+    event_to_proto, group_info_to_proto, new_schema_from_proto, position_from_proto, schema_policy_from_proto,
+    schema_policy_to_proto, schema_problem_to_proto, schema_version_to_proto, status, topic_config_from_proto,
+    topic_info_to_proto,
 };
 use tonic::{Request, Response, Status};
 
@@ -272,6 +276,121 @@ impl Admin for AdminService {
                 permissions: p.permissions().iter().map(ToString::to_string).collect(),
                 expires_ms: p.expires_ms,
             })
+        })
+        .await
+    }
+
+    async fn register_schema(&self, request: Request<SchemaRegistration>) -> Result<Response<SchemaVersion>, Status> {
+        let p = caller(&request)?;
+        let peer = super::peer(&request);
+        let r = request.into_inner();
+        let target = format!("topic/{}", r.topic);
+        let audit = Audited { state: &self.state, principal: &p.name, peer, action: Some("register_schema"), target };
+        counted("RegisterSchema", audit, async {
+            p.check(Action::Admin, Resource::Topic(&r.topic)).map_err(denied)?;
+            let (topic, s) = new_schema_from_proto(r).map_err(|e| status(Code::InvalidArgument, e))?;
+            let v = blocking(&self.state.broker, move |b| {
+                b.register_schema(&topic, &s.ty, s.format, s.schema, s.compatibility)
+            })
+            .await?;
+            Ok(schema_version_to_proto(&v))
+        })
+        .await
+    }
+
+    async fn check_schema(&self, request: Request<SchemaRegistration>) -> Result<Response<SchemaCheck>, Status> {
+        let p = caller(&request)?;
+        let peer = super::peer(&request);
+        let r = request.into_inner();
+        let target = format!("topic/{}", r.topic);
+        let audit = Audited { state: &self.state, principal: &p.name, peer, action: None, target };
+        counted("CheckSchema", audit, async {
+            p.check_any(Resource::Topic(&r.topic)).map_err(denied)?;
+            let (topic, s) = new_schema_from_proto(r).map_err(|e| status(Code::InvalidArgument, e))?;
+            let problems = blocking(&self.state.broker, move |b| {
+                b.check_schema(&topic, &s.ty, s.format, &s.schema, s.compatibility)
+            })
+            .await?;
+            Ok(SchemaCheck {
+                compatible: problems.is_empty(),
+                problems: problems.iter().map(schema_problem_to_proto).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn list_schemas(&self, request: Request<TopicName>) -> Result<Response<SchemaList>, Status> {
+        let p = caller(&request)?;
+        let peer = super::peer(&request);
+        let topic = request.into_inner().name;
+        let audit =
+            Audited { state: &self.state, principal: &p.name, peer, action: None, target: format!("topic/{topic}") };
+        counted("ListSchemas", audit, async {
+            p.check_any(Resource::Topic(&topic)).map_err(denied)?;
+            let (policy, schemas) = blocking(&self.state.broker, move |b| b.list_schemas(&topic)).await?;
+            Ok(SchemaList {
+                policy: Some(schema_policy_to_proto(&policy)),
+                schemas: schemas.iter().map(schema_version_to_proto).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn get_schema(&self, request: Request<SchemaRef>) -> Result<Response<SchemaVersion>, Status> {
+        let p = caller(&request)?;
+        let peer = super::peer(&request);
+        let SchemaRef { topic, r#type, version } = request.into_inner();
+        let audit =
+            Audited { state: &self.state, principal: &p.name, peer, action: None, target: format!("topic/{topic}") };
+        counted("GetSchema", audit, async {
+            p.check_any(Resource::Topic(&topic)).map_err(denied)?;
+            let v = blocking(&self.state.broker, move |b| b.schema(&topic, &r#type, version)).await?;
+            Ok(schema_version_to_proto(&v))
+        })
+        .await
+    }
+
+    async fn delete_schema(&self, request: Request<SchemaRef>) -> Result<Response<Count>, Status> {
+        let p = caller(&request)?;
+        let peer = super::peer(&request);
+        let SchemaRef { topic, r#type, .. } = request.into_inner();
+        let target = format!("topic/{topic}");
+        let audit = Audited { state: &self.state, principal: &p.name, peer, action: Some("delete_schema"), target };
+        counted("DeleteSchema", audit, async {
+            p.check(Action::Admin, Resource::Topic(&topic)).map_err(denied)?;
+            let n = blocking(&self.state.broker, move |b| b.delete_schema(&topic, &r#type)).await?;
+            Ok(Count { count: n as u64 })
+        })
+        .await
+    }
+
+    async fn set_schema_policy(&self, request: Request<SchemaPolicyChange>) -> Result<Response<SchemaPolicy>, Status> {
+        let p = caller(&request)?;
+        let peer = super::peer(&request);
+        let SchemaPolicyChange { topic, policy } = request.into_inner();
+        let target = format!("topic/{topic}");
+        let audit = Audited { state: &self.state, principal: &p.name, peer, action: Some("set_schema_policy"), target };
+        counted("SetSchemaPolicy", audit, async {
+            p.check(Action::Admin, Resource::Topic(&topic)).map_err(denied)?;
+            let policy =
+                schema_policy_from_proto(policy.unwrap_or_default()).map_err(|e| status(Code::InvalidArgument, e))?;
+            let set = blocking(&self.state.broker, move |b| b.set_schema_policy(&topic, policy)).await?;
+            Ok(schema_policy_to_proto(&set))
+        })
+        .await
+    }
+
+    async fn async_api(&self, request: Request<Empty>) -> Result<Response<JsonDocument>, Status> {
+        let p = caller(&request)?;
+        let peer = super::peer(&request);
+        let audit =
+            Audited { state: &self.state, principal: &p.name, peer, action: None, target: "asyncapi".to_owned() };
+        let host = self.state.config.http.to_string();
+        counted("AsyncApi", audit, async {
+            let principal = p.clone();
+            let doc =
+                blocking(&self.state.broker, move |b| Ok(crate::http::asyncapi::build(b, &principal, &host))).await?;
+            Ok(JsonDocument { json: doc.to_string() })
         })
         .await
     }

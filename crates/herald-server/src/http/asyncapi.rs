@@ -35,7 +35,13 @@ pub(super) async fn document(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(|| h.app.config.http.to_string());
-    let doc = blocking(&h, move |b| {
+    Ok(Json(blocking(&h, move |b| Ok(build(b, &p, &host))).await?))
+}
+
+/// The document of what `p` may see on `b`, its server's HTTP address given as `host`: what
+/// HTTP and gRPC (`Admin.AsyncApi`) answer.
+pub(crate) fn build(b: &herald_broker::Broker, p: &crate::auth::Principal, host: &str) -> Value {
+    {
         let groups = b.list_groups();
         let mut readers: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for g in groups.iter().filter(|g| p.sees(Resource::Group(g))) {
@@ -57,7 +63,10 @@ pub(super) async fn document(
         );
         for topic in b.list_topics() {
             let internal = topic == crate::audit::AUDIT_TOPIC
-                || topic.strip_suffix(".dlq").or_else(|| topic.strip_suffix(".replay")).is_some_and(|g| groups.contains(&g.to_owned()));
+                || topic
+                    .strip_suffix(".dlq")
+                    .or_else(|| topic.strip_suffix(".replay"))
+                    .is_some_and(|g| groups.contains(&g.to_owned()));
             if internal || !p.sees(Resource::Topic(&topic)) {
                 continue;
             }
@@ -106,7 +115,7 @@ pub(super) async fn document(
                 );
             }
         }
-        Ok(json!({
+        json!({
             "asyncapi": "3.0.0",
             "info": {
                 "title": "Herald",
@@ -120,10 +129,8 @@ pub(super) async fn document(
             "channels": channels,
             "operations": operations,
             "components": { "messages": messages },
-        }))
-    })
-    .await?;
-    Ok(Json(doc))
+        })
+    }
 }
 
 fn content_type(format: SchemaFormat) -> &'static str {

@@ -46,7 +46,7 @@ use crate::AppState;
 use crate::auth::{Action, Principal, Resource};
 
 mod admin;
-mod asyncapi;
+pub(crate) mod asyncapi;
 mod console;
 mod error;
 mod events;

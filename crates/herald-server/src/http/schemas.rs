@@ -21,24 +21,12 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use herald_model::schema::{Compatibility, SchemaFormat, SchemaPolicy, SchemaVersion};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use herald_model::schema::{NewSchema, SchemaPolicy, SchemaVersion};
+use serde_json::json;
 
 use super::extract::{JsonBody, Params, Seg};
 use super::{ApiError, Caller, Http, blocking};
 use crate::auth::{Action, Resource};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Register {
-    #[serde(rename = "type")]
-    ty: String,
-    #[serde(default)]
-    format: SchemaFormat,
-    schema: Value,
-    compatibility: Option<Compatibility>,
-}
 
 pub(super) async fn list(
     State(h): State<Http>,
@@ -57,7 +45,7 @@ pub(super) async fn register(
     caller: Caller,
     Seg(topic): Seg,
     q: Params,
-    JsonBody(req): JsonBody<Register>,
+    JsonBody(req): JsonBody<NewSchema>,
 ) -> Result<Json<SchemaVersion>, ApiError> {
     caller.may(Action::Admin, Resource::Topic(&topic))?;
     q.only(&[])?;
@@ -71,7 +59,7 @@ pub(super) async fn check(
     caller: Caller,
     Seg(topic): Seg,
     q: Params,
-    JsonBody(req): JsonBody<Register>,
+    JsonBody(req): JsonBody<NewSchema>,
 ) -> Result<Response, ApiError> {
     caller.0.check_any(Resource::Topic(&topic))?;
     q.only(&[])?;

@@ -28,6 +28,7 @@ use crate::backend::{
     SubscribeOptions, Subscription, TopicConfig, TopicInfo,
 };
 use crate::error::{Code, Error, ErrorKind, Result};
+use crate::schema::{Incompatibility, NewSchema, SchemaPolicy, SchemaVersion};
 
 mod subscription;
 
@@ -473,6 +474,83 @@ impl Backend for Remote {
         Ok(herald_proto::group_info_from_proto(info))
     }
 
+    async fn register_schema(&self, topic: &str, s: &NewSchema) -> Result<SchemaVersion> {
+        let request = herald_proto::new_schema_to_proto(topic, s).map_err(invalid)?;
+        let mut c = self.admin.clone();
+        let what = format!("register a schema of {:?} on {topic}", s.ty);
+        let v = self.once(&what, c.register_schema(request)).await?;
+        herald_proto::schema_version_from_proto(v).map_err(invalid)
+    }
+
+    async fn check_schema(&self, topic: &str, s: &NewSchema) -> Result<Vec<Incompatibility>> {
+        let request = herald_proto::new_schema_to_proto(topic, s).map_err(invalid)?;
+        let what = format!("check a schema of {:?} on {topic}", s.ty);
+        let r = self
+            .idempotent(&what, || {
+                let mut c = self.admin.clone();
+                let request = request.clone();
+                async move { c.check_schema(request).await }
+            })
+            .await?;
+        Ok(r.problems.into_iter().map(herald_proto::schema_problem_from_proto).collect())
+    }
+
+    async fn list_schemas(&self, topic: &str) -> Result<(SchemaPolicy, Vec<SchemaVersion>)> {
+        let r = self
+            .idempotent(&format!("list the schemas of {topic}"), || {
+                let mut c = self.admin.clone();
+                let request = v1::TopicName { name: topic.to_owned() };
+                async move { c.list_schemas(request).await }
+            })
+            .await?;
+        let policy = herald_proto::schema_policy_from_proto(r.policy.unwrap_or_default()).map_err(invalid)?;
+        let schemas = r
+            .schemas
+            .into_iter()
+            .map(herald_proto::schema_version_from_proto)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(invalid)?;
+        Ok((policy, schemas))
+    }
+
+    async fn schema(&self, topic: &str, ty: &str, version: Option<u32>) -> Result<SchemaVersion> {
+        let v = self
+            .idempotent(&format!("get the schema of {ty:?} on {topic}"), || {
+                let mut c = self.admin.clone();
+                let request = v1::SchemaRef { topic: topic.to_owned(), r#type: ty.to_owned(), version };
+                async move { c.get_schema(request).await }
+            })
+            .await?;
+        herald_proto::schema_version_from_proto(v).map_err(invalid)
+    }
+
+    async fn delete_schema(&self, topic: &str, ty: &str) -> Result<usize> {
+        let mut c = self.admin.clone();
+        let request = v1::SchemaRef { topic: topic.to_owned(), r#type: ty.to_owned(), version: None };
+        let n = self.once(&format!("delete the schema of {ty:?} on {topic}"), c.delete_schema(request)).await?;
+        Ok(n.count as usize)
+    }
+
+    async fn set_schema_policy(&self, topic: &str, policy: SchemaPolicy) -> Result<SchemaPolicy> {
+        let mut c = self.admin.clone();
+        let request = v1::SchemaPolicyChange {
+            topic: topic.to_owned(),
+            policy: Some(herald_proto::schema_policy_to_proto(&policy)),
+        };
+        let p = self.once(&format!("set the schema policy of {topic}"), c.set_schema_policy(request)).await?;
+        herald_proto::schema_policy_from_proto(p).map_err(invalid)
+    }
+
+    async fn asyncapi(&self) -> Result<serde_json::Value> {
+        let r = self
+            .idempotent("get the AsyncAPI document", || {
+                let mut c = self.admin.clone();
+                async move { c.async_api(v1::Empty {}).await }
+            })
+            .await?;
+        serde_json::from_str(&r.json).map_err(|e| invalid(format!("the AsyncAPI document is not JSON: {e}")))
+    }
+
     async fn skip_damaged(&self, group: &str, topic: &str, partition: u32) -> Result<DamageSkipped> {
         let mut c = self.admin.clone();
         let request = v1::SkipDamagedRequest { group: group.to_owned(), topic: topic.to_owned(), partition };
@@ -559,6 +637,11 @@ impl Remote {
 /// The server sent an event this client cannot decode (a newer server, or a bug).
 fn undecodable(addr: &str, what: &str, e: herald_core::EventError) -> Error {
     Error::new(Code::CorruptEvent, format!("herald://{addr}: {what}: the server sent an invalid event: {e}"))
+}
+
+/// An answer or a request that does not convert.
+fn invalid(e: String) -> Error {
+    Error::new(Code::InvalidArgument, e)
 }
 
 #[cfg(test)]
