@@ -156,11 +156,7 @@ impl Define {
 
 /// A version's document as text people read: JSON pretty-printed, Protobuf as `.proto`.
 fn document_text(v: &SchemaVersion) -> String {
-    match v.format {
-        SchemaFormat::JsonSchema => serde_json::to_string_pretty(&v.schema).unwrap_or_default(),
-        SchemaFormat::Protobuf => herald_schema::protobuf::Message::from_document(&v.schema)
-            .map_or_else(|e| format!("// {e}"), |m| m.proto_text()),
-    }
+    herald_schema::document_text(v.format, &v.schema)
 }
 
 fn version_json(v: &SchemaVersion) -> Value {

@@ -17,6 +17,17 @@ pub mod protobuf;
 use herald_model::schema::{Compatibility, Incompatibility, SchemaFormat};
 use serde_json::Value;
 
+/// A document as text people read: a JSON Schema pretty-printed, a Protobuf message as
+/// `.proto` text (or why it cannot be read).
+pub fn document_text(format: SchemaFormat, document: &Value) -> String {
+    match format {
+        SchemaFormat::JsonSchema => serde_json::to_string_pretty(document).unwrap_or_default(),
+        SchemaFormat::Protobuf => {
+            protobuf::Message::from_document(document).map_or_else(|e| format!("// {e}"), |m| m.proto_text())
+        }
+    }
+}
+
 /// What [`reader_accepts`] finds: where, and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {

@@ -222,6 +222,16 @@ async fn protobuf_events_are_validated_as_their_message() {
     let (s, e) = env.call(post.clone(), "/v1/topics/orders/schemas", Some(changed)).await;
     assert_eq!((s, e["code"].as_str()), (409, Some("schema_incompatible")), "{e}");
     assert!(e["message"].as_str().unwrap().contains("Shipped.at_ms"), "{e}");
+    let text = env
+        .http
+        .get(format!("{}/v1/topics/orders/schemas/order.shipped/versions/1/text", env.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("message shop.Shipped {") && text.contains("int64 at_ms = 2;"), "{text}");
     let env = env.restart().await;
     let (_, v) = env.call(reqwest::Method::GET, "/v1/topics/orders/schemas/order.shipped", None).await;
     assert_eq!((v["version"].as_u64(), v["format"].as_str()), (Some(1), Some("protobuf")), "{v}");

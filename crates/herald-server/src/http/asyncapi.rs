@@ -147,10 +147,9 @@ fn payload(s: &SchemaVersion) -> Value {
         SchemaFormat::JsonSchema => {
             json!({ "schemaFormat": "application/schema+json;version=draft-2020-12", "schema": s.schema })
         }
-        SchemaFormat::Protobuf => {
-            let text = herald_schema::protobuf::Message::from_document(&s.schema)
-                .map_or_else(|e| format!("// {e}"), |m| m.proto_text());
-            json!({ "schemaFormat": "application/vnd.google.protobuf;version=3", "schema": text })
-        }
+        SchemaFormat::Protobuf => json!({
+            "schemaFormat": "application/vnd.google.protobuf;version=3",
+            "schema": herald_schema::document_text(s.format, &s.schema),
+        }),
     }
 }

@@ -91,6 +91,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/topics/{topic}/schemas/check", post(schemas::check))
         .route("/v1/topics/{topic}/schemas/{ty}", get(schemas::latest).delete(schemas::delete))
         .route("/v1/topics/{topic}/schemas/{ty}/versions/{version}", get(schemas::version))
+        .route("/v1/topics/{topic}/schemas/{ty}/versions/{version}/text", get(schemas::version_text))
         .route("/v1/topics/{topic}/schema-policy", get(schemas::policy).put(schemas::set_policy))
         .route("/v1/groups", get(admin::list_groups))
         .route("/v1/groups/{group}", get(admin::describe_group))

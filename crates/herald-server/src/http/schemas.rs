@@ -10,7 +10,8 @@
 //!   document that is no schema of its format;
 //! - `POST /v1/topics/{t}/schemas/check` (same body) → `{"compatible", "problems": [{"rule",
 //!   "version", "path", "message"}]}`, registering nothing;
-//! - `GET /v1/topics/{t}/schemas/{type}` (latest), `…/{type}/versions/{n}`; `DELETE
+//! - `GET /v1/topics/{t}/schemas/{type}` (latest), `…/{type}/versions/{n}`, and
+//!   `…/versions/{n}/text` (the document as text: JSON pretty-printed, Protobuf as `.proto`); `DELETE
 //!   /v1/topics/{t}/schemas/{type}` → `{"deleted": versions}`;
 //! - `GET`/`PUT /v1/topics/{t}/schema-policy` `{"unknown_types": "allow" | "refuse",
 //!   "compatibility": "BACKWARD" | …}`.
@@ -89,6 +90,22 @@ pub(super) async fn version(
     q.only(&[])?;
     let v: u32 = version.parse().map_err(|_| ApiError::invalid(format!("version {version:?} is not a number")))?;
     Ok(Json(blocking(&h, move |b| b.schema(&topic, &ty, Some(v))).await?))
+}
+
+/// The version's document as text (`text/plain`): a JSON Schema pretty-printed, a Protobuf
+/// message as `.proto` text.
+pub(super) async fn version_text(
+    State(h): State<Http>,
+    caller: Caller,
+    Path((topic, ty, version)): Path<(String, String, String)>,
+    q: Params,
+) -> Result<Response, ApiError> {
+    caller.0.check_any(Resource::Topic(&topic))?;
+    q.only(&[])?;
+    let v: u32 = version.parse().map_err(|_| ApiError::invalid(format!("version {version:?} is not a number")))?;
+    let s = blocking(&h, move |b| b.schema(&topic, &ty, Some(v))).await?;
+    let text = herald_schema::document_text(s.format, &s.schema);
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
 pub(super) async fn delete(
