@@ -89,7 +89,17 @@ async fn main() {
         let (p, c) = (format!("plain-{r}"), format!("checked-{r}"));
         broker.create_topic(&p, config.clone()).unwrap();
         broker.create_topic(&c, config.clone()).unwrap();
-        broker.register_schema(&c, TYPE, herald_model::schema::SchemaFormat::JsonSchema, schema(), None).unwrap();
+        broker
+            .register_schema(
+                &c,
+                herald_model::schema::NewSchema {
+                    ty: TYPE.into(),
+                    format: Default::default(),
+                    schema: schema(),
+                    compatibility: None,
+                },
+            )
+            .unwrap();
         if r % 2 == 0 {
             plain.push(run(&broker, &p).await);
             checked.push(run(&broker, &c).await);

@@ -14,7 +14,7 @@ use crate::group::{Group, Member, MemberConfig};
 use crate::partition::{Partition, Receipt, StoredEvent};
 use crate::topic::{Topic, TopicInfo, TopicMeta, sync_dir};
 use herald_model::dead_letter::{Reasons, Selection};
-use herald_model::schema::{Compatibility, Incompatibility, SchemaFormat, SchemaPolicy, SchemaVersion};
+use herald_model::schema::{Incompatibility, NewSchema, SchemaPolicy, SchemaVersion};
 use herald_model::{DeadLetter, EventHistory, GroupConfig, GroupHistory, GroupInfo, StartFrom};
 
 /// History searches running at once (each may read up to `SEARCH_BYTES_MAX` per group); more
@@ -643,32 +643,17 @@ impl Broker {
         crate::group::dlq::dlq_reasons(self, group)
     }
 
-    /// Registers `schema` (a document of `format`: a JSON Schema, or a
-    /// [`ProtobufSchema`](herald_model::schema::ProtobufSchema)) as the next version of `ty`'s
-    /// schema on `topic`, if it follows the type's compatibility rule (`mode`, when given,
-    /// becomes that rule).
-    pub fn register_schema(
-        &self,
-        topic: &str,
-        ty: &str,
-        format: SchemaFormat,
-        schema: serde_json::Value,
-        mode: Option<Compatibility>,
-    ) -> Result<SchemaVersion> {
-        self.topic(topic)?.schemas.register(ty, format, schema, mode, now_ms())
+    /// Registers `schema` (a JSON Schema, or a
+    /// [`ProtobufSchema`](herald_model::schema::ProtobufSchema) document) as the next version of
+    /// its type's schema on `topic`, if it follows the type's compatibility rule
+    /// (`schema.compatibility`, when given, becomes that rule).
+    pub fn register_schema(&self, topic: &str, schema: NewSchema) -> Result<SchemaVersion> {
+        self.topic(topic)?.schemas.register(schema, now_ms())
     }
 
-    /// What registering `schema` for `ty` on `topic` would break (empty: accepted), without
-    /// registering it.
-    pub fn check_schema(
-        &self,
-        topic: &str,
-        ty: &str,
-        format: SchemaFormat,
-        schema: &serde_json::Value,
-        mode: Option<Compatibility>,
-    ) -> Result<Vec<Incompatibility>> {
-        self.topic(topic)?.schemas.check_compatible(ty, format, schema, mode)
+    /// What registering `schema` on `topic` would break (empty: accepted), without registering it.
+    pub fn check_schema(&self, topic: &str, schema: &NewSchema) -> Result<Vec<Incompatibility>> {
+        self.topic(topic)?.schemas.check_compatible(schema)
     }
 
     /// `topic`'s schema policy and the latest schema of each type.

@@ -13,6 +13,9 @@
 
 pub mod json;
 pub mod protobuf;
+pub mod registry;
+
+pub use registry::{Registry, SchemaError};
 
 use herald_model::schema::{Compatibility, Incompatibility, SchemaFormat};
 use serde_json::Value;

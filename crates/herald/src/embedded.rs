@@ -164,12 +164,12 @@ impl Backend for Embedded {
 
     async fn register_schema(&self, topic: &str, s: &NewSchema) -> Result<SchemaVersion> {
         let (topic, s) = (topic.to_owned(), s.clone());
-        self.blocking(move |b| b.register_schema(&topic, &s.ty, s.format, s.schema, s.compatibility)).await
+        self.blocking(move |b| b.register_schema(&topic, s)).await
     }
 
     async fn check_schema(&self, topic: &str, s: &NewSchema) -> Result<Vec<Incompatibility>> {
         let (topic, s) = (topic.to_owned(), s.clone());
-        self.blocking(move |b| b.check_schema(&topic, &s.ty, s.format, &s.schema, s.compatibility)).await
+        self.blocking(move |b| b.check_schema(&topic, &s)).await
     }
 
     async fn list_schemas(&self, topic: &str) -> Result<(SchemaPolicy, Vec<SchemaVersion>)> {

@@ -289,10 +289,7 @@ impl Admin for AdminService {
         counted("RegisterSchema", audit, async {
             p.check(Action::Admin, Resource::Topic(&r.topic)).map_err(denied)?;
             let (topic, s) = new_schema_from_proto(r).map_err(|e| status(Code::InvalidArgument, e))?;
-            let v = blocking(&self.state.broker, move |b| {
-                b.register_schema(&topic, &s.ty, s.format, s.schema, s.compatibility)
-            })
-            .await?;
+            let v = blocking(&self.state.broker, move |b| b.register_schema(&topic, s)).await?;
             Ok(schema_version_to_proto(&v))
         })
         .await
@@ -307,10 +304,7 @@ impl Admin for AdminService {
         counted("CheckSchema", audit, async {
             p.check_any(Resource::Topic(&r.topic)).map_err(denied)?;
             let (topic, s) = new_schema_from_proto(r).map_err(|e| status(Code::InvalidArgument, e))?;
-            let problems = blocking(&self.state.broker, move |b| {
-                b.check_schema(&topic, &s.ty, s.format, &s.schema, s.compatibility)
-            })
-            .await?;
+            let problems = blocking(&self.state.broker, move |b| b.check_schema(&topic, &s)).await?;
             Ok(SchemaCheck {
                 compatible: problems.is_empty(),
                 problems: problems.iter().map(schema_problem_to_proto).collect(),

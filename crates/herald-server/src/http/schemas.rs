@@ -50,9 +50,7 @@ pub(super) async fn register(
 ) -> Result<Json<SchemaVersion>, ApiError> {
     caller.may(Action::Admin, Resource::Topic(&topic))?;
     q.only(&[])?;
-    Ok(Json(
-        blocking(&h, move |b| b.register_schema(&topic, &req.ty, req.format, req.schema, req.compatibility)).await?,
-    ))
+    Ok(Json(blocking(&h, move |b| b.register_schema(&topic, req)).await?))
 }
 
 pub(super) async fn check(
@@ -64,8 +62,7 @@ pub(super) async fn check(
 ) -> Result<Response, ApiError> {
     caller.0.check_any(Resource::Topic(&topic))?;
     q.only(&[])?;
-    let problems =
-        blocking(&h, move |b| b.check_schema(&topic, &req.ty, req.format, &req.schema, req.compatibility)).await?;
+    let problems = blocking(&h, move |b| b.check_schema(&topic, &req)).await?;
     Ok(Json(json!({ "compatible": problems.is_empty(), "problems": problems })).into_response())
 }
 
