@@ -61,13 +61,17 @@ function fetchFailed(e, signal) {
   return a;
 }
 
-/** A JSON call; tok: another token than the stored one (then a 401 stays here). */
-export async function api(path, { method = 'GET', body, signal, tok } = {}) {
+/**
+ * A JSON call; tok: another token than the stored one (then a 401 stays here); text: the answer
+ * is text/plain (a schema's document), returned as it is (errors are JSON all the same).
+ */
+export async function api(path, { method = 'GET', body, signal, tok, text: plain = false } = {}) {
   let res;
   try {
+    const extra = { ...(plain ? { Accept: 'text/plain, application/json' } : {}), ...(body === undefined ? {} : { 'Content-Type': 'application/json' }) };
     res = await fetch(path, {
       method,
-      headers: headers(body === undefined ? {} : { 'Content-Type': 'application/json' }, tok ?? token.get()),
+      headers: headers(extra, tok ?? token.get()),
       body: body === undefined ? undefined : JSON.stringify(body),
       signal,
       cache: 'no-store',
@@ -78,6 +82,7 @@ export async function api(path, { method = 'GET', body, signal, tok } = {}) {
       throw err;
     }
     const text = await res.text();
+    if (plain) return text;
     return text ? JSON.parse(text) : null;
   } catch (e) {
     if (e instanceof ApiError) throw e;

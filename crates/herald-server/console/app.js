@@ -4,6 +4,7 @@ import { h, button, showError, closeDialogs, refreshRelative, pageHead, field } 
 import { api, token, quiet, stream, onUnauthenticated, onPrincipal, invalidateOverview, seg } from './api.js';
 import { overviewPage, topicsPage, browsePage, tailPage } from './topics.js';
 import { groupsPage, groupPage, dlqPage, historyPage } from './groups.js';
+import { schemasPage } from './schemas.js';
 
 const app = document.getElementById('app');
 const alerts = document.getElementById('alerts');
@@ -35,6 +36,7 @@ function route(hash) {
   if (n === 0 || is('overview', 1)) return r('overview');
   if (is('topics', 1)) return r('topics');
   if (is('topics', 2)) return r('browse', { topic: p[1] });
+  if (is('topics', 3) && p[2] === 'schemas') return r('schemas', { topic: p[1] });
   if (is('tail', 1)) return { redirect: lastTopic ? '#/tail/' + seg(lastTopic) : '#/topics' };
   if (is('tail', 2)) return r('tail', { topic: p[1] });
   if (is('groups', 1)) return r('groups');
@@ -46,7 +48,7 @@ function route(hash) {
   return r('notfound');
 }
 
-const NAV = { overview: 'overview', topics: 'topics', browse: 'topics', tail: 'tail', groups: 'groups', group: 'groups', dlq: 'dlq', history: 'topics' };
+const NAV = { overview: 'overview', topics: 'topics', browse: 'topics', schemas: 'topics', tail: 'tail', groups: 'groups', group: 'groups', dlq: 'dlq', history: 'topics' };
 
 /** A problem in the console itself: shown, never logged. */
 function bug(e) {
@@ -132,7 +134,7 @@ function context(r, hash, signal) {
   return ctx;
 }
 
-const PAGES = { overview: overviewPage, topics: topicsPage, browse: browsePage, tail: tailPage, groups: groupsPage, group: groupPage, dlq: dlqPage, history: historyPage, login: loginPage, notfound: notFoundPage };
+const PAGES = { overview: overviewPage, topics: topicsPage, browse: browsePage, schemas: schemasPage, tail: tailPage, groups: groupsPage, group: groupPage, dlq: dlqPage, history: historyPage, login: loginPage, notfound: notFoundPage };
 
 function navigate() {
   document.body.dataset.ready = '';

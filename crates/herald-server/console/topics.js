@@ -10,6 +10,7 @@ const TAIL_ROWS_MAX = 500;
 export const topicHref = (t) => '#/topics/' + seg(t);
 export const groupHref = (g) => '#/groups/' + seg(g);
 export const dlqHref = (g) => '#/dlq/' + seg(g);
+export const schemasHref = (t) => topicHref(t) + '/schemas';
 
 /** "7 d", "1.0 GiB", "7 d or 1.0 GiB", "forever". */
 function retention(ms, b) {
@@ -183,7 +184,8 @@ export async function topicsPage(ctx) {
       h('td', { class: 'name' }, reads ? link(topicHref(tp.name), tp.name) : tp.name, tp.internal && h('span', { class: 'tag' }, 'internal'),
         tp.problems > 0 && h('span', { class: 'tag warn' }, tp.problems === 1 ? '1 problem' : `${tp.problems} problems`)),
       num(int(tp.partitions)), c.ev, c.sz, h('td', null, retention(tp.retention_ms, tp.retention_bytes)), c.rt,
-      h('td', { class: 'actions' }, reads && link('#/tail/' + seg(tp.name), 'Tail'),
+      // every topic listed is one the caller sees, and seeing it is enough to read its schemas
+      h('td', { class: 'actions' }, reads && link('#/tail/' + seg(tp.name), 'Tail'), h('a', { href: schemasHref(tp.name), 'aria-label': `Schemas of ${tp.name}` }, 'Schemas'),
         may.includes('admin') && h('button', { type: 'button', class: 'small danger-ghost', 'data-action': 'delete-topic', 'aria-label': `Delete topic ${tp.name}` }, 'Delete')));
   };
   function render() {
@@ -257,7 +259,7 @@ export async function topicsPage(ctx) {
 export async function browsePage(ctx) {
   const topic = ctx.params.topic;
   ctx.setLastTopic(topic);
-  const { main, errs } = ctx.page('browse', topic, [link('#/topics', 'Topics'), h('span', null, topic)], h('a', { href: '#/tail/' + seg(topic), class: 'button' }, 'Live tail'));
+  const { main, errs } = ctx.page('browse', topic, [link('#/topics', 'Topics'), h('span', null, topic)], h('a', { href: '#/tail/' + seg(topic), class: 'button' }, 'Live tail'), h('a', { href: schemasHref(topic), class: 'button' }, 'Schemas'));
   const info = await ctx.get(api('/v1/topics/' + seg(topic), { signal: ctx.signal }), errs);
   if (!info) return;
   const parts = info.partitions || [];

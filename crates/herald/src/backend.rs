@@ -39,6 +39,9 @@ pub struct Capabilities {
     pub key_ordering: bool,
     /// The broker keeps each event's history per group ([`Backend::event_history`]).
     pub event_history: bool,
+    /// Schemas per topic and event type are kept, and events are validated against them before
+    /// they are stored ([`Backend::register_schema`]; by the broker, or by this SDK on NATS).
+    pub schemas: bool,
 }
 
 /// A delivered event with its metadata.

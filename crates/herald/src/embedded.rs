@@ -74,6 +74,7 @@ impl Backend for Embedded {
             dedupe: true,
             key_ordering: true,
             event_history: true,
+            schemas: true,
         }
     }
 

@@ -34,6 +34,7 @@ macro_rules! conformance {
             case!(permanent_error_goes_to_dlq_at_once);
             case!(dlq_replay_reaches_only_the_failed_group);
             case!(event_history_through_dlq_and_replay);
+            case!(schemas_are_enforced_on_publish_and_evolve_by_their_rule);
             case!(dedupe_by_event_id);
             case!(correlation_and_causation_propagate);
             case!(lag_is_reported_and_falls_to_zero);

@@ -730,3 +730,105 @@ pub async fn concurrent_close(h: &Harness) {
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
+
+#[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+struct Placed {
+    id: String,
+    total: u32,
+}
+
+/// A registration of `shop.Shipped` (`string id = 1; int64 at_ms = 2;`) compiled from .proto text.
+fn shipped(ty: &str) -> (herald::schema::NewSchema, prost_reflect::MessageDescriptor) {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("s.proto"),
+        "syntax = \"proto3\"; package shop; message Shipped { string id = 1; int64 at_ms = 2; }",
+    )
+    .unwrap();
+    let set = protox::compile(["s.proto"], [dir.path()]).unwrap();
+    let pool = prost_reflect::DescriptorPool::from_file_descriptor_set(set.clone()).unwrap();
+    let schema = herald_schema::protobuf::document("shop.Shipped", &set.encode_to_vec());
+    let s = herald::schema::NewSchema {
+        ty: ty.to_owned(),
+        format: herald::schema::SchemaFormat::Protobuf,
+        schema,
+        compatibility: None,
+    };
+    (s, pool.get_message_by_name("shop.Shipped").unwrap())
+}
+
+pub async fn schemas_are_enforced_on_publish_and_evolve_by_their_rule(h: &Harness) {
+    use herald::schema::{Compatibility, SchemaPolicy, UnknownTypes};
+    let client = h.client().await;
+    if !client.capabilities().schemas {
+        return;
+    }
+    let b = client.backend().clone();
+    client.ensure_topic("orders", TopicConfig::with_partitions(2)).await.unwrap();
+    let v1 = client.register_schema("orders", &herald::schema::json_schema_of::<Placed>("order.placed")).await.unwrap();
+    assert_eq!(v1.version, 1);
+    let producer = client.producer();
+    // Invalid: refused with the path, nothing stored; valid: stamped.
+    let e = producer
+        .publish(
+            "orders",
+            Event::builder("order.placed").json(&serde_json::json!({"id": "a", "total": "x"})).build().unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), herald::Code::SchemaInvalid, "{e}");
+    assert!(e.to_string().contains("/total"), "{e}");
+    producer.publish_json("orders", "order.placed", Some("k"), &Placed { id: "a".into(), total: 3 }).await.unwrap();
+
+    // Protobuf: registered, published as a message, refused when the bytes are another message.
+    let (proto, desc) = shipped("order.shipped");
+    let p1 = b.register_schema("orders", &proto).await.unwrap();
+    assert_eq!(p1.format, herald::schema::SchemaFormat::Protobuf);
+    let mut m = prost_reflect::DynamicMessage::new(desc);
+    m.set_field_by_name("id", prost_reflect::Value::String("s".into()));
+    m.set_field_by_name("at_ms", prost_reflect::Value::I64(5));
+    producer.publish_protobuf("orders", "order.shipped", Some("k"), &m).await.unwrap();
+    let bad = Event::builder("order.shipped").data(vec![0x12, 0x01, b'x'], "application/protobuf").build().unwrap();
+    let e = producer.publish("orders", bad).await.unwrap_err();
+    assert_eq!(e.code(), herald::Code::SchemaInvalid, "{e}");
+    assert!(e.to_string().contains("at_ms"), "{e}");
+
+    // The consumer sees which version each event was written with.
+    let (seen, stop, handle) = spawn_consumer(&client, "g", &["orders"], 1, RetryPolicy::default(), ok);
+    until("both events", || seen.lock().unwrap().len() >= 2).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    for (e, _) in seen.lock().unwrap().iter() {
+        assert_eq!(herald::schema::version_of(e), Some(1), "{e:?}");
+        assert!(e.dataschema().unwrap().contains(e.ty()), "{e:?}");
+    }
+
+    // Evolution: a required field breaks BACKWARD (named); check says so; FORWARD accepts it.
+    let mut required = v1.schema.clone();
+    required["properties"]["coupon"] = serde_json::json!({"type": "string"});
+    required["required"] = serde_json::json!(["id", "total", "coupon"]);
+    let next = herald::schema::NewSchema {
+        ty: "order.placed".into(),
+        format: herald::schema::SchemaFormat::JsonSchema,
+        schema: required,
+        compatibility: None,
+    };
+    let e = b.register_schema("orders", &next).await.unwrap_err();
+    assert_eq!(e.code(), herald::Code::SchemaIncompatible, "{e}");
+    assert!(e.to_string().contains("coupon"), "{e}");
+    assert_eq!(b.check_schema("orders", &next).await.unwrap().len(), 1);
+    let forward = herald::schema::NewSchema { compatibility: Some(Compatibility::Forward), ..next };
+    assert_eq!(b.register_schema("orders", &forward).await.unwrap().version, 2);
+    assert_eq!(b.schema("orders", "order.placed", Some(1)).await.unwrap().schema, v1.schema);
+
+    // Unknown types: refused once the policy says so; a deleted type is unknown.
+    let policy = SchemaPolicy { unknown_types: UnknownTypes::Refuse, ..SchemaPolicy::default() };
+    b.set_schema_policy("orders", policy).await.unwrap();
+    assert_eq!(b.delete_schema("orders", "order.shipped").await.unwrap(), 1);
+    let e = producer.publish("orders", ev(None, 1)).await.unwrap_err();
+    assert_eq!(e.code(), herald::Code::SchemaInvalid, "{e}");
+    let (p, list) = b.list_schemas("orders").await.unwrap();
+    assert_eq!((p.unknown_types, list.len()), (UnknownTypes::Refuse, 1));
+    assert_eq!(b.schema("orders", "order.shipped", None).await.unwrap_err().code(), herald::Code::SchemaNotFound);
+}

@@ -7,6 +7,7 @@
 //! `docs/backends.md`.
 
 mod names;
+mod schemas;
 mod subscription;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use herald_core::codec::binary;
 use herald_core::{Event, Limits};
+use herald_model::schema::{Incompatibility, NewSchema, SchemaPolicy, SchemaVersion};
 
 use crate::backend::{
     Backend, Capabilities, DeadLetter, GroupInfo, GroupPartitionInfo, Receipt, StartFrom, SubscribeOptions,
@@ -177,7 +179,14 @@ pub(crate) async fn connect(url: &str, options: &crate::client::ConnectOptions) 
     check_server_version(&client.server_info().version)?;
     let js = jetstream::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client.clone());
     Ok(Arc::new(Nats {
-        inner: Arc::new(Inner { client, js, settings, topics: Mutex::default(), send_lock: Default::default() }),
+        inner: Arc::new(Inner {
+            client,
+            js,
+            settings,
+            topics: Mutex::default(),
+            send_lock: Default::default(),
+            schemas: Default::default(),
+        }),
     }))
 }
 
@@ -213,6 +222,7 @@ pub(crate) struct Inner {
     settings: Settings,
     topics: Mutex<HashMap<String, Arc<TopicMeta>>>,
     send_lock: tokio::sync::Mutex<()>,
+    schemas: schemas::Cache,
 }
 
 fn stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
@@ -493,7 +503,34 @@ impl Backend for Nats {
             key_ordering: true,
             // JetStream keeps no per-delivery record to build one from.
             event_history: false,
+            // Validated by this SDK before publishing (see schemas.rs).
+            schemas: true,
         }
+    }
+
+    async fn register_schema(&self, topic: &str, s: &NewSchema) -> Result<SchemaVersion> {
+        let now_ms = herald_core::Timestamp::now().as_unix_millis();
+        self.inner.register_schema(topic, s, now_ms).await
+    }
+
+    async fn check_schema(&self, topic: &str, s: &NewSchema) -> Result<Vec<Incompatibility>> {
+        self.inner.check_schema(topic, s).await
+    }
+
+    async fn list_schemas(&self, topic: &str) -> Result<(SchemaPolicy, Vec<SchemaVersion>)> {
+        self.inner.list_schemas(topic).await
+    }
+
+    async fn schema(&self, topic: &str, ty: &str, version: Option<u32>) -> Result<SchemaVersion> {
+        self.inner.schema(topic, ty, version).await
+    }
+
+    async fn delete_schema(&self, topic: &str, ty: &str) -> Result<usize> {
+        self.inner.delete_schema(topic, ty).await
+    }
+
+    async fn set_schema_policy(&self, topic: &str, policy: SchemaPolicy) -> Result<SchemaPolicy> {
+        self.inner.set_schema_policy(topic, policy).await
     }
 
     async fn publish(&self, topic: &str, events: Vec<Event>) -> Result<Vec<Receipt>> {
@@ -504,6 +541,8 @@ impl Backend for Nats {
             ));
         }
         let meta = self.inner.topic(topic).await?;
+        // JetStream validates nothing: checked (and stamped) here, as the broker would.
+        let events = self.inner.publish_schemas(topic).await?.check(events)?;
         let partitions = meta.config.partitions;
         let mut encoded = Vec::with_capacity(events.len());
         for e in &events {
@@ -591,7 +630,10 @@ impl Backend for Nats {
         names::check_topic(topic)?;
         self.inner.topics.lock().expect("topics lock poisoned").remove(topic);
         match self.inner.js.delete_stream(names::topic_stream(topic)).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.inner.drop_schemas(topic).await;
+                Ok(())
+            }
             Err(e) if matches!(e.kind(), jetstream::context::DeleteStreamErrorKind::JetStream(j) if matches!(j.error_code(), jetstream::ErrorCode::STREAM_NOT_FOUND)) => {
                 Err(topic_not_found(topic))
             }

@@ -328,6 +328,7 @@ impl Backend for Remote {
             dedupe: true,
             key_ordering: true,
             event_history: true,
+            schemas: true,
         }
     }
 
