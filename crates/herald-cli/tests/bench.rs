@@ -157,9 +157,23 @@ fn serve_benchmarks_a_server_in_this_process() {
 }
 
 #[test]
+fn schema_runs_the_workload_without_then_with_validation() {
+    for format in ["json", "protobuf"] {
+        let lines = bench_json(&["--url", "mem://", "--duration", "1s", "--warmup", "0s", "--schema", format]);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let systems: Vec<&str> = lines.iter().map(|r| r["system"].as_str().unwrap()).collect();
+        assert!(systems[0].contains("no schema") && systems[1].contains("validated"), "{systems:?}");
+        for r in &lines {
+            check_complete(r, 1);
+        }
+    }
+}
+
+#[test]
 fn bad_options_fail_with_a_message_naming_them() {
     for (args, needle) in [
         (&["--url", "mem://", "--payload-bytes", "0"][..], "--payload-bytes is 0"),
+        (&["--url", "mem://", "--schema", "json", "--payload-bytes", "50"], "a json record takes at least"),
         (&["--url", "mem://", "--partitions", "0"], "--partitions is 0"),
         (&["--url", "mem://", "--batch", "10001"], "--batch is 10001"),
         (&["--url", "ftp://example"], "unknown scheme \"ftp\""),

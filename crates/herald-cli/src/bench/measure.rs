@@ -39,14 +39,12 @@ fn at_ns(ns: u64) -> tokio::time::Instant {
 
 /// The event payload: `size` bytes whose first 8 are the intended send time (ns, little endian).
 pub(super) fn payload(size: usize, stamp_ns: u64) -> Vec<u8> {
-    let mut data = vec![0x5a; size];
-    data[..8].copy_from_slice(&stamp_ns.to_le_bytes());
-    data
+    super::data::DataFormat::Raw.payload(size, stamp_ns)
 }
 
 /// The send time carried by a payload, if it is one of ours.
 pub(super) fn stamp(data: &[u8]) -> Option<u64> {
-    Some(u64::from_le_bytes(data.get(..8)?.try_into().ok()?))
+    super::data::DataFormat::Raw.stamp(data)
 }
 
 /// A latency histogram in µs, 3 significant digits.

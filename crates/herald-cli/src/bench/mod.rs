@@ -29,6 +29,7 @@ use herald_model::{Durability, OrderingMode};
 
 use crate::Global;
 
+mod data;
 mod measure;
 mod peer_redis;
 mod report;
@@ -127,6 +128,18 @@ pub struct BenchArgs {
     /// keeps everything in memory and never fsyncs).
     #[arg(long, value_enum, requires = "peer", conflicts_with = "redis_url")]
     redis_appendfsync: Option<AppendFsync>,
+    /// Events carry a typical 5-field record in this format, and the run is made twice in this
+    /// command: with no schema, then with the record's schema registered on the topics (JSON
+    /// Schema, or the Protobuf message), so that every publish is validated; the table compares
+    /// them. No peer is run.
+    #[arg(long, value_enum, conflicts_with = "peer")]
+    schema: Option<SchemaArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SchemaArg {
+    Json,
+    Protobuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -190,6 +203,10 @@ pub(crate) struct Plan {
     pub json: bool,
     /// Makes topic, stream and group names unique to this run.
     pub run_id: String,
+    /// What the events carry.
+    pub data: data::DataFormat,
+    /// Whether the record's schema is registered on the topics (validated on every publish).
+    pub validate: bool,
 }
 
 impl Plan {
@@ -202,13 +219,17 @@ impl Plan {
         }
         range("topics", a.topics, 1, TOPICS_MAX, "")?;
         range("partitions", a.partitions, 1, PARTITIONS_MAX, "")?;
-        range(
-            "payload-bytes",
-            a.payload_bytes,
-            PAYLOAD_BYTES_MIN,
-            PAYLOAD_BYTES_MAX,
-            " (the first 8 bytes carry the send time)",
-        )?;
+        let data = match a.schema {
+            None => data::DataFormat::Raw,
+            Some(SchemaArg::Json) => data::DataFormat::Json,
+            Some(SchemaArg::Protobuf) => data::DataFormat::Protobuf,
+        };
+        let why = if data == data::DataFormat::Raw {
+            " (the first 8 bytes carry the send time)".to_owned()
+        } else {
+            format!(" (a {} record takes at least {} bytes)", data.name(), data.min_bytes())
+        };
+        range("payload-bytes", a.payload_bytes, PAYLOAD_BYTES_MIN.max(data.min_bytes()), PAYLOAD_BYTES_MAX, &why)?;
         range("rate", a.rate, 0, RATE_MAX, " (0 = as fast as possible)")?;
         range("producers", a.producers, 1, PRODUCERS_MAX, "")?;
         range("batch", a.batch, 1, BATCH_MAX, "")?;
@@ -257,6 +278,8 @@ impl Plan {
             },
             json,
             run_id: format!("{:08x}", rand::random::<u32>()),
+            data,
+            validate: false,
         };
         if let Some(interval) = plan.batch_interval_ns()
             && interval > (a.warmup + a.duration).as_nanos() as f64
@@ -333,6 +356,14 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<()> {
     let herald = sdk::run(&g.url, a.serve, plan.clone(), g.connect_options()).await?;
     report::emit(&herald, g.json);
     results.push(herald);
+    if a.schema.is_some() {
+        // The same workload, now validated on every publish.
+        let validated =
+            Arc::new(Plan { validate: true, run_id: format!("{:08x}", rand::random::<u32>()), ..(*plan).clone() });
+        let herald = sdk::run(&g.url, a.serve, validated, g.connect_options()).await?;
+        report::emit(&herald, g.json);
+        results.push(herald);
+    }
     let mut peer_error = None;
     if a.peer == Some(Peer::Redis) {
         match peer_redis::run(a.redis_url.as_deref(), a.redis_appendfsync, plan.clone()).await {

@@ -11,6 +11,10 @@ use herald_core::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::Plan;
+use super::data::DataFormat;
+
+/// The type of the bench's events (what `--schema` registers a schema for).
+const EVENT_TYPE: &str = "bench.event";
 use super::measure::{self, BatchSender, Counters, FETCH_MAX, FETCH_WAIT, Received, Receiver, Schedule};
 use super::report::{self, RunResult};
 
@@ -75,6 +79,11 @@ async fn workload(
     config.durability = plan.durability;
     for t in topics {
         backend.ensure_topic(t, config.clone()).await.with_context(|| format!("creating topic {t}"))?;
+        if plan.validate
+            && let Some(schema) = plan.data.schema(EVENT_TYPE)?
+        {
+            backend.register_schema(t, &schema).await.with_context(|| format!("registering the schema on {t}"))?;
+        }
     }
     // Every member joins before the first event is published, so each group reads everything.
     let mut receivers = Vec::new();
@@ -90,7 +99,7 @@ async fn workload(
                 ..SubscribeOptions::default()
             };
             let sub = backend.subscribe(&group, options).await.with_context(|| format!("joining group {group}"))?;
-            receivers.push((g, SdkReceiver::new(sub, &group)));
+            receivers.push((g, SdkReceiver::new(sub, &group, plan.data)));
         }
     }
     let schedule = Schedule::starting_soon(plan.warmup, plan.duration);
@@ -114,7 +123,14 @@ async fn workload(
         .collect();
     let measured = measure::finish("herald", plan, schedule, &counters, producers, consumers, stop).await?;
     let target = if serve { format!("{url} (--serve)") } else { url.to_owned() };
-    let mut result = RunResult::new("herald", target, plan.durability_name(), None, plan, &counters, measured);
+    let system = match (plan.data, plan.validate) {
+        (DataFormat::Raw, _) => "herald",
+        (DataFormat::Json, false) => "herald, JSON, no schema",
+        (DataFormat::Json, true) => "herald, JSON Schema validated",
+        (DataFormat::Protobuf, false) => "herald, Protobuf, no schema",
+        (DataFormat::Protobuf, true) => "herald, Protobuf validated",
+    };
+    let mut result = RunResult::new(system, target, plan.durability_name(), None, plan, &counters, measured);
     result.peak_memory_bytes = report::peak_memory(None);
     result.peak_memory_of = if serve || url.starts_with("mem:") || url.starts_with("file:") {
         "this process's (the broker runs in it), warm-up and drain included".into()
@@ -135,10 +151,10 @@ impl BatchSender for SdkSender {
     async fn send(&mut self, seq: u64, stamp_ns: u64) -> Result<u64, String> {
         let topic = &self.topics[(seq % self.topics.len() as u64) as usize];
         // One buffer per batch: every event of it carries the same send time.
-        let data = Bytes::from(measure::payload(self.plan.payload_bytes, stamp_ns));
+        let data = Bytes::from(self.plan.data.payload(self.plan.payload_bytes, stamp_ns));
         let mut events = Vec::with_capacity(self.plan.batch as usize);
         for _ in 0..self.plan.batch {
-            let mut b = Event::builder("bench.event").data(data.clone(), "application/octet-stream");
+            let mut b = Event::builder(EVENT_TYPE).data(data.clone(), self.plan.data.content_type());
             if self.plan.keys > 0 {
                 b = b.key(self.plan.key(self.next_key));
                 self.next_key += 1;
@@ -168,13 +184,14 @@ const ACK_ROUNDS_MAX: usize = 8;
 struct SdkReceiver {
     sub: Arc<dyn Subscription>,
     group: String,
+    data: DataFormat,
     /// Ack rounds in flight: each answers how many acks failed, and the first error.
     acking: tokio::task::JoinSet<(u64, Option<String>)>,
 }
 
 impl SdkReceiver {
-    fn new(sub: Box<dyn Subscription>, group: &str) -> Self {
-        SdkReceiver { sub: Arc::from(sub), group: group.to_owned(), acking: tokio::task::JoinSet::new() }
+    fn new(sub: Box<dyn Subscription>, group: &str, data: DataFormat) -> Self {
+        SdkReceiver { sub: Arc::from(sub), group: group.to_owned(), data, acking: tokio::task::JoinSet::new() }
     }
 
     fn count(r: &mut Received, done: Result<(u64, Option<String>), tokio::task::JoinError>) {
@@ -202,7 +219,7 @@ impl Receiver for SdkReceiver {
             }
         }
         for m in &messages {
-            match measure::stamp(m.event.data()) {
+            match self.data.stamp(m.event.data()) {
                 Some(s) if m.attempt == 1 => stamps.push(s),
                 Some(_) => r.redelivered += 1,
                 None => {
