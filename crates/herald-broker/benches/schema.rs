@@ -1,8 +1,12 @@
-//! What schema validation costs on publish, in process: the same ~100 B JSON events published in
-//! batches of 1,000 by 4 publishers to two topics of 8 partitions (durability `os`: no fsync, so
-//! that the CPU cost shows), one with a typical 5-field JSON Schema registered for the events'
-//! type and one without, alternating runs; medians of the events/s of each, their ratio, and the
-//! difference per event in µs. Target (issue #13): ≤ 1 µs per event and ≤ 10 % of throughput.
+//! What schema validation costs on publish, in process, for JSON Schema and Protobuf:
+//! - validation alone: one validator checking ~100 B records of a typical 5-field schema in a
+//!   loop, µs per event (median of runs) — the CPU one event's check adds to its publish;
+//! - publishing: the same records published in batches of 1,000 by 4 publishers to two topics of
+//!   8 partitions (durability `os`: no fsync, so that the CPU cost shows at its largest), one
+//!   with the schema registered for the events' type and one without, alternating runs; medians
+//!   of the events/s of each and their ratio. The end-to-end figure through a server, with
+//!   fsync, is `herald bench --serve --schema json|protobuf` (docs/benchmarks.md).
+//! Target (issue #13): ≤ 1 µs per 100 B event and ≤ 10 % of throughput.
 //!
 //! ```text
 //! cargo bench -p herald-broker --bench schema
@@ -14,6 +18,7 @@ use std::time::Instant;
 
 use herald_broker::{Broker, BrokerConfig, Durability, TopicConfig};
 use herald_core::Event;
+use herald_model::schema::{NewSchema, SchemaFormat};
 use serde_json::json;
 
 const BATCH: usize = 1_000;
@@ -22,11 +27,11 @@ const EVENTS_PER_RUN: usize = 400_000;
 const RUNS: usize = 5;
 const TYPE: &str = "order.placed";
 
-fn schema() -> serde_json::Value {
+fn json_schema() -> serde_json::Value {
     json!({
         "type": "object",
         "properties": {
-            "id": { "type": "string", "maxLength": 32 },
+            "id": { "type": "string", "maxLength": 64 },
             "customer": { "type": "string" },
             "total": { "type": "integer", "minimum": 0 },
             "currency": { "enum": ["EUR", "USD", "GBP"] },
@@ -36,21 +41,73 @@ fn schema() -> serde_json::Value {
     })
 }
 
-fn batch(start: usize) -> Vec<Event> {
+const PROTO: &str = "syntax = \"proto3\"; package shop; \
+    message Order { string id = 1; string customer = 2; int64 total = 3; string currency = 4; int32 items = 5; }";
+
+fn protobuf_schema() -> serde_json::Value {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("o.proto"), PROTO).unwrap();
+    let set = protox::compile(["o.proto"], [dir.path()]).unwrap().encode_to_vec();
+    herald_schema::protobuf::document("shop.Order", &set)
+}
+
+/// The record of order `n` in `format`: about 100 B of JSON, 55 B of Protobuf.
+fn record(format: SchemaFormat, n: usize) -> Vec<u8> {
+    let (id, customer) = (format!("order-{n:08}"), format!("customer-{:06}@example.com", n % 1000));
+    let (total, items) = (n % 100_000, 1 + n % 5);
+    match format {
+        SchemaFormat::JsonSchema => serde_json::to_vec(&json!({
+            "id": id, "customer": customer, "total": total, "currency": "EUR", "items": items
+        }))
+        .unwrap(),
+        SchemaFormat::Protobuf => {
+            let mut d = Vec::new();
+            for (tag, s) in [(0x0a, id.as_str()), (0x12, customer.as_str())] {
+                d.push(tag);
+                prost::encoding::encode_varint(s.len() as u64, &mut d);
+                d.extend_from_slice(s.as_bytes());
+            }
+            d.push(0x18);
+            prost::encoding::encode_varint(total as u64, &mut d);
+            d.extend_from_slice(&[0x22, 3]);
+            d.extend_from_slice(b"EUR");
+            d.push(0x28);
+            prost::encoding::encode_varint(items as u64, &mut d);
+            d
+        }
+    }
+}
+
+fn batch(format: SchemaFormat, start: usize) -> Vec<Event> {
     (start..start + BATCH)
         .map(|n| {
-            let data = json!({ "id": format!("o-{n:08}"), "customer": format!("c-{}", n % 1000), "total": n % 100_000,
-                               "currency": "EUR", "items": 1 + n % 5 });
-            Event::builder(TYPE).json(&data).build().unwrap()
+            let ct = if format == SchemaFormat::JsonSchema { "application/json" } else { "application/protobuf" };
+            Event::builder(TYPE).data(record(format, n), ct).build().unwrap()
         })
         .collect()
 }
 
+/// µs per event of validating records alone (median of `RUNS` runs of 200,000 events).
+fn validate_alone(format: SchemaFormat, schema: &serde_json::Value) -> (f64, usize) {
+    let v = herald_schema::compile(format, schema).unwrap();
+    let records: Vec<Vec<u8>> = (0..1000).map(|n| record(format, n)).collect();
+    let mut runs = Vec::new();
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        for i in 0..200_000 {
+            v.validate(std::hint::black_box(&records[i % records.len()])).unwrap();
+        }
+        runs.push(started.elapsed().as_secs_f64() * 1e6 / 200_000.0);
+    }
+    (median(runs), records[0].len())
+}
+
 /// Events/s publishing `EVENTS_PER_RUN` events to `topic` (batches made before the clock starts).
-async fn run(broker: &Broker, topic: &str) -> f64 {
+async fn run(broker: &Broker, topic: &str, format: SchemaFormat) -> f64 {
     let per = EVENTS_PER_RUN / PUBLISHERS;
     let batches: Vec<Vec<Vec<Event>>> =
-        (0..PUBLISHERS).map(|p| (0..per / BATCH).map(|b| batch(p * per + b * BATCH)).collect()).collect();
+        (0..PUBLISHERS).map(|p| (0..per / BATCH).map(|b| batch(format, p * per + b * BATCH)).collect()).collect();
     let started = Instant::now();
     let tasks: Vec<_> = batches
         .into_iter()
@@ -82,38 +139,33 @@ async fn main() {
     let dir = tempfile::tempdir_in(base).unwrap();
     let broker = Broker::open(dir.path(), BrokerConfig::default()).unwrap();
     let config = TopicConfig { durability: Durability::Os, ..TopicConfig::with_partitions(8) };
-    let sample = batch(0)[0].data().len();
-    let (mut plain, mut checked) = (Vec::new(), Vec::new());
-    for r in 0..RUNS {
-        // Fresh topics per run, so that both write to logs of the same size.
-        let (p, c) = (format!("plain-{r}"), format!("checked-{r}"));
-        broker.create_topic(&p, config.clone()).unwrap();
-        broker.create_topic(&c, config.clone()).unwrap();
-        broker
-            .register_schema(
-                &c,
-                herald_model::schema::NewSchema {
-                    ty: TYPE.into(),
-                    format: Default::default(),
-                    schema: schema(),
-                    compatibility: None,
-                },
-            )
-            .unwrap();
-        if r % 2 == 0 {
-            plain.push(run(&broker, &p).await);
-            checked.push(run(&broker, &c).await);
-        } else {
-            checked.push(run(&broker, &c).await);
-            plain.push(run(&broker, &p).await);
-        }
-    }
-    let (p, c) = (median(plain.clone()), median(checked.clone()));
     println!(
-        "schema validation on publish: {EVENTS_PER_RUN} events of {sample} B data per run, {RUNS} runs, batches of {BATCH}, {PUBLISHERS} publishers"
+        "schema validation on publish: {EVENTS_PER_RUN} events per run, {RUNS} runs, batches of {BATCH}, {PUBLISHERS} publishers"
     );
-    println!("  no schema      {p:>10.0} events/s (median; runs {plain:.0?})");
-    println!("  5-field schema {c:>10.0} events/s (median; runs {checked:.0?})");
-    println!("  ratio {:.3}; cost {:.2} µs per event", c / p, (1.0 / c - 1.0 / p) * 1e6);
+    for (format, schema) in [(SchemaFormat::JsonSchema, json_schema()), (SchemaFormat::Protobuf, protobuf_schema())] {
+        let (alone, bytes) = validate_alone(format, &schema);
+        let (mut plain, mut checked) = (Vec::new(), Vec::new());
+        for r in 0..RUNS {
+            // Fresh topics per run, so that both write to logs of the same size.
+            let (p, c) = (format!("plain-{format}-{r}"), format!("checked-{format}-{r}"));
+            broker.create_topic(&p, config.clone()).unwrap();
+            broker.create_topic(&c, config.clone()).unwrap();
+            let s = NewSchema { ty: TYPE.into(), format, schema: schema.clone(), compatibility: None };
+            broker.register_schema(&c, s).unwrap();
+            if r % 2 == 0 {
+                plain.push(run(&broker, &p, format).await);
+                checked.push(run(&broker, &c, format).await);
+            } else {
+                checked.push(run(&broker, &c, format).await);
+                plain.push(run(&broker, &p, format).await);
+            }
+        }
+        let (p, c) = (median(plain.clone()), median(checked.clone()));
+        println!("{format} ({bytes} B records):");
+        println!("  validation alone {alone:>10.2} µs per event (median)");
+        println!("  no schema        {p:>10.0} events/s (median; runs {plain:.0?})");
+        println!("  5-field schema   {c:>10.0} events/s (median; runs {checked:.0?})");
+        println!("  ratio {:.3}; publish cost {:.2} µs per event", c / p, (1.0 / c - 1.0 / p) * 1e6);
+    }
     broker.close().await.unwrap();
 }

@@ -345,7 +345,8 @@ async fn every_page_shows_what_the_api_says() {
 /// What only a principal allowed to change things may see.
 const MUTATING: &str = "[data-action=delete-topic], [data-testid=create-topic], [data-action=reset-group], \
                         [data-action=replay-all], [data-action=purge-all], [data-action=replay-reason], \
-                        [data-action=purge-reason], [data-action=replay-selected], [data-action=purge-selected]";
+                        [data-action=purge-reason], [data-action=replay-selected], [data-action=purge-selected], \
+                        [data-action=delete-schema], [data-testid=schema-form], [data-testid=schema-policy-form]";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_principal_logs_in_and_sees_no_mutating_controls() {
@@ -379,6 +380,8 @@ async fn a_read_only_principal_logs_in_and_sees_no_mutating_controls() {
     assert_eq!(b.count(MUTATING).await, 0, "group page");
     b.open(&format!("{base}/#/dlq/billing"), "dlq").await;
     assert_eq!(b.count(MUTATING).await, 0, "dead letters page");
+    b.open(&format!("{base}/#/topics/orders/schemas"), "schemas").await;
+    assert_eq!(b.count(MUTATING).await, 0, "schemas page");
     assert_eq!(b.count("tr[data-dlq-offset]").await, 0, "the reader may not see dead letters");
     no_console_errors(&b, "group and dlq as reader").await;
 
@@ -393,4 +396,67 @@ async fn a_read_only_principal_logs_in_and_sees_no_mutating_controls() {
     assert!(b.count("[data-action=replay-all]").await == 1);
     no_console_errors(&b, "as admin").await;
     data.stop.cancel();
+}
+
+/// POSTs `body` to `path`; the status and the answer.
+async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let res = reqwest::Client::new().post(format!("{base}{path}")).json(&body).send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_are_shown_checked_and_registered_from_the_console() {
+    let server = Herald::start(&[]);
+    let base = &server.http;
+    assert_eq!(post(base, "/v1/topics", serde_json::json!({ "name": "orders", "partitions": 1 })).await.0, 201);
+    let v1 = serde_json::json!({ "type": "object", "properties": { "id": { "type": "string" } }, "required": ["id"] });
+    let (s, _) =
+        post(base, "/v1/topics/orders/schemas", serde_json::json!({ "type": "order.placed", "schema": v1 })).await;
+    assert_eq!(s, 200);
+    let b = Browser::start(1280).await;
+    b.open(&format!("{base}/#/topics/orders/schemas"), "schemas").await;
+    assert_eq!(b.text("tr[data-type='order.placed'] [data-testid=version]").await, "1");
+    assert!(b.text("[data-testid=policy-unknown]").await.contains("allowed"));
+    // The document, as the server renders it.
+    click(&b, "tr[data-type='order.placed'] button[data-action=show-schema]").await;
+    b.until_js(
+        "the document",
+        "return document.querySelector('pre[data-testid=schema-text]').dataset.version === '1'",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(b.text("pre[data-testid=schema-text]").await.contains("\"required\""));
+    check_page(&b, "schemas").await;
+
+    // An incompatible version: check shows the rule and the path, and nothing is registered.
+    let ty = b.find("#schema-type").await;
+    ty.clear().await.unwrap();
+    ty.send_keys("order.placed").await.unwrap();
+    let json = b.find("#schema-json").await;
+    json.clear().await.unwrap();
+    json.send_keys(r#"{"type": "object", "properties": {"id": {"type": "string"}, "coupon": {"type": "string"}}, "required": ["id", "coupon"]}"#).await.unwrap();
+    click(&b, "button[data-action=check-schema]").await;
+    b.find("table[data-testid=schema-problems] tbody tr[data-rule]").await;
+    let problem = b.text("table[data-testid=schema-problems] tbody tr[data-rule]").await;
+    assert!(problem.contains("BACKWARD") && problem.contains("/required"), "{problem}");
+    click(&b, "button[data-action=register-schema]").await;
+    b.find("[data-testid=schema-outcome] p[data-compatible=false]").await;
+    assert_eq!(api(base, None, "/v1/topics/orders/schemas/order.placed").await["version"], 1);
+
+    // A compatible one is registered: version 2 in the table and in the API.
+    let json = b.find("#schema-json").await;
+    json.clear().await.unwrap();
+    json.send_keys(r#"{"type": "object", "properties": {"id": {"type": "string"}, "coupon": {"type": "string"}}, "required": ["id"]}"#).await.unwrap();
+    click(&b, "button[data-action=register-schema]").await;
+    b.find("[data-testid=schema-outcome] p[data-version='2']").await;
+    b.until_js(
+        "version 2 listed",
+        "return document.querySelector(\"tr[data-type='order.placed'] [data-testid=version]\").textContent === '2'",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(api(base, None, "/v1/topics/orders/schemas/order.placed").await["version"], 2);
+    no_console_errors(&b, "schemas after check and register").await;
+    fits_narrow(&b, "schemas").await;
 }

@@ -41,6 +41,25 @@ pub struct Event {
     pub(crate) headers: BTreeMap<String, String>,
 }
 
+/// A `dataschema` value checked once (an absolute URI), to stamp many events with
+/// ([`Event::stamp_dataschema`]) without checking it again for each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataSchema(String);
+
+impl DataSchema {
+    /// `schema`, if it is an absolute URI.
+    pub fn new(schema: impl Into<String>) -> Result<DataSchema, EventError> {
+        let schema = schema.into();
+        crate::validate::check_dataschema(&schema)?;
+        Ok(DataSchema(schema))
+    }
+
+    /// The URI.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl Event {
     /// Starts an event of type `ty` with a new UUIDv7 `id`, `time` now, and
     /// `source` [`DEFAULT_SOURCE`].
@@ -92,6 +111,19 @@ impl Event {
     pub fn set_dataschema(&mut self, schema: String) -> Result<(), EventError> {
         crate::validate::check_dataschema(&schema)?;
         let old = self.dataschema.replace(schema);
+        let event_bytes = crate::codec::binary::encoded_len(self);
+        if event_bytes > Limits::HARD.event_bytes_max {
+            self.dataschema = old;
+            return Err(EventError::EventTooLarge { event_bytes, limit: Limits::HARD.event_bytes_max });
+        }
+        Ok(())
+    }
+
+    /// Sets `dataschema` to one checked beforehand (what a schema registry stamps on every event
+    /// of a type): only the event's size is checked (under [`Limits::HARD`]). On error the event
+    /// is left as it was.
+    pub fn stamp_dataschema(&mut self, schema: &DataSchema) -> Result<(), EventError> {
+        let old = self.dataschema.replace(schema.0.clone());
         let event_bytes = crate::codec::binary::encoded_len(self);
         if event_bytes > Limits::HARD.event_bytes_max {
             self.dataschema = old;
@@ -360,6 +392,21 @@ impl EventBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checked_dataschema_stamps_events_and_only_their_size_is_checked_again() {
+        assert!(DataSchema::new("no-scheme").is_err());
+        let d = DataSchema::new("herald:/v1/topics/t/schemas/t/versions/1").unwrap();
+        let mut e = Event::builder("t").build().unwrap();
+        e.stamp_dataschema(&d).unwrap();
+        assert_eq!(e.dataschema(), Some(d.as_str()));
+        let mut big = Event::builder("t")
+            .data(vec![0u8; Limits::HARD.event_bytes_max - 100], "application/octet-stream")
+            .build_with(&Limits::HARD)
+            .unwrap();
+        assert!(matches!(big.stamp_dataschema(&d), Err(EventError::EventTooLarge { .. })));
+        assert_eq!(big.dataschema(), None, "left as it was");
+    }
 
     #[test]
     fn a_dataschema_set_later_is_checked_and_a_refused_one_leaves_the_event_as_it_was() {

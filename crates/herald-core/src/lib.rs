@@ -39,7 +39,7 @@ mod timestamp;
 mod validate;
 
 pub use bytes::Bytes;
-pub use event::{DEFAULT_SOURCE, Event, EventBuilder, SPECVERSION};
+pub use event::{DEFAULT_SOURCE, DataSchema, Event, EventBuilder, SPECVERSION};
 pub use limits::{Limits, LimitsError};
 pub use timestamp::{Timestamp, TimestampError};
 pub use validate::{EventError, RESERVED_ATTRIBUTES, UriError};

@@ -42,6 +42,9 @@ use crate::{Invalid, Problem};
 #[derive(Debug, Clone)]
 pub struct Message {
     desc: MessageDescriptor,
+    /// Whether this message or one it uses is not proto3 (proto2 `required` fields and closed
+    /// enums): then only the full decode can tell (the fast check tracks neither).
+    full_decode: bool,
 }
 
 /// The JSON document registering `message` from `descriptor_set` (a serialized
@@ -81,7 +84,8 @@ impl Message {
             let known: Vec<String> = pool.all_messages().take(20).map(|m| m.full_name().to_owned()).collect();
             format!("the descriptor set defines no message {message:?} (it has: {})", known.join(", "))
         })?;
-        Ok(Message { desc })
+        let full_decode = uses(&desc).iter().any(|m| m.parent_file().syntax() != prost_reflect::Syntax::Proto3);
+        Ok(Message { desc, full_decode })
     }
 
     /// Its full name: `shop.v1.Order`.
@@ -165,11 +169,93 @@ impl Message {
     }
 
     /// Checks that `data` is this message: the path of the first problem (`items.price`).
+    ///
+    /// The common case reads the wire format once without building anything ([`fits`]); only
+    /// data it cannot vouch for is decoded in full, which finds the problem and says where.
     pub fn validate(&self, data: &[u8]) -> Result<(), Invalid> {
+        if !self.full_decode && fits(&self.desc, data, 0) {
+            return Ok(());
+        }
         let message = DynamicMessage::decode(self.desc.clone(), data)
             .map_err(|e| decode_error(&self.desc, data, &e.to_string()))?;
         walk(&message, "")
     }
+}
+
+/// Every message `desc` uses, itself included.
+fn uses(desc: &MessageDescriptor) -> Vec<MessageDescriptor> {
+    let (mut out, mut todo) = (Vec::new(), vec![desc.clone()]);
+    while let Some(m) = todo.pop() {
+        if out.contains(&m) {
+            continue;
+        }
+        todo.extend(m.fields().filter_map(|f| match f.kind() {
+            Kind::Message(n) => Some(n),
+            _ => None,
+        }));
+        out.push(m);
+    }
+    out
+}
+
+/// Nesting deeper than this is not vouched for (prost's own limit is 100).
+const FITS_DEPTH_MAX: usize = 64;
+
+/// Whether `buf` is, on the wire, a `desc` with no unknown field: every field's wire type is
+/// its declaration's (or packed), lengths fit, strings are UTF-8, nested messages fit too.
+/// Builds nothing; `false` sends the data to the full decode.
+fn fits(desc: &MessageDescriptor, mut buf: &[u8], depth: usize) -> bool {
+    if depth > FITS_DEPTH_MAX {
+        return false;
+    }
+    while !buf.is_empty() {
+        let Ok((number, wire)) = prost::encoding::decode_key(&mut buf) else { return false };
+        let Some(field) = desc.get_field(number) else { return false };
+        let kind = field.kind();
+        let expected = wire_type(&kind);
+        match wire {
+            WireType::Varint if expected == WireType::Varint => {
+                if prost::encoding::decode_varint(&mut buf).is_err() {
+                    return false;
+                }
+            }
+            WireType::SixtyFourBit | WireType::ThirtyTwoBit if expected == wire => {
+                let n = if wire == WireType::SixtyFourBit { 8 } else { 4 };
+                let Some(rest) = buf.get(n..) else { return false };
+                buf = rest;
+            }
+            WireType::LengthDelimited => {
+                let Ok(len) = prost::encoding::decode_varint(&mut buf) else { return false };
+                let Some(body) = usize::try_from(len).ok().and_then(|l| buf.get(..l)) else { return false };
+                buf = &buf[body.len()..];
+                let ok = match &kind {
+                    Kind::Message(m) => fits(m, body, depth + 1),
+                    Kind::String => std::str::from_utf8(body).is_ok(),
+                    Kind::Bytes => true,
+                    // Packed scalars: whole values only.
+                    _ if field.is_list() => match expected {
+                        WireType::Varint => {
+                            let mut b = body;
+                            while !b.is_empty() {
+                                if prost::encoding::decode_varint(&mut b).is_err() {
+                                    return false;
+                                }
+                            }
+                            true
+                        }
+                        WireType::SixtyFourBit => body.len() % 8 == 0,
+                        _ => body.len() % 4 == 0,
+                    },
+                    _ => false,
+                };
+                if !ok {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// An `Invalid` for data that does not decode: what prost says, where [`locate`] finds it.
@@ -705,6 +791,38 @@ mod tests {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }
         assert!(!text.contains("TagsEntry"), "{text}");
+    }
+
+    #[test]
+    fn the_fast_check_never_accepts_what_the_full_decode_refuses() {
+        let (m, _) = compile(ORDER, "shop.v1.Order");
+        let mut good = DynamicMessage::new(m.descriptor().clone());
+        good.set_field_by_name("id", Value::String("o-1".into()));
+        good.set_field_by_name("tags", Value::Map([(prost_reflect::MapKey::String("a".into()), Value::I64(1))].into()));
+        good.set_field_by_name("placed_ms", Value::I64(-5));
+        let bytes = good.encode_to_vec();
+        assert!(fits(m.descriptor(), &bytes, 0), "a valid message takes the fast path");
+        // Every truncation and every single-byte change of a valid message: whenever the fast
+        // check vouches for it, the full decode must accept it too.
+        let mut vouched = 0;
+        for cut in 0..=bytes.len() {
+            let mut variants = vec![bytes[..cut].to_vec()];
+            for i in 0..bytes.len() {
+                for x in [0x00, 0x01, 0x08, 0x0a, 0x12, 0x7f, 0x80, 0xff] {
+                    let mut v = bytes.clone();
+                    v[i] = x;
+                    variants.push(v);
+                }
+            }
+            for v in variants {
+                if fits(m.descriptor(), &v, 0) {
+                    vouched += 1;
+                    let full = DynamicMessage::decode(m.descriptor().clone(), v.as_slice()).map_err(|e| e.to_string());
+                    assert!(full.is_ok_and(|d| walk(&d, "").is_ok()), "{v:02x?}");
+                }
+            }
+        }
+        assert!(vouched > 100, "the corpus exercises the fast path: {vouched}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use herald_core::{Event, EventError};
+use herald_core::{DataSchema, Event, EventError};
 use herald_model::Code;
 use herald_model::schema::{
     self, Compatibility, Incompatibility, NewSchema, SCHEMA_BYTES_MAX, SchemaFormat, SchemaPolicy, SchemaVersion,
@@ -161,7 +161,8 @@ type Result<T> = std::result::Result<T, SchemaError>;
 struct Compiled {
     version: u32,
     validator: Arc<Validator>,
-    dataschema: String,
+    /// Checked once here: stamping it costs a copy and a size check per event.
+    dataschema: DataSchema,
 }
 
 /// A topic's schemas, compiled: cheap to share, rebuilt on every change.
@@ -192,7 +193,8 @@ impl Registry {
                 Compiled {
                     version: latest.version,
                     validator: Arc::new(validator),
-                    dataschema: schema::dataschema(topic, ty, latest.version),
+                    dataschema: DataSchema::new(schema::dataschema(topic, ty, latest.version))
+                        .map_err(|e| format!("type {ty:?}: its dataschema: {e}"))?,
                 },
             );
         }
@@ -255,7 +257,7 @@ impl Registry {
         }
         let mut event = event;
         if event.dataschema() != Some(c.dataschema.as_str()) {
-            event.set_dataschema(c.dataschema.clone())?;
+            event.stamp_dataschema(&c.dataschema)?;
         }
         Ok(event)
     }

@@ -2,7 +2,7 @@
 // for the topic's admins, checking, registering and deleting schemas and editing the policy.
 
 import { h, button, link, int, grouped, when, showError, table, num, nc, emptyRow, field, dl, section, confirmDialog } from './dom.js';
-import { api, overview, seg } from './api.js';
+import { api, overview, quiet, seg } from './api.js';
 import { topicHref } from './topics.js';
 
 // herald_model::schema::Compatibility::ALL, in the registries' order
@@ -27,15 +27,23 @@ export async function schemasPage(ctx) {
     h('a', { href: '#/tail/' + seg(topic), class: 'button' }, 'Live tail'));
   const note = h('div', { role: 'status', class: 'note' });
   main.append(note);
-  const [rl, ro] = await Promise.allSettled([api(listPath(topic), { signal: ctx.signal }), overview()]);
+  // The overview first (mostly cached): a topic it does not list would be refused, and the browser
+  // would log the refusal. Its `may` says which controls to show: none the server would refuse.
+  let o = null;
+  try {
+    o = await overview();
+  } catch (e) {
+    if (quiet(e)) return;
+  }
   if (!ctx.live) return;
-  if (rl.status === 'rejected') return ctx.fail(errs, rl.reason);
-  // the controls the server would refuse are not shown (nor their refusals logged by the browser)
-  const tp = ro.status === 'fulfilled' && ((ro.value && ro.value.topics) || []).find((x) => x.name === topic);
+  const tp = o && (o.topics || []).find((x) => x.name === topic);
+  if (o && !tp) return ctx.fail(errs, new Error(`There is no topic ${topic} that you may see.`));
   const admin = !!tp && (tp.may || []).includes('admin');
+  const first = await ctx.get(api(listPath(topic), { signal: ctx.signal }), errs);
+  if (!first) return;
 
-  let policy = rl.value.policy || {};
-  let types = (rl.value.schemas || []).slice().sort(byType);
+  let policy = first.policy || {};
+  let types = (first.schemas || []).slice().sort(byType);
 
   // ---- policy
 
@@ -155,7 +163,7 @@ export async function schemasPage(ctx) {
     const s = types.find((x) => x.type === type);
     const ok = await confirmDialog({
       title: `Delete the schema of ${type}?`,
-      message: [h('p', null, `This deletes every version (${plural(s ? s.version : 0, 'version', 'versions')}) of the schema of ${type} on ${topic}. `,
+      message: [h('p', null, `This deletes ${!s || s.version === 1 ? 'the one version' : `all ${grouped(s.version)} versions`} of the schema of ${type} on ${topic}. `,
         policy.unknown_types === 'refuse'
           ? 'New events of this type are then refused: the topic refuses types without a schema.'
           : 'New events of this type are then stored unchecked.',
@@ -301,7 +309,7 @@ function registerForm(ctx, topic, getTypes, registered) {
       const ps = (res && res.problems) || [];
       showProblems(ps);
       if (!res.compatible) {
-        say('note warn', `${registering ? 'Not registered: ' : ''}the schema is not compatible with the registered versions of ${body.type} (${plural(ps.length, 'problem', 'problems')}).`, { 'data-compatible': 'false' });
+        say('note warn', `${registering ? 'Not registered: the' : 'The'} schema is not compatible with the registered versions of ${body.type} (${plural(ps.length, 'problem', 'problems')}).`, { 'data-compatible': 'false' });
       } else if (!registering) {
         say('result', before ? `Compatible: it would be version ${next} of ${body.type}.` : `Compatible: ${body.type} has no schema yet, it would be version 1.`, { 'data-compatible': 'true' });
       } else {
