@@ -6,6 +6,7 @@
 //!   with the schema registered for the events' type and one without, alternating runs; medians
 //!   of the events/s of each and their ratio. The end-to-end figure through a server, with
 //!   fsync, is `herald bench --serve --schema json|protobuf` (docs/benchmarks.md).
+//!
 //! Target (issue #13): ≤ 1 µs per 100 B event and ≤ 10 % of throughput.
 //!
 //! ```text
