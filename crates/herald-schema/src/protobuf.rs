@@ -99,9 +99,23 @@ impl Message {
     }
 
     /// The message and every message and enum it uses, as `.proto` text (fields by number;
-    /// options and comments are not kept): what AsyncAPI documents and people read.
+    /// options and comments are not kept): what AsyncAPI documents and people read. Types of
+    /// the message's package are declared by their names in it (`Order`, `Order.Item` for a
+    /// nested one), others by their full names; fields name types fully (`.shop.v1.Item`).
     pub fn proto_text(&self) -> String {
-        let mut out = format!("// {}\n", self.desc.full_name());
+        let file = self.desc.parent_file();
+        let syntax = if file.syntax() == prost_reflect::Syntax::Proto3 { "proto3" } else { "proto2" };
+        let package = file.package_name().to_owned();
+        let local = |full: &str| -> String {
+            match full.strip_prefix(&package).and_then(|r| r.strip_prefix('.')) {
+                Some(name) if !package.is_empty() => name.to_owned(),
+                _ => full.to_owned(),
+            }
+        };
+        let mut out = format!("// {}\nsyntax = \"{syntax}\";\n", self.desc.full_name());
+        if !package.is_empty() {
+            out.push_str(&format!("package {package};\n"));
+        }
         let (mut messages, mut enums) = (Vec::new(), Vec::new());
         let mut todo = vec![self.desc.clone()];
         let mut seen = HashSet::new();
@@ -130,14 +144,14 @@ impl Message {
             messages.push(m);
         }
         for e in &enums {
-            out.push_str(&format!("enum {} {{\n", e.full_name()));
+            out.push_str(&format!("enum {} {{\n", local(e.full_name())));
             for v in e.values() {
                 out.push_str(&format!("  {} = {};\n", v.name(), v.number()));
             }
             out.push_str("}\n");
         }
         for m in &messages {
-            out.push_str(&format!("message {} {{\n", m.full_name()));
+            out.push_str(&format!("message {} {{\n", local(m.full_name())));
             for f in m.fields() {
                 let label = match f.cardinality() {
                     Cardinality::Required => "required ",
@@ -779,13 +793,14 @@ mod tests {
         let (m, _) = compile(ORDER, "shop.v1.Order");
         let text = m.proto_text();
         for want in [
-            "message shop.v1.Order {",
+            "syntax = \"proto3\";\npackage shop.v1;",
+            "message Order {",
             "  repeated .shop.v1.Item items = 4;",
             "  map<string, int64> tags = 6;",
             "  .shop.v1.Status status = 3;",
-            "enum shop.v1.Status {",
+            "enum Status {",
             "  SHIPPED = 2;",
-            "message shop.v1.Item {",
+            "message Item {",
             "  reserved 20;",
         ] {
             assert!(text.contains(want), "{want:?} not in\n{text}");

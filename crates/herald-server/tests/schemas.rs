@@ -231,7 +231,7 @@ async fn protobuf_events_are_validated_as_their_message() {
         .text()
         .await
         .unwrap();
-    assert!(text.contains("message shop.Shipped {") && text.contains("int64 at_ms = 2;"), "{text}");
+    assert!(text.contains("package shop;\nmessage Shipped {") && text.contains("int64 at_ms = 2;"), "{text}");
     let env = env.restart().await;
     let (_, v) = env.call(reqwest::Method::GET, "/v1/topics/orders/schemas/order.shipped", None).await;
     assert_eq!((v["version"].as_u64(), v["format"].as_str()), (Some(1), Some("protobuf")), "{v}");
