@@ -400,3 +400,74 @@ fn check_document(s: &NewSchema) -> Result<()> {
     }
     crate::compile(s.format, &s.schema).map(drop).map_err(SchemaError::Document)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn new(ty: &str, schema: Value) -> NewSchema {
+        NewSchema { ty: ty.to_owned(), format: SchemaFormat::JsonSchema, schema, compatibility: None }
+    }
+
+    /// Registers `s` and returns the registry holding it.
+    fn next(r: &Registry, s: NewSchema) -> Result<Registry> {
+        match r.register(s, 1)? {
+            Registered::Unchanged(_) => panic!("nothing new"),
+            Registered::Next(stored, _) => Ok(Registry::new("t", stored).unwrap()),
+        }
+    }
+
+    fn version(n: u32) -> StoredVersion {
+        StoredVersion {
+            version: n,
+            format: SchemaFormat::JsonSchema,
+            schema: json!({"type": "object"}),
+            registered_ms: 1,
+        }
+    }
+
+    #[test]
+    fn the_type_and_version_limits_hold() {
+        // A registry at the type limit, made directly (registering 1,000 types one by one would
+        // compile every validator each time).
+        let mut full = Stored::default();
+        for i in 0..TYPES_MAX {
+            full.types.insert(format!("type-{i}"), StoredType { compatibility: None, versions: vec![version(1)] });
+        }
+        let r = Registry::new("t", full).unwrap();
+        let e = next(&r, new("one-more", json!({"type": "object"}))).err().unwrap();
+        assert!(matches!(e, SchemaError::Limit { key: "TYPES_MAX", .. }), "{e}");
+        assert_eq!(e.code(), Code::LimitExceeded);
+        // A known type may still get a new version.
+        let r = next(&r, new("type-0", json!({"type": "object", "properties": {"a": {"type": "string"}}}))).unwrap();
+        assert_eq!(r.list().len(), TYPES_MAX);
+
+        let mut long = Stored::default();
+        long.types.insert(
+            "v".into(),
+            StoredType { compatibility: None, versions: (1..=VERSIONS_MAX as u32).map(version).collect() },
+        );
+        let r = Registry::new("t", long).unwrap();
+        let e = next(&r, new("v", json!({"type": "object", "description": "one more"}))).err().unwrap();
+        assert!(matches!(e, SchemaError::Limit { key: "VERSIONS_MAX", .. }), "{e}");
+    }
+
+    #[test]
+    fn bad_type_names_and_documents_are_refused_with_their_code() {
+        let r = Registry::new("t", Stored::default()).unwrap();
+        for (s, code) in [
+            (new("", json!({})), Code::InvalidConfig),
+            (new(&"x".repeat(257), json!({})), Code::InvalidConfig),
+            (new("t", json!({"type": 7})), Code::InvalidConfig),
+            (new("t", json!({"description": "x".repeat(SCHEMA_BYTES_MAX)})), Code::LimitExceeded),
+        ] {
+            assert_eq!(r.register(s, 1).err().unwrap().code(), code);
+        }
+        // Stored is written as format 1 while only JSON Schemas exist.
+        match r.register(new("t", json!({"type": "object"})), 1).unwrap() {
+            Registered::Next(stored, v) => assert_eq!((stored.format, v.version), (1, 1)),
+            Registered::Unchanged(_) => panic!("new"),
+        }
+    }
+}
