@@ -253,3 +253,55 @@ async fn credentials_come_from_the_options_and_a_refusal_says_what_to_give() {
     client.ensure_topic("orders", TopicConfig::with_partitions(1)).await.unwrap();
     client.close().await.unwrap();
 }
+
+fn object_schema(ty: &str, description: String) -> herald::schema::NewSchema {
+    herald::schema::NewSchema {
+        ty: ty.to_owned(),
+        format: herald::schema::SchemaFormat::JsonSchema,
+        schema: serde_json::json!({ "type": "object", "description": description }),
+        compatibility: None,
+    }
+}
+
+/// Schemas on NATS: registrations racing from two clients are decided one after the other
+/// (compare-and-set on the KV key), another client's registration is enforced within the cache
+/// time, and a topic's schemas are held to what one KV value may take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_race_safely_reach_other_producers_and_are_bounded() {
+    let h = Harness::nats();
+    let (a, b) = (h.client().await, h.client().await);
+    a.ensure_topic("t", TopicConfig::default()).await.unwrap();
+    // Both clients have read the (empty) schemas: b publishes anything.
+    b.producer().publish("t", Event::builder("order.placed").json(&1).build().unwrap()).await.unwrap();
+    let racing = (0..8).map(|i| {
+        let c = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move { c.register_schema("t", &object_schema("order.placed", format!("v{i}"))).await })
+    });
+    let mut versions: Vec<u32> = Vec::new();
+    for r in futures::future::join_all(racing).await {
+        versions.push(r.unwrap().unwrap().version);
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=8).collect::<Vec<u32>>(), "every registration got its own version");
+    // b's copy is at most a second old: an event that is no object is refused by then.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match b.producer().publish("t", Event::builder("order.placed").json(&1).build().unwrap()).await {
+            Err(e) => {
+                assert_eq!(e.code(), herald::Code::SchemaInvalid, "{e}");
+                break;
+            }
+            Ok(_) => assert!(std::time::Instant::now() < deadline, "b never enforced a's schema"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Types of ~250 KiB each: the fifth would make the KV value larger than 1 MiB.
+    let big = |i: usize| object_schema(&format!("big.{i}"), "x".repeat(250 * 1024));
+    for i in 0..4 {
+        a.register_schema("t", &big(i)).await.unwrap();
+    }
+    let e = a.register_schema("t", &big(4)).await.unwrap_err();
+    assert_eq!(e.code(), herald::Code::LimitExceeded, "{e}");
+    assert!(e.to_string().contains("1048576"), "{e}");
+    assert_eq!(a.backend().list_schemas("t").await.unwrap().1.len(), 5, "order.placed and four big ones");
+}
