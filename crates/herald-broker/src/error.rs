@@ -82,43 +82,10 @@ pub enum BrokerError {
         /// The topic's limit.
         limit: u64,
     },
-    /// An event that does not match its type's schema (or a type without one where the topic
-    /// refuses those): nothing of its batch was stored.
-    #[error("{message}")]
-    SchemaInvalid {
-        /// The topic.
-        topic: String,
-        /// The event's type.
-        ty: String,
-        /// The schema version checked against (0: none registered).
-        version: u32,
-        /// JSON pointer into the event's data of the first error ("" for the whole).
-        path: String,
-        /// What is wrong and what to do.
-        message: String,
-    },
-    /// A schema version that breaks its type's compatibility rule.
-    #[error("the schema for type {ty:?} of topic {topic:?} breaks {mode}: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-    SchemaIncompatible {
-        /// The topic.
-        topic: String,
-        /// The event type.
-        ty: String,
-        /// The rule.
-        mode: herald_model::schema::Compatibility,
-        /// Each change that breaks it.
-        problems: Vec<herald_model::schema::Incompatibility>,
-    },
-    /// No schema for that type (or version).
-    #[error("topic {topic:?} has no schema for type {ty:?}{}; list them with GET /v1/topics/{topic}/schemas", version.map(|v| format!(" version {v}")).unwrap_or_default())]
-    SchemaNotFound {
-        /// The topic.
-        topic: String,
-        /// The event type.
-        ty: String,
-        /// The version asked for.
-        version: Option<u32>,
-    },
+    /// A schema refused an event or a registration, or is not there (`schema_invalid`,
+    /// `schema_incompatible`, `schema_not_found`): what and where, as `herald-schema` says it.
+    #[error(transparent)]
+    Schema(herald_schema::SchemaError),
     /// The partition's write queue is full: retry after a short backoff.
     #[error(
         "topic {topic:?} partition {partition} is busy: its write queue holds {queued} events (write_queue_events_max); retry with backoff"
@@ -287,9 +254,7 @@ impl BrokerError {
             BrokerError::LimitExceeded { .. } => Code::LimitExceeded,
             BrokerError::InvalidConfig(_) => Code::InvalidConfig,
             BrokerError::EventTooLarge { .. } => Code::EventTooLarge,
-            BrokerError::SchemaInvalid { .. } => Code::SchemaInvalid,
-            BrokerError::SchemaIncompatible { .. } => Code::SchemaIncompatible,
-            BrokerError::SchemaNotFound { .. } => Code::SchemaNotFound,
+            BrokerError::Schema(e) => e.code(),
             BrokerError::Busy { .. } => Code::Busy,
             BrokerError::StaleGeneration { .. } => Code::StaleGeneration,
             BrokerError::UnknownMember { .. } => Code::UnknownMember,

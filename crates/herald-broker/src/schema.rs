@@ -23,16 +23,10 @@ const FILE: &str = "schemas.json";
 impl From<SchemaError> for BrokerError {
     fn from(e: SchemaError) -> BrokerError {
         match e {
-            SchemaError::Invalid { topic, ty, version, path, message } => {
-                BrokerError::SchemaInvalid { topic, ty, version, path, message }
-            }
-            SchemaError::Incompatible { topic, ty, mode, problems } => {
-                BrokerError::SchemaIncompatible { topic, ty, mode, problems }
-            }
-            SchemaError::NotFound { topic, ty, version } => BrokerError::SchemaNotFound { topic, ty, version },
             SchemaError::Document(m) => BrokerError::InvalidConfig(m),
             SchemaError::Limit { name, value, limit, key } => BrokerError::LimitExceeded { name, value, limit, key },
             SchemaError::Event(e) => BrokerError::Event(e),
+            e => BrokerError::Schema(e),
         }
     }
 }
@@ -170,7 +164,7 @@ mod tests {
         assert_eq!(ok[1].dataschema(), None, "unknown types pass unchecked by default");
         let e = r.check(vec![ev("order.placed", json!({"id": "a", "total": -1}))]).unwrap_err();
         match &e {
-            BrokerError::SchemaInvalid { version, path, message, .. } => {
+            BrokerError::Schema(SchemaError::Invalid { version, path, message, .. }) => {
                 assert_eq!((*version, path.as_str()), (1, "/total"), "{message}");
                 assert!(message.contains("version 1") && message.contains("/total"), "{message}");
             }
@@ -178,7 +172,7 @@ mod tests {
         }
         assert_eq!(e.code(), herald_model::Code::SchemaInvalid);
         let not_json = Event::builder("order.placed").data(&b"\xff"[..], "application/octet-stream").build().unwrap();
-        assert!(matches!(r.check(vec![not_json]), Err(BrokerError::SchemaInvalid { .. })));
+        assert!(matches!(r.check(vec![not_json]), Err(BrokerError::Schema(SchemaError::Invalid { .. }))));
 
         r.set_policy(SchemaPolicy { unknown_types: UnknownTypes::Refuse, ..SchemaPolicy::default() }).unwrap();
         let e = r.check(vec![ev("other", json!(1))]).unwrap_err();
@@ -214,7 +208,7 @@ mod tests {
         assert_eq!(r.register(new("order.placed", JSON, optional, None), 4).unwrap().version, 2);
         assert!(matches!(r.register(new("t", JSON, json!({"type": 7}), None), 5), Err(BrokerError::InvalidConfig(_))));
         assert_eq!(r.delete("order.placed").unwrap(), 2);
-        assert!(matches!(r.get("order.placed", None), Err(BrokerError::SchemaNotFound { .. })));
+        assert!(matches!(r.get("order.placed", None), Err(BrokerError::Schema(SchemaError::NotFound { .. }))));
     }
 
     #[test]
@@ -250,7 +244,7 @@ mod tests {
         assert_eq!(ok[0].dataschema(), Some("herald:/v1/topics/orders/schemas/order.shipped/versions/1"));
         // at_ms written as a string
         match r.check(vec![bin(&[0x0a, 0x01, b'a']), bin(&[0x12, 0x01, b'x'])]).unwrap_err() {
-            BrokerError::SchemaInvalid { version, path, message, .. } => {
+            BrokerError::Schema(SchemaError::Invalid { version, path, message, .. }) => {
                 assert_eq!((version, path.as_str()), (1, "at_ms"), "{message}");
                 assert!(message.contains("event 1") && message.contains("protobuf"), "{message}");
             }
