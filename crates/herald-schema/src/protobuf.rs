@@ -184,7 +184,7 @@ impl Message {
 
     /// Checks that `data` is this message: the path of the first problem (`items.price`).
     ///
-    /// The common case reads the wire format once without building anything ([`fits`]); only
+    /// The common case reads the wire format once without building anything; only
     /// data it cannot vouch for is decoded in full, which finds the problem and says where.
     pub fn validate(&self, data: &[u8]) -> Result<(), Invalid> {
         if !self.full_decode && fits(&self.desc, data, 0) {

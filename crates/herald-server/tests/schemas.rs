@@ -102,6 +102,17 @@ async fn events_are_validated_on_publish_and_schemas_evolve_by_their_rule() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 400, "binary mode is validated too");
+    let res = env
+        .http
+        .post(format!("{}/v1/topics/orders/events", env.base))
+        .header("content-type", "application/cloudevents+json")
+        .body(serde_json::to_vec(&order("s", json!(-2))).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400, "structured mode is validated too");
+    let e: Value = res.json().await.unwrap();
+    assert!(e["message"].as_str().unwrap().contains("/total"), "{e}");
     let (_, read) = env
         .call(
             reqwest::Method::GET,

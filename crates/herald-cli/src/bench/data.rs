@@ -23,7 +23,7 @@ pub(crate) enum DataFormat {
 const JSON_STAMP_AT: usize = 10;
 const JSON_STAMP_DIGITS: usize = 20;
 
-/// The Protobuf message, field by field as [`payload`] writes it.
+/// The Protobuf message, field by field as [`DataFormat::payload`] writes it.
 const PROTO: &str = r#"syntax = "proto3";
 package herald.bench;
 message Order {

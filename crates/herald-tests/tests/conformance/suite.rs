@@ -737,6 +737,15 @@ struct Placed {
     total: u32,
 }
 
+/// `shop.Shipped` as a prost type.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Shipped {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(int64, tag = "2")]
+    at_ms: i64,
+}
+
 /// A registration of `shop.Shipped` (`string id = 1; int64 at_ms = 2;`) compiled from .proto text.
 fn shipped(ty: &str) -> (herald::schema::NewSchema, prost_reflect::MessageDescriptor) {
     use prost::Message as _;
@@ -781,7 +790,8 @@ pub async fn schemas_are_enforced_on_publish_and_evolve_by_their_rule(h: &Harnes
     assert!(e.to_string().contains("/total"), "{e}");
     producer.publish_json("orders", "order.placed", Some("k"), &Placed { id: "a".into(), total: 3 }).await.unwrap();
 
-    // Protobuf: registered, published as a message, refused when the bytes are another message.
+    // Protobuf: registered, published as a message (a dynamic one, and a prost type matching
+    // it), refused when the bytes are another message.
     let (proto, desc) = shipped("order.shipped");
     let p1 = b.register_schema("orders", &proto).await.unwrap();
     assert_eq!(p1.format, herald::schema::SchemaFormat::Protobuf);
@@ -789,6 +799,8 @@ pub async fn schemas_are_enforced_on_publish_and_evolve_by_their_rule(h: &Harnes
     m.set_field_by_name("id", prost_reflect::Value::String("s".into()));
     m.set_field_by_name("at_ms", prost_reflect::Value::I64(5));
     producer.publish_protobuf("orders", "order.shipped", Some("k"), &m).await.unwrap();
+    let typed = Shipped { id: "t".into(), at_ms: 6 };
+    producer.publish_protobuf("orders", "order.shipped", Some("k"), &typed).await.unwrap();
     let bad = Event::builder("order.shipped").data(vec![0x12, 0x01, b'x'], "application/protobuf").build().unwrap();
     let e = producer.publish("orders", bad).await.unwrap_err();
     assert_eq!(e.code(), herald::Code::SchemaInvalid, "{e}");
@@ -796,13 +808,37 @@ pub async fn schemas_are_enforced_on_publish_and_evolve_by_their_rule(h: &Harnes
 
     // The consumer sees which version each event was written with.
     let (seen, stop, handle) = spawn_consumer(&client, "g", &["orders"], 1, RetryPolicy::default(), ok);
-    until("both events", || seen.lock().unwrap().len() >= 2).await;
+    until("the three events", || seen.lock().unwrap().len() >= 3).await;
     stop.cancel();
     handle.await.unwrap().unwrap();
     for (e, _) in seen.lock().unwrap().iter() {
         assert_eq!(herald::schema::version_of(e), Some(1), "{e:?}");
         assert!(e.dataschema().unwrap().contains(e.ty()), "{e:?}");
     }
+    // Typed handlers: the Protobuf ones decode as the prost type; the JSON one goes to the DLQ
+    // at once (it is no Protobuf message of that shape: a permanent failure).
+    let got: Arc<Mutex<Vec<Shipped>>> = Arc::default();
+    let stop = CancellationToken::new();
+    let typed_consumer = client.consumer("typed").subscribe(["orders"]).retry(fast_retry(3)).handler_protobuf({
+        let got = got.clone();
+        move |m: Shipped, e: Event| {
+            let got = got.clone();
+            async move {
+                if e.ty() != "order.shipped" {
+                    return Err(HandlerError::permanent("not a shipment"));
+                }
+                got.lock().unwrap().push(m);
+                Ok(())
+            }
+        }
+    });
+    let handle = tokio::spawn(typed_consumer.run(stop.clone()));
+    until("both shipments decoded", || got.lock().unwrap().len() >= 2).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let mut got = got.lock().unwrap().clone();
+    got.sort_by_key(|m| m.at_ms);
+    assert_eq!(got, vec![Shipped { id: "s".into(), at_ms: 5 }, typed]);
 
     // Evolution: a required field breaks BACKWARD (named); check says so; FORWARD accepts it.
     let mut required = v1.schema.clone();
