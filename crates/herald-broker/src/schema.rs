@@ -257,6 +257,44 @@ mod tests {
     }
 
     #[test]
+    fn a_format_1_file_written_by_main_of_2026_12_01_opens_and_takes_a_protobuf_version() {
+        // The form main wrote before Protobuf existed (crates/herald-broker/tests/fixtures/
+        // README.md): read as it was, then format 2 once a Protobuf version is added.
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schemas-v1-2026-12-01.json");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(&fixture, dir.path().join(FILE)).unwrap();
+        let r = Registry::open("orders", dir.path()).unwrap();
+        let (policy, latest) = r.list();
+        assert_eq!(policy.unknown_types, UnknownTypes::Refuse);
+        let versions: Vec<(String, u32, SchemaFormat, Compatibility)> =
+            latest.iter().map(|v| (v.ty.clone(), v.version, v.format, v.compatibility)).collect();
+        assert_eq!(
+            versions,
+            vec![
+                ("order.placed".into(), 2, JSON, Compatibility::Backward),
+                ("order.shipped".into(), 1, JSON, Compatibility::Full)
+            ]
+        );
+        assert_eq!(r.get("order.placed", Some(1)).unwrap().registered_ms, 1764547200000);
+        let ok = r.check(vec![ev("order.placed", json!({"id": "a", "total": 1, "coupon": "c"}))]).unwrap();
+        assert_eq!(ok[0].dataschema(), Some("herald:/v1/topics/orders/schemas/order.placed/versions/2"));
+        assert!(r.check(vec![ev("order.placed", json!({"id": "a", "total": -1}))]).is_err());
+        assert!(r.check(vec![ev("unknown", json!(1))]).is_err(), "the policy still refuses unknown types");
+
+        use prost::Message as _;
+        let protos = tempfile::tempdir().unwrap();
+        std::fs::write(protos.path().join("p.proto"), "syntax = \"proto3\"; message P { string id = 1; }").unwrap();
+        let set = protox::compile(["p.proto"], [protos.path()]).unwrap().encode_to_vec();
+        let doc = herald_schema::protobuf::document("P", &set);
+        r.register(new("order.paid", SchemaFormat::Protobuf, doc, None), 5).unwrap();
+        let r = Registry::open("orders", dir.path()).unwrap();
+        assert_eq!(r.list().1.len(), 3);
+        let stored: Value = serde_json::from_slice(&std::fs::read(dir.path().join(FILE)).unwrap()).unwrap();
+        assert_eq!(stored["format"], 2);
+        assert_eq!(stored["types"]["order.placed"]["versions"][0].get("format"), None, "JSON versions keep their form");
+    }
+
+    #[test]
     fn a_newer_format_is_refused_and_limits_hold() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE), br#"{"format": 3}"#).unwrap();
