@@ -24,25 +24,50 @@ use serde_json::Value;
 
 use crate::{Invalid, Problem};
 
+mod fast;
+
+/// A compiled JSON Schema: `jsonschema`'s validator, and a [`fast::Fast`] check of the common
+/// case when the schema keeps to the keywords it knows.
+pub struct Compiled {
+    full: jsonschema::Validator,
+    fast: Option<fast::Fast>,
+}
+
+impl Compiled {
+    /// Whether data is checked without building a `serde_json::Value` first when valid.
+    pub fn has_fast_path(&self) -> bool {
+        self.fast.is_some()
+    }
+}
+
 /// Compiles `schema` (draft 2020-12).
-pub fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
-    jsonschema::draft202012::new(schema).map_err(|e| {
+pub fn compile(schema: &Value) -> Result<Compiled, String> {
+    let full = jsonschema::draft202012::new(schema).map_err(|e| {
         let at = e.instance_path().to_string();
         format!(
             "not a valid JSON Schema (draft 2020-12){}: {e}",
             if at.is_empty() { String::new() } else { format!(" at {at}") }
         )
-    })
+    })?;
+    Ok(Compiled { full, fast: fast::Fast::compile(schema) })
 }
 
-/// Checks `data` (JSON; empty = `null`) against `validator`: the first error's JSON pointer.
-pub fn validate(validator: &jsonschema::Validator, data: &[u8]) -> Result<(), Invalid> {
+/// Checks `data` (JSON; empty = `null`) against `compiled`: the first error's JSON pointer.
+///
+/// The common case (valid data, a schema of common keywords) is vouched for while the data is
+/// read, allocating nothing; anything else is parsed into a `serde_json::Value` and validated by
+/// `jsonschema`, which decides and says where.
+pub fn validate(compiled: &Compiled, data: &[u8]) -> Result<(), Invalid> {
+    if !data.is_empty() && compiled.fast.as_ref().is_some_and(|f| f.vouches(data)) {
+        return Ok(());
+    }
     let value: Value = if data.is_empty() {
         Value::Null
     } else {
         serde_json::from_slice(data)
             .map_err(|e| Invalid { path: String::new(), message: format!("its data is not JSON ({e})") })?
     };
+    let validator = &compiled.full;
     // The common case costs no error building.
     if validator.is_valid(&value) {
         return Ok(());

@@ -54,7 +54,7 @@ pub struct Invalid {
 /// A compiled schema, what events are checked with.
 pub enum Validator {
     /// A JSON Schema.
-    Json(jsonschema::Validator),
+    Json(json::Compiled),
     /// A Protobuf message.
     Protobuf(protobuf::Message),
 }
