@@ -167,6 +167,10 @@ fn schema_runs_the_workload_without_then_with_validation() {
             check_complete(r, 1);
         }
     }
+    let args = ["--url", "mem://", "--duration", "1s", "--warmup", "0s", "--schema", "json", "--validated-first"];
+    let lines = bench_json(&args);
+    let systems: Vec<&str> = lines.iter().map(|r| r["system"].as_str().unwrap()).collect();
+    assert!(systems.len() == 2 && systems[0].contains("validated") && systems[1].contains("no schema"), "{systems:?}");
 }
 
 #[test]
@@ -175,6 +179,7 @@ fn bad_options_fail_with_a_message_naming_them() {
         (&["--url", "mem://", "--payload-bytes", "0"][..], "--payload-bytes is 0"),
         (&["--url", "mem://", "--schema", "json", "--payload-bytes", "50"], "a json record takes at least"),
         (&["--url", "mem://", "--partitions", "0"], "--partitions is 0"),
+        (&["--url", "mem://", "--validated-first"], "--schema"),
         (&["--url", "mem://", "--batch", "10001"], "--batch is 10001"),
         (&["--url", "ftp://example"], "unknown scheme \"ftp\""),
         (&["--url", "mem://", "--durability", "sometimes"], "invalid value 'sometimes' for '--durability"),

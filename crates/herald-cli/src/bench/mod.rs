@@ -134,6 +134,10 @@ pub struct BenchArgs {
     /// them. No peer is run.
     #[arg(long, value_enum, conflicts_with = "peer")]
     schema: Option<SchemaArg>,
+    /// With --schema: makes the validated run first, then the one without schema (to alternate
+    /// the order across commands on a machine whose speed drifts).
+    #[arg(long, requires = "schema")]
+    validated_first: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -352,15 +356,16 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<()> {
         // Fail before a run whose peer cannot follow.
         peer_redis::find_server()?;
     }
-    let mut results = Vec::new();
-    let herald = sdk::run(&g.url, a.serve, plan.clone(), g.connect_options()).await?;
-    report::emit(&herald, g.json);
-    results.push(herald);
+    let mut plans = vec![plan.clone()];
     if a.schema.is_some() {
-        // The same workload, now validated on every publish.
+        // The same workload, validated on every publish.
         let validated =
             Arc::new(Plan { validate: true, run_id: format!("{:08x}", rand::random::<u32>()), ..(*plan).clone() });
-        let herald = sdk::run(&g.url, a.serve, validated, g.connect_options()).await?;
+        plans.insert(usize::from(!a.validated_first), validated);
+    }
+    let mut results = Vec::new();
+    for p in plans {
+        let herald = sdk::run(&g.url, a.serve, p, g.connect_options()).await?;
         report::emit(&herald, g.json);
         results.push(herald);
     }
