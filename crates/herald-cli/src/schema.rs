@@ -239,17 +239,17 @@ pub async fn schema(g: &Global, c: SchemaCmd) -> Result<()> {
                     None => bail!("{ty} has one version on {topic}; nothing to compare it with"),
                 };
                 let old = b.schema(&topic, &ty, Some(from)).await?;
-                let problems = |reader: &SchemaVersion, writer: &SchemaVersion| -> Vec<String> {
-                    if reader.format != writer.format {
-                        return vec![format!("the format changed from {} to {}", writer.format, reader.format)];
-                    }
-                    herald_schema::reader_accepts(reader.format, &reader.schema, &writer.schema)
-                        .unwrap_or_else(|e| vec![herald_schema::Problem { path: String::new(), message: e }])
+                // What `check` finds under each rule against the one older version.
+                let problems = |mode: Compatibility| -> Vec<String> {
+                    let earlier = [(old.format, old.schema.clone())];
+                    herald_schema::check(new.format, mode, &new.schema, &earlier)
+                        .err()
+                        .unwrap_or_default()
                         .into_iter()
                         .map(|p| format!("at {}: {}", if p.path.is_empty() { "the root" } else { &p.path }, p.message))
                         .collect()
                 };
-                let (backward, forward) = (problems(&new, &old), problems(&old, &new));
+                let (backward, forward) = (problems(Compatibility::Backward), problems(Compatibility::Forward));
                 let (a, b_text) = (document_text(&old), document_text(&new));
                 let diff = similar::TextDiff::from_lines(&a, &b_text);
                 if json {

@@ -828,6 +828,13 @@ fn schemas_are_added_checked_compared_and_enforced_from_the_cli() {
     );
     let shown = ok(&url, &["schema", "show", "orders", "order.shipped"]);
     assert!(shown.contains("int64 at_ms = 2;"), "{shown}");
+    // A change of format (only under NONE): diff says that neither rule holds, and why.
+    let args = ["--proto", &proto, "--message", "shop.Shipped", "--compatibility", "NONE"];
+    ok(&url, &[&["schema", "add", "orders", "order.placed"][..], &args].concat());
+    let diff = ok(&url, &["schema", "diff", "orders", "order.placed"]);
+    assert!(diff.contains("BACKWARD (new readers, old data): 1 problem"), "{diff}");
+    assert!(diff.contains("FORWARD (old readers, new data): 1 problem"), "{diff}");
+    assert!(diff.contains("format changed from"), "{diff}");
     let renumbered = file(
         "shop2.proto",
         "syntax = \"proto3\";\npackage shop;\nmessage Shipped { string id = 1; string at_ms = 2; }\n",

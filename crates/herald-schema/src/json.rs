@@ -26,7 +26,7 @@ use crate::{Invalid, Problem};
 
 mod fast;
 
-/// A compiled JSON Schema: `jsonschema`'s validator, and a [`fast::Fast`] check of the common
+/// A compiled JSON Schema: `jsonschema`'s validator, and a fast check (`json/fast.rs`) of the common
 /// case when the schema keeps to the keywords it knows.
 pub struct Compiled {
     full: jsonschema::Validator,
@@ -438,26 +438,7 @@ mod tests {
 
     #[test]
     fn json_schema_changes_follow_the_registries_rules() {
-        for (what, new, backward, forward, path) in cases() {
-            let old = order();
-            let b = reader_accepts(&new, &old);
-            let f = reader_accepts(&old, &new);
-            assert_eq!(b.is_empty(), backward, "{what}: backward: {b:?}");
-            assert_eq!(f.is_empty(), forward, "{what}: forward: {f:?}");
-            if !path.is_empty() {
-                assert!(b.iter().chain(&f).any(|p| p.path == path), "{what}: no problem at {path}: {b:?} {f:?}");
-            }
-            // Every mode, from the two directions.
-            for mode in Compatibility::ALL {
-                let (bw, fw, _) = mode.checks();
-                let ok = (!bw || backward) && (!fw || forward);
-                assert_eq!(
-                    check(SchemaFormat::JsonSchema, mode, &new, &[(SchemaFormat::JsonSchema, old.clone())]).is_ok(),
-                    ok,
-                    "{what} under {mode}"
-                );
-            }
-        }
+        crate::assert_compatibility_table(SchemaFormat::JsonSchema, &order(), cases());
     }
 
     #[test]

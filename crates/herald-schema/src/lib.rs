@@ -153,3 +153,26 @@ pub fn check(
     }
     if found.is_empty() { Ok(()) } else { Err(found) }
 }
+
+/// The compatibility table tests of both formats: each case is what changed, the new version,
+/// whether it is backward and forward compatible with `old`, and where a problem is reported
+/// (empty: anywhere). Checked by [`reader_accepts`] in both directions and by [`check`] in every
+/// mode.
+#[cfg(test)]
+fn assert_compatibility_table(format: SchemaFormat, old: &Value, cases: Vec<(&str, Value, bool, bool, &str)>) {
+    for (what, new, backward, forward, path) in cases {
+        let b = reader_accepts(format, &new, old).unwrap();
+        let f = reader_accepts(format, old, &new).unwrap();
+        assert_eq!(b.is_empty(), backward, "{what}: backward: {b:?}");
+        assert_eq!(f.is_empty(), forward, "{what}: forward: {f:?}");
+        if !path.is_empty() {
+            assert!(b.iter().chain(&f).any(|p| p.path == path), "{what}: no problem at {path}: {b:?} {f:?}");
+        }
+        for mode in Compatibility::ALL {
+            let (bw, fw, _) = mode.checks();
+            let ok = (!bw || backward) && (!fw || forward);
+            let earlier = [(format, old.clone())];
+            assert_eq!(check(format, mode, &new, &earlier).is_ok(), ok, "{what} under {mode}");
+        }
+    }
+}

@@ -710,22 +710,7 @@ mod tests {
 
     #[test]
     fn protobuf_changes_follow_the_wire_format_rules_in_every_mode() {
-        let old = order();
-        for (what, new, backward, forward, path) in cases() {
-            let b = crate::reader_accepts(SchemaFormat::Protobuf, &new, &old).unwrap();
-            let f = crate::reader_accepts(SchemaFormat::Protobuf, &old, &new).unwrap();
-            assert_eq!(b.is_empty(), backward, "{what}: backward: {b:?}");
-            assert_eq!(f.is_empty(), forward, "{what}: forward: {f:?}");
-            if !path.is_empty() {
-                assert!(b.iter().chain(&f).any(|p| p.path == path), "{what}: no problem at {path}: {b:?} {f:?}");
-            }
-            for mode in Compatibility::ALL {
-                let (bw, fw, _) = mode.checks();
-                let ok = (!bw || backward) && (!fw || forward);
-                let earlier = [(SchemaFormat::Protobuf, old.clone())];
-                assert_eq!(check(SchemaFormat::Protobuf, mode, &new, &earlier).is_ok(), ok, "{what} under {mode}");
-            }
-        }
+        crate::assert_compatibility_table(SchemaFormat::Protobuf, &order(), cases());
     }
 
     #[test]

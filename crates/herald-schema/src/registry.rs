@@ -358,10 +358,8 @@ impl Registry {
         }
         let version = t.versions.last().map_or(1, |v| v.version + 1);
         t.versions.push(StoredVersion { version, format: s.format, schema: s.schema, registered_ms: now_ms });
-        let t = t.clone();
-        let v = t.versions.last().expect("just pushed");
-        let mut answer = self.version_of(&s.ty, &t, v);
-        answer.compatibility = t.compatibility.unwrap_or(stored.policy.compatibility);
+        // The policy is this registry's: registering does not change it.
+        let answer = self.version_of(&s.ty, t, t.versions.last().expect("just pushed"));
         Ok(Registered::Next(stored.prepare(), answer))
     }
 

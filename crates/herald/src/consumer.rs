@@ -182,14 +182,8 @@ impl Consumer {
         F: Fn(T, Event) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
     {
-        let f = Arc::new(f);
-        self.handler(move |event: Event| {
-            let f = f.clone();
-            async move {
-                let payload: T = serde_json::from_slice(event.data())
-                    .map_err(|e| HandlerError::permanent(format!("data is not the expected JSON: {e}")))?;
-                f(payload, event).await
-            }
+        self.handler_decoded(f, |data| {
+            serde_json::from_slice(data).map_err(|e| format!("data is not the expected JSON: {e}"))
         })
     }
 
@@ -201,12 +195,24 @@ impl Consumer {
         F: Fn(T, Event) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
     {
+        self.handler_decoded(f, |data| {
+            T::decode(data).map_err(|e| format!("data is not the expected Protobuf message: {e}"))
+        })
+    }
+
+    /// A handler of a payload `decode` makes from the event's data; one it cannot make is a
+    /// permanent failure, with its words.
+    fn handler_decoded<T, F, Fut>(self, f: F, decode: fn(&[u8]) -> std::result::Result<T, String>) -> Self
+    where
+        T: Send + 'static,
+        F: Fn(T, Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+    {
         let f = Arc::new(f);
         self.handler(move |event: Event| {
             let f = f.clone();
             async move {
-                let payload = T::decode(event.data().clone())
-                    .map_err(|e| HandlerError::permanent(format!("data is not the expected Protobuf message: {e}")))?;
+                let payload = decode(event.data()).map_err(HandlerError::permanent)?;
                 f(payload, event).await
             }
         })

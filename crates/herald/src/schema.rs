@@ -72,6 +72,70 @@ mod tests {
     }
 
     #[test]
+    fn a_rust_type_s_json_schema_checks_its_values_on_the_common_path() {
+        let s = json_schema_of::<Order>("order.placed");
+        let v = herald_schema::compile(s.format, &s.schema).unwrap();
+        assert!(matches!(&v, herald_schema::Validator::Json(c) if c.has_fast_path()), "{}", s.schema);
+        let good = serde_json::to_vec(&Order { id: "o-1".into(), total: 3, note: None }).unwrap();
+        v.validate(&good).unwrap();
+        let e = v.validate(br#"{"id": "o-1", "total": -3}"#).unwrap_err();
+        assert_eq!(e.path, "/total", "{e:?}");
+    }
+
+    /// A prost message and the descriptor it reflects (what `prost-reflect-build` generates).
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Shipped {
+        #[prost(string, tag = "1")]
+        id: String,
+        #[prost(int64, tag = "2")]
+        at_ms: i64,
+    }
+
+    impl ReflectMessage for Shipped {
+        fn descriptor(&self) -> prost_reflect::MessageDescriptor {
+            use prost_reflect::prost_types::field_descriptor_proto::{Label, Type};
+            use prost_reflect::prost_types::{
+                DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet,
+            };
+            static POOL: std::sync::LazyLock<prost_reflect::DescriptorPool> = std::sync::LazyLock::new(|| {
+                let field = |name: &str, number, ty: Type| FieldDescriptorProto {
+                    name: Some(name.into()),
+                    number: Some(number),
+                    label: Some(Label::Optional.into()),
+                    r#type: Some(ty.into()),
+                    json_name: Some(name.into()),
+                    ..Default::default()
+                };
+                let file = FileDescriptorProto {
+                    name: Some("shop.proto".into()),
+                    package: Some("shop".into()),
+                    syntax: Some("proto3".into()),
+                    message_type: vec![DescriptorProto {
+                        name: Some("Shipped".into()),
+                        field: vec![field("id", 1, Type::String), field("at_ms", 2, Type::Int64)],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                };
+                prost_reflect::DescriptorPool::from_file_descriptor_set(FileDescriptorSet { file: vec![file] }).unwrap()
+            });
+            POOL.get_message_by_name("shop.Shipped").unwrap()
+        }
+    }
+
+    #[test]
+    fn a_prost_type_s_registration_names_its_message_and_checks_its_values() {
+        let s = protobuf_of::<Shipped>("order.shipped");
+        assert_eq!((s.ty.as_str(), s.format), ("order.shipped", SchemaFormat::Protobuf));
+        assert_eq!(s.schema["message"], "shop.Shipped", "{}", s.schema);
+        let v = herald_schema::compile(s.format, &s.schema).unwrap();
+        v.validate(&Shipped { id: "o-1".into(), at_ms: 7 }.encode_to_vec()).unwrap();
+        // Field 2 written as a string: not a Shipped, and the error names the field.
+        let e = v.validate(b"\x0a\x03o-1\x12\x01x").unwrap_err();
+        assert!(e.message.contains("at_ms") || e.path.contains("at_ms"), "{e:?}");
+    }
+
+    #[test]
     fn the_version_is_read_from_dataschema() {
         let e = |d: &str| Event::builder("t").dataschema(d).build().unwrap();
         assert_eq!(version_of(&e("herald:/v1/topics/o/schemas/order.placed/versions/12")), Some(12));

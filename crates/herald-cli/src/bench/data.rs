@@ -176,5 +176,7 @@ mod tests {
         let s = DataFormat::Json.schema("t").unwrap().unwrap();
         let v = herald_schema::compile(s.format, &s.schema).unwrap();
         assert!(v.validate(br#"{"stamp": 1, "id": "x", "amount": 1, "currency": "XXX"}"#).is_err());
+        // Valid records take the common path (no `serde_json::Value` built), as typical ones do.
+        assert!(matches!(&v, herald_schema::Validator::Json(c) if c.has_fast_path()));
     }
 }

@@ -17,7 +17,7 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
 
 /// A schema's fast checker.
@@ -395,11 +395,9 @@ impl<'de> Visitor<'de> for Check<'_> {
             if let Some(bit) = bit {
                 seen |= 1 << bit;
             }
-            if at == ANYTHING {
-                map.next_value::<IgnoredAny>()?;
-            } else {
-                map.next_value_seed(Check { fast: self.fast, at })?;
-            }
+            // Read even when anything goes: skipping (`IgnoredAny`) would not check that its
+            // strings are UTF-8, which the full check's parse does.
+            map.next_value_seed(Check { fast: self.fast, at })?;
         }
         if seen & node.required != node.required {
             return Err(unsure());
@@ -547,6 +545,27 @@ mod tests {
         assert!(!c.has_fast_path());
         assert!(crate::json::validate(&c, br#""b""#).is_err());
         assert!(crate::json::validate(&c, br#""ab""#).is_ok());
+    }
+
+    #[test]
+    fn data_that_is_no_json_is_never_vouched_for() {
+        for schema in [json!(true), json!({}), json!({"properties": {"a": true}}), json!({"items": {}})] {
+            let fast = Fast::compile(&schema).unwrap();
+            for data in [
+                &b"{\"a\": \"\xff\"}"[..],
+                b"{\"b\": \"\xc3\"}",
+                b"[\"\xff\"]",
+                b"{\"a\": \"\\ud800\"}",
+                b"{\"a\": 1,}",
+                b"{\"a\": 1} {}",
+                b"",
+                b"nul",
+            ] {
+                assert!(!fast.vouches(data), "{schema}: {}", String::from_utf8_lossy(data));
+                assert!(serde_json::from_slice::<Value>(data).is_err());
+            }
+            assert!(fast.vouches(br#"{"a": "\u00e9", "b": ["\ud83d\ude00"]}"#), "{schema}");
+        }
     }
 
     #[test]
