@@ -6,7 +6,9 @@
 //! - publishing: the same records published in batches of 1,000 by 4 publishers to two topics of
 //!   8 partitions (durability `os`: no fsync, so that the CPU cost shows at its largest), one
 //!   with the schema registered for the events' type and one without, alternating runs; medians
-//!   of the events/s of each and their ratio. The end-to-end figure through a server, with
+//!   of the events/s of each and their ratio. A third topic without schema gets events that
+//!   already carry the `dataschema` a validated one is stamped with, which tells the cost of
+//!   the longer stored records from that of the check. The end-to-end figure through a server, with
 //!   fsync, is `herald bench --serve --schema json|protobuf` (docs/benchmarks.md).
 //!
 //! Target (issue #13): ≤ 1 µs per 100 B event and ≤ 10 % of throughput.
@@ -82,11 +84,17 @@ fn record(format: SchemaFormat, n: usize) -> Vec<u8> {
     }
 }
 
-fn batch(format: SchemaFormat, start: usize) -> Vec<Event> {
+fn batch(format: SchemaFormat, start: usize, dataschema: Option<&str>) -> Vec<Event> {
     (start..start + BATCH)
         .map(|n| {
             let ct = if format == SchemaFormat::JsonSchema { "application/json" } else { "application/protobuf" };
-            Event::builder(TYPE).data(record(format, n), ct).build().unwrap()
+            let b = Event::builder(TYPE).data(record(format, n), ct);
+            match dataschema {
+                Some(d) => b.dataschema(d),
+                None => b,
+            }
+            .build()
+            .unwrap()
         })
         .collect()
 }
@@ -118,10 +126,11 @@ fn validate_alone(format: SchemaFormat, schema: &serde_json::Value) -> (f64, Opt
 }
 
 /// Events/s publishing `EVENTS_PER_RUN` events to `topic` (batches made before the clock starts).
-async fn run(broker: &Broker, topic: &str, format: SchemaFormat) -> f64 {
+async fn run(broker: &Broker, topic: &str, format: SchemaFormat, dataschema: Option<&str>) -> f64 {
     let per = EVENTS_PER_RUN / PUBLISHERS;
-    let batches: Vec<Vec<Vec<Event>>> =
-        (0..PUBLISHERS).map(|p| (0..per / BATCH).map(|b| batch(format, p * per + b * BATCH)).collect()).collect();
+    let batches: Vec<Vec<Vec<Event>>> = (0..PUBLISHERS)
+        .map(|p| (0..per / BATCH).map(|b| batch(format, p * per + b * BATCH, dataschema)).collect())
+        .collect();
     let started = Instant::now();
     let tasks: Vec<_> = batches
         .into_iter()
@@ -158,23 +167,29 @@ async fn main() {
     );
     for (format, schema) in [(SchemaFormat::JsonSchema, json_schema()), (SchemaFormat::Protobuf, protobuf_schema())] {
         let (alone, before, bytes) = validate_alone(format, &schema);
-        let (mut plain, mut checked) = (Vec::new(), Vec::new());
+        let (mut plain, mut checked, mut carried) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..RUNS {
-            // Fresh topics per run, so that both write to logs of the same size.
-            let (p, c) = (format!("plain-{format}-{r}"), format!("checked-{format}-{r}"));
-            broker.create_topic(&p, config.clone()).unwrap();
-            broker.create_topic(&c, config.clone()).unwrap();
+            // Fresh topics per run, so that all write to logs of the same size.
+            let (p, c, d) =
+                (format!("plain-{format}-{r}"), format!("checked-{format}-{r}"), format!("carry-{format}-{r}"));
+            for t in [&p, &c, &d] {
+                broker.create_topic(t, config.clone()).unwrap();
+            }
             let s = NewSchema { ty: TYPE.into(), format, schema: schema.clone(), compatibility: None };
             broker.register_schema(&c, s).unwrap();
-            if r % 2 == 0 {
-                plain.push(run(&broker, &p, format).await);
-                checked.push(run(&broker, &c, format).await);
-            } else {
-                checked.push(run(&broker, &c, format).await);
-                plain.push(run(&broker, &p, format).await);
+            // What `c` stamps, the same length for `d`'s events.
+            let stamp = herald_model::schema::dataschema(&c, TYPE, 1);
+            // The three in turn, each first in one run of three.
+            for i in 0..3 {
+                match (r + i) % 3 {
+                    0 => plain.push(run(&broker, &p, format, None).await),
+                    1 => checked.push(run(&broker, &c, format, None).await),
+                    _ => carried.push(run(&broker, &d, format, Some(&stamp)).await),
+                }
             }
         }
-        let (p, c) = (median(plain.clone()), median(checked.clone()));
+        let (p, c, d) = (median(plain.clone()), median(checked.clone()), median(carried.clone()));
+        let us = |faster: f64, slower: f64| (1.0 / slower - 1.0 / faster) * 1e6;
         println!("{format} ({bytes} B records):");
         println!("  validation alone {alone:>10.2} µs per event (median)");
         if let Some(before) = before {
@@ -182,7 +197,14 @@ async fn main() {
         }
         println!("  no schema        {p:>10.0} events/s (median; runs {plain:.0?})");
         println!("  5-field schema   {c:>10.0} events/s (median; runs {checked:.0?})");
-        println!("  ratio {:.3}; publish cost {:.2} µs per event", c / p, (1.0 / c - 1.0 / p) * 1e6);
+        println!("  no schema, events carrying the dataschema {d:.0} events/s (median; runs {carried:.0?})");
+        println!(
+            "  ratio {:.3}; publish cost {:.2} µs per event: {:.2} the longer records, {:.2} the rest (check and stamp)",
+            c / p,
+            us(p, c),
+            us(p, d),
+            us(d, c)
+        );
     }
     broker.close().await.unwrap();
 }

@@ -45,6 +45,61 @@ pub struct Message {
     /// Whether this message or one it uses is not proto3 (proto2 `required` fields and closed
     /// enums): then only the full decode can tell (the fast check tracks neither).
     full_decode: bool,
+    /// What the fast check reads: this message (first) and every message it uses, as plain
+    /// tables. Descriptors are handles into a shared pool; looking a field up through them
+    /// counts references, which publishers validating at once fight over.
+    layouts: std::sync::Arc<[Layout]>,
+}
+
+/// A message's fields for the fast check: by number (sorted), how each is written.
+#[derive(Debug)]
+struct Layout {
+    fields: Vec<(u32, WireField)>,
+}
+
+/// How a field is written, as far as the fast check looks.
+#[derive(Debug, Clone, Copy)]
+struct WireField {
+    /// The wire type of one value.
+    wire: WireType,
+    what: What,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum What {
+    /// A nested message: its index in the layouts.
+    Message(usize),
+    String,
+    Bytes,
+    /// A repeated scalar: also accepted packed.
+    Packable,
+    /// A singular scalar.
+    Scalar,
+}
+
+/// The layouts of `messages` (as [`uses`] lists them, the message itself first).
+fn layouts(messages: &[MessageDescriptor]) -> std::sync::Arc<[Layout]> {
+    messages
+        .iter()
+        .map(|m| {
+            let mut fields: Vec<(u32, WireField)> = m
+                .fields()
+                .map(|f| {
+                    let kind = f.kind();
+                    let what = match &kind {
+                        Kind::Message(n) => What::Message(messages.iter().position(|x| x == n).expect("in uses")),
+                        Kind::String => What::String,
+                        Kind::Bytes => What::Bytes,
+                        _ if f.is_list() => What::Packable,
+                        _ => What::Scalar,
+                    };
+                    (f.number(), WireField { wire: wire_type(&kind), what })
+                })
+                .collect();
+            fields.sort_by_key(|(n, _)| *n);
+            Layout { fields }
+        })
+        .collect()
 }
 
 /// The JSON document registering `message` from `descriptor_set` (a serialized
@@ -84,8 +139,9 @@ impl Message {
             let known: Vec<String> = pool.all_messages().take(20).map(|m| m.full_name().to_owned()).collect();
             format!("the descriptor set defines no message {message:?} (it has: {})", known.join(", "))
         })?;
-        let full_decode = uses(&desc).iter().any(|m| m.parent_file().syntax() != prost_reflect::Syntax::Proto3);
-        Ok(Message { desc, full_decode })
+        let used = uses(&desc);
+        let full_decode = used.iter().any(|m| m.parent_file().syntax() != prost_reflect::Syntax::Proto3);
+        Ok(Message { desc, full_decode, layouts: layouts(&used) })
     }
 
     /// Its full name: `shop.v1.Order`.
@@ -187,7 +243,7 @@ impl Message {
     /// The common case reads the wire format once without building anything; only
     /// data it cannot vouch for is decoded in full, which finds the problem and says where.
     pub fn validate(&self, data: &[u8]) -> Result<(), Invalid> {
-        if !self.full_decode && fits(&self.desc, data, 0) {
+        if !self.full_decode && fits(&self.layouts, 0, data, 0) {
             return Ok(());
         }
         let message = DynamicMessage::decode(self.desc.clone(), data)
@@ -215,18 +271,19 @@ fn uses(desc: &MessageDescriptor) -> Vec<MessageDescriptor> {
 /// Nesting deeper than this is not vouched for (prost's own limit is 100).
 const FITS_DEPTH_MAX: usize = 64;
 
-/// Whether `buf` is, on the wire, a `desc` with no unknown field: every field's wire type is
-/// its declaration's (or packed), lengths fit, strings are UTF-8, nested messages fit too.
-/// Builds nothing; `false` sends the data to the full decode.
-fn fits(desc: &MessageDescriptor, mut buf: &[u8], depth: usize) -> bool {
+/// Whether `buf` is, on the wire, message `at` of `layouts` with no unknown field: every
+/// field's wire type is its declaration's (or packed), lengths fit, strings are UTF-8, nested
+/// messages fit too. Builds nothing; `false` sends the data to the full decode.
+fn fits(layouts: &[Layout], at: usize, mut buf: &[u8], depth: usize) -> bool {
     if depth > FITS_DEPTH_MAX {
         return false;
     }
+    let fields = &layouts[at].fields;
     while !buf.is_empty() {
         let Ok((number, wire)) = prost::encoding::decode_key(&mut buf) else { return false };
-        let Some(field) = desc.get_field(number) else { return false };
-        let kind = field.kind();
-        let expected = wire_type(&kind);
+        let Ok(i) = fields.binary_search_by_key(&number, |(n, _)| *n) else { return false };
+        let field = fields[i].1;
+        let expected = field.wire;
         match wire {
             WireType::Varint if expected == WireType::Varint => {
                 if prost::encoding::decode_varint(&mut buf).is_err() {
@@ -242,12 +299,12 @@ fn fits(desc: &MessageDescriptor, mut buf: &[u8], depth: usize) -> bool {
                 let Ok(len) = prost::encoding::decode_varint(&mut buf) else { return false };
                 let Some(body) = usize::try_from(len).ok().and_then(|l| buf.get(..l)) else { return false };
                 buf = &buf[body.len()..];
-                let ok = match &kind {
-                    Kind::Message(m) => fits(m, body, depth + 1),
-                    Kind::String => std::str::from_utf8(body).is_ok(),
-                    Kind::Bytes => true,
+                let ok = match field.what {
+                    What::Message(m) => fits(layouts, m, body, depth + 1),
+                    What::String => std::str::from_utf8(body).is_ok(),
+                    What::Bytes => true,
                     // Packed scalars: whole values only.
-                    _ if field.is_list() => match expected {
+                    What::Packable => match expected {
                         WireType::Varint => {
                             let mut b = body;
                             while !b.is_empty() {
@@ -260,7 +317,7 @@ fn fits(desc: &MessageDescriptor, mut buf: &[u8], depth: usize) -> bool {
                         WireType::SixtyFourBit => body.len() % 8 == 0,
                         _ => body.len() % 4 == 0,
                     },
-                    _ => false,
+                    What::Scalar => false,
                 };
                 if !ok {
                     return false;
@@ -801,7 +858,7 @@ mod tests {
         good.set_field_by_name("tags", Value::Map([(prost_reflect::MapKey::String("a".into()), Value::I64(1))].into()));
         good.set_field_by_name("placed_ms", Value::I64(-5));
         let bytes = good.encode_to_vec();
-        assert!(fits(m.descriptor(), &bytes, 0), "a valid message takes the fast path");
+        assert!(fits(&m.layouts, 0, &bytes, 0), "a valid message takes the fast path");
         // Every truncation and every single-byte change of a valid message: whenever the fast
         // check vouches for it, the full decode must accept it too.
         let mut vouched = 0;
@@ -815,7 +872,7 @@ mod tests {
                 }
             }
             for v in variants {
-                if fits(m.descriptor(), &v, 0) {
+                if fits(&m.layouts, 0, &v, 0) {
                     vouched += 1;
                     let full = DynamicMessage::decode(m.descriptor().clone(), v.as_slice()).map_err(|e| e.to_string());
                     assert!(full.is_ok_and(|d| walk(&d, "").is_ok()), "{v:02x?}");
