@@ -3,7 +3,8 @@
 //! - [`compile`] a registered document into a [`Validator`], once, and [`Validator::validate`]
 //!   an event's data with it: the first error's path and what is wrong;
 //! - [`check`] whether a new version may follow the earlier ones under a compatibility mode,
-//!   naming each change that breaks the rule (rule, version, path, what).
+//!   naming each change that breaks the rule (rule, version, path, what);
+//! - [`asyncapi::document`], the AsyncAPI 3.0 document of topics, their schemas and readers.
 //!
 //! Formats: JSON Schema draft 2020-12 ([`json`], with the `jsonschema` crate) and Protobuf
 //! ([`protobuf`], a `FileDescriptorSet` and a message name, with `prost-reflect`). The
@@ -11,6 +12,7 @@
 //!
 //! No I/O, no clock.
 
+pub mod asyncapi;
 pub mod json;
 pub mod protobuf;
 pub mod registry;

@@ -256,9 +256,44 @@ pub trait Backend: Send + Sync + 'static {
         Err(unsupported("schemas"))
     }
     /// The AsyncAPI 3.0 document of the live system (topics, event types with their schemas,
-    /// consumer groups), as a server describes it.
+    /// consumer groups). By default built from this backend's own listings (groups' `.dlq` and
+    /// `.replay` topics left out); a server builds its own (with what the caller may see).
     async fn asyncapi(&self) -> Result<serde_json::Value> {
-        Err(unsupported("AsyncAPI documents (ask a herald:// server)"))
+        let groups = match self.list_groups().await {
+            Ok(g) => g,
+            Err(e) if e.code() == Code::Unsupported => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mut readers: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for g in &groups {
+            // A group deleted since the listing is left out.
+            if let Ok(info) = self.describe_group(g).await {
+                for t in info.config.topics {
+                    readers.entry(t).or_default().push(g.clone());
+                }
+            }
+        }
+        let mut channels = Vec::new();
+        for topic in self.list_topics().await? {
+            let internal = topic
+                .strip_suffix(".dlq")
+                .or_else(|| topic.strip_suffix(".replay"))
+                .is_some_and(|g| groups.iter().any(|x| x == g));
+            if internal {
+                continue;
+            }
+            let (policy, schemas) = match self.list_schemas(&topic).await {
+                Ok(s) => s,
+                Err(e) if e.code() == Code::Unsupported => Default::default(),
+                Err(e) if e.code() == Code::TopicNotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let readers = readers.remove(&topic).unwrap_or_default();
+            channels.push(herald_schema::asyncapi::Channel { topic, policy, schemas, readers });
+        }
+        Ok(herald_schema::asyncapi::document(&channels, None, |topic| {
+            format!("Herald topic {topic:?}: publish with the SDK or `herald publish {topic}`")
+        }))
     }
 }
 

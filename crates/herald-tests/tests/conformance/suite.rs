@@ -840,6 +840,27 @@ pub async fn schemas_are_enforced_on_publish_and_evolve_by_their_rule(h: &Harnes
     got.sort_by_key(|m| m.at_ms);
     assert_eq!(got, vec![Shipped { id: "s".into(), at_ms: 5 }, typed]);
 
+    // The AsyncAPI document: the topic, its two types with their schemas, both groups reading
+    // it; valid AsyncAPI 3.0.
+    let doc = b.asyncapi().await.unwrap();
+    let spec: serde_json::Value =
+        serde_json::from_str(include_str!("../../../herald-server/tests/fixtures/asyncapi-3.0.0.schema.json")).unwrap();
+    let problems: Vec<String> = jsonschema::validator_for(&spec)
+        .unwrap()
+        .iter_errors(&doc)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(problems.is_empty(), "not valid AsyncAPI 3.0: {problems:#?}\n{doc:#}");
+    assert_eq!(doc["channels"]["orders"]["address"], "orders", "{doc:#}");
+    assert_eq!(doc["components"]["messages"]["orders.order.placed"]["payload"]["schema"], v1.schema);
+    let shipped = &doc["components"]["messages"]["orders.order.shipped"]["payload"];
+    assert!(shipped["schema"].as_str().is_some_and(|t| t.contains("at_ms")), "{shipped}");
+    for g in ["g", "typed"] {
+        assert_eq!(doc["operations"][format!("receive.{g}.orders")]["action"], "receive", "{doc:#}");
+    }
+    let channels = doc["channels"].as_object().unwrap();
+    assert!(!channels.keys().any(|c| c.ends_with(".dlq") || c.ends_with(".replay")), "{doc:#}");
+
     // Evolution: a required field breaks BACKWARD (named); check says so; FORWARD accepts it.
     let mut required = v1.schema.clone();
     required["properties"]["coupon"] = serde_json::json!({"type": "string"});
