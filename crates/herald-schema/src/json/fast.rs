@@ -279,6 +279,16 @@ impl Check<'_> {
         Ok(node)
     }
 
+    /// `Ok` (the node) when the node allows a value of `ty` that `is` one of its `enum` values
+    /// (if it has any).
+    fn scalar<E: de::Error>(&self, ty: u8, is: impl Fn(&Value) -> bool) -> Result<&Node, E> {
+        let node = self.of_type(ty)?;
+        match &node.values {
+            Some(values) if !values.iter().any(is) => Err(unsure()),
+            _ => Ok(node),
+        }
+    }
+
     fn number<E: de::Error>(&self, ty: u8, n: Num) -> Result<(), E> {
         let node = self.of_type(ty)?;
         if let Some(values) = &node.values {
@@ -324,19 +334,11 @@ impl<'de> Visitor<'de> for Check<'_> {
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        let node = self.of_type(NULL)?;
-        match &node.values {
-            Some(values) if !values.iter().any(Value::is_null) => Err(unsure()),
-            _ => Ok(()),
-        }
+        self.scalar(NULL, Value::is_null).map(drop)
     }
 
     fn visit_bool<E: de::Error>(self, b: bool) -> Result<(), E> {
-        let node = self.of_type(BOOLEAN)?;
-        match &node.values {
-            Some(values) if !values.iter().any(|v| v.as_bool() == Some(b)) => Err(unsure()),
-            _ => Ok(()),
-        }
+        self.scalar(BOOLEAN, |v| v.as_bool() == Some(b)).map(drop)
     }
 
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
@@ -352,12 +354,7 @@ impl<'de> Visitor<'de> for Check<'_> {
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
-        let node = self.of_type(STRING)?;
-        if let Some(values) = &node.values
-            && !values.iter().any(|v| v.as_str() == Some(s))
-        {
-            return Err(unsure());
-        }
+        let node = self.scalar(STRING, |v| v.as_str() == Some(s))?;
         if node.min_length.is_some() || node.max_length.is_some() {
             let chars = s.chars().count() as u64;
             if node.min_length.is_some_and(|m| chars < m) || node.max_length.is_some_and(|m| chars > m) {
