@@ -652,6 +652,23 @@ mod tests {
         })
     }
 
+    /// A root that refers to a definition and to itself, as `schemars` writes nested and
+    /// recursive types.
+    fn with_refs() -> impl Strategy<Value = Value> {
+        (schema(), schema(), any::<bool>()).prop_map(|(def, other, closed)| {
+            json!({
+                "type": "object",
+                "properties": {
+                    "a": { "$ref": "#/$defs/A", "description": "an alias" },
+                    "b": other,
+                    "c": { "type": "array", "items": { "$ref": "#" }, "maxItems": 2 }
+                },
+                "additionalProperties": !closed,
+                "$defs": { "A": def, "Unused": { "pattern": "^x" } }
+            })
+        })
+    }
+
     fn has_float(v: &Value) -> bool {
         match v {
             Value::Number(n) => n.is_f64(),
@@ -667,7 +684,10 @@ mod tests {
         /// Never vouches for what `jsonschema` refuses; and, for data without floats (where it
         /// may defer), vouches for all it accepts.
         #[test]
-        fn the_fast_path_agrees_with_jsonschema(schema in schema(), instances in prop::collection::vec(instance(), 16)) {
+        fn the_fast_path_agrees_with_jsonschema(
+            schema in prop_oneof![3 => schema(), 1 => with_refs()],
+            instances in prop::collection::vec(instance(), 16),
+        ) {
             let fast = Fast::compile(&schema).expect("the generated keywords are the fast path's");
             let full = full(&schema);
             for instance in instances {
