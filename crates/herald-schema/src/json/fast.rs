@@ -91,7 +91,9 @@ impl Fast {
         {
             return None;
         }
-        if schema.get("$ref").is_some() {
+        // A root alias, or an identifier anywhere (even in a definition nothing refers to: it
+        // can move what `#` and `#/$defs/…` resolve to): no fast path.
+        if schema.get("$ref").is_some() || has_identifier(schema) {
             return None;
         }
         let mut building = Building { root: schema, defs: Vec::new(), resolving: Vec::new() };
@@ -133,6 +135,8 @@ impl Fast {
         for (keyword, value) in keywords {
             match keyword.as_str() {
                 "type" => node.types = types(value)?,
+                // Both in one node: each would have to hold; left to the full check.
+                "enum" | "const" if node.values.is_some() => return None,
                 "enum" => node.values = Some(value.as_array()?.clone()),
                 "const" => node.values = Some(vec![value.clone()]),
                 "minimum" => node.lower.push((number(value)?, false)),
@@ -198,6 +202,19 @@ impl Fast {
         let at = self.node(schema, building, false, Some(name));
         building.resolving.pop();
         at
+    }
+}
+
+/// Keywords that name a schema resource or a dynamic scope.
+const IDENTIFIERS: &[&str] = &["$id", "$anchor", "$dynamicAnchor", "$dynamicRef", "$recursiveRef", "$recursiveAnchor"];
+
+/// Whether any object in `schema` has an identifier keyword (a property or an `enum` value of
+/// that name counts too: that only costs the fast path).
+fn has_identifier(schema: &Value) -> bool {
+    match schema {
+        Value::Object(o) => o.iter().any(|(k, v)| IDENTIFIERS.contains(&k.as_str()) || has_identifier(v)),
+        Value::Array(a) => a.iter().any(has_identifier),
+        _ => false,
     }
 }
 
@@ -422,6 +439,11 @@ impl<'de> Visitor<'de> for Key<'_> {
     }
 
     fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
+        // serde_json's own tokens (`RawValue`, arbitrary-precision numbers): a `Value` read from
+        // an object keyed so is something else than an object.
+        if name.starts_with("$serde_json::private::") {
+            return Err(unsure());
+        }
         Ok(self
             .0
             .properties
@@ -534,6 +556,14 @@ mod tests {
             json!({"$id": "https://example.com/s", "type": "string"}),
             json!({"properties": {"a": {"$defs": {}}}}),
             json!({"nullable": true}),
+            json!({"const": "a", "enum": ["a", "b"]}),
+            json!({"enum": ["a", "b"], "const": "a"}),
+            // An identifier in an unused definition can move what `#/$defs/A` names.
+            json!({
+                "properties": {"a": {"$ref": "#/$defs/A"}},
+                "$defs": {"A": {"type": "string"}, "X": {"$id": "https://e.x/", "$defs": {"A": {"type": "integer"}}}}
+            }),
+            json!({"properties": {"a": {"$anchor": "a"}}}),
         ] {
             assert!(Fast::compile(&schema).is_none(), "{schema}");
         }
@@ -563,6 +593,19 @@ mod tests {
             }
             assert!(fast.vouches(br#"{"a": "\u00e9", "b": ["\ud83d\ude00"]}"#), "{schema}");
         }
+    }
+
+    #[test]
+    fn serde_json_s_private_tokens_are_left_to_the_full_check() {
+        // With serde_json's `raw_value` feature (on in this workspace), an object whose first key
+        // is its RawValue token reads as a `Value` that is no object.
+        let token = r#"{"$serde_json::private::RawValue": "5"}"#;
+        for schema in [json!({"type": "object"}), json!(true), json!({"properties": {"id": {"type": "string"}}})] {
+            let fast = Fast::compile(&schema).unwrap();
+            assert!(!fast.vouches(token.as_bytes()), "{schema}");
+            assert!(!fast.vouches(br#"{"$serde_json::private::RawValue": "1", "id": "x"}"#), "{schema}");
+        }
+        assert!(!vouches(&json!({"type": "object"}), token));
     }
 
     #[test]
