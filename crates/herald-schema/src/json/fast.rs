@@ -606,6 +606,10 @@ mod tests {
             assert!(!fast.vouches(br#"{"$serde_json::private::RawValue": "1", "id": "x"}"#), "{schema}");
         }
         assert!(!vouches(&json!({"type": "object"}), token));
+        // Nor does the full check take it for the value serde_json would make of it.
+        let c = crate::json::compile(&json!({"type": "integer"})).unwrap();
+        let e = crate::json::validate(&c, token.as_bytes()).unwrap_err();
+        assert!(e.message.contains("reserves"), "{e:?}");
     }
 
     #[test]
