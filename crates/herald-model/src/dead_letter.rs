@@ -111,6 +111,12 @@ pub fn replay_topic(group: &str) -> String {
     format!("{group}.replay")
 }
 
+/// The group whose dead-letter (`G.dlq`) or replay (`G.replay`) topic `topic` would be, by its
+/// name (whether that group exists is the caller's to know).
+pub fn dead_letter_group(topic: &str) -> Option<&str> {
+    topic.strip_suffix(".dlq").or_else(|| topic.strip_suffix(".replay"))
+}
+
 /// Why and where an event failed: what a dead letter records about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope<'a> {

@@ -275,11 +275,7 @@ pub trait Backend: Send + Sync + 'static {
         }
         let mut channels = Vec::new();
         for topic in self.list_topics().await? {
-            let internal = topic
-                .strip_suffix(".dlq")
-                .or_else(|| topic.strip_suffix(".replay"))
-                .is_some_and(|g| groups.iter().any(|x| x == g));
-            if internal {
+            if herald_model::dead_letter::dead_letter_group(&topic).is_some_and(|g| groups.iter().any(|x| x == g)) {
                 continue;
             }
             let (policy, schemas) = match self.list_schemas(&topic).await {

@@ -296,6 +296,16 @@ impl Check<'_> {
         Ok(node)
     }
 
+    /// `Ok` (the node) when the node allows an array or object (`ty`) and has no `enum`, which
+    /// is not compared with those.
+    fn compound<E: de::Error>(&self, ty: u8) -> Result<&Node, E> {
+        let node = self.of_type(ty)?;
+        if node.values.is_some() {
+            return Err(unsure());
+        }
+        Ok(node)
+    }
+
     /// `Ok` (the node) when the node allows a value of `ty` that `is` one of its `enum` values
     /// (if it has any).
     fn scalar<E: de::Error>(&self, ty: u8, is: impl Fn(&Value) -> bool) -> Result<&Node, E> {
@@ -328,6 +338,11 @@ impl Check<'_> {
             Err(unsure())
         }
     }
+}
+
+/// `Ok` when `n` is within the bounds there are.
+fn within<E: de::Error>(n: u64, min: Option<u64>, max: Option<u64>) -> Result<(), E> {
+    if min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m) { Err(unsure()) } else { Ok(()) }
 }
 
 /// Not vouched for: the full check decides.
@@ -373,34 +388,22 @@ impl<'de> Visitor<'de> for Check<'_> {
     fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
         let node = self.scalar(STRING, |v| v.as_str() == Some(s))?;
         if node.min_length.is_some() || node.max_length.is_some() {
-            let chars = s.chars().count() as u64;
-            if node.min_length.is_some_and(|m| chars < m) || node.max_length.is_some_and(|m| chars > m) {
-                return Err(unsure());
-            }
+            within(s.chars().count() as u64, node.min_length, node.max_length)?;
         }
         Ok(())
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let node = self.of_type(ARRAY)?;
-        if node.values.is_some() {
-            return Err(unsure());
-        }
+        let node = self.compound(ARRAY)?;
         let mut count = 0u64;
         while seq.next_element_seed(Check { fast: self.fast, at: node.items })?.is_some() {
             count += 1;
         }
-        if node.min_items.is_some_and(|m| count < m) || node.max_items.is_some_and(|m| count > m) {
-            return Err(unsure());
-        }
-        Ok(())
+        within(count, node.min_items, node.max_items)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let node = self.of_type(OBJECT)?;
-        if node.values.is_some() {
-            return Err(unsure());
-        }
+        let node = self.compound(OBJECT)?;
         let mut seen = 0u64;
         while let Some((at, bit)) = map.next_key_seed(Key(node))? {
             if at == NOTHING {

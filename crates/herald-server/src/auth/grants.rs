@@ -21,6 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use herald_model::Code;
+use herald_model::dead_letter::dead_letter_group;
 
 /// What a permission allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -343,13 +344,6 @@ impl Principal {
         }
         Action::ALL.into_iter().any(|a| self.allows(a, resource))
     }
-}
-
-/// The group whose dead-letter (`G.dlq`) or replay (`G.replay`) topic `topic` is.
-fn dead_letter_group(topic: &str) -> Option<&str> {
-    let group = topic.strip_suffix(".dlq").or_else(|| topic.strip_suffix(".replay"))?;
-    (herald_model::dead_letter::dlq_topic(group) == topic || herald_model::dead_letter::replay_topic(group) == topic)
-        .then_some(group)
 }
 
 #[cfg(test)]

@@ -45,12 +45,8 @@ pub(crate) fn build(b: &herald_broker::Broker, p: &crate::auth::Principal, host:
     }
     let mut channels = Vec::new();
     for topic in b.list_topics() {
-        let internal = topic == crate::audit::AUDIT_TOPIC
-            || topic
-                .strip_suffix(".dlq")
-                .or_else(|| topic.strip_suffix(".replay"))
-                .is_some_and(|g| groups.contains(&g.to_owned()));
-        if internal || !p.sees(Resource::Topic(&topic)) {
+        // `list_groups` is sorted.
+        if super::console::internal(&topic, &groups) || !p.sees(Resource::Topic(&topic)) {
             continue;
         }
         let Ok((policy, schemas)) = b.list_schemas(&topic) else { continue };

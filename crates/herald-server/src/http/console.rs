@@ -105,15 +105,12 @@ pub(super) async fn session(
     Json(json!({ "auth": auth, "principal": principal, "error": error })).into_response()
 }
 
-/// Whether `topic` is the server's own: a group's (`<g>.dlq`, `<g>.replay`) or the audit trail.
-fn internal(topic: &str, groups: &[String]) -> bool {
-    if topic == crate::audit::AUDIT_TOPIC {
-        return true;
-    }
-    let of = |suffix: &str| {
-        topic.strip_suffix(suffix).is_some_and(|g| groups.binary_search_by(|x| x.as_str().cmp(g)).is_ok())
-    };
-    of(".dlq") || of(".replay")
+/// Whether `topic` is the server's own: a group's (`<g>.dlq`, `<g>.replay`; `groups` sorted) or
+/// the audit trail. The Console and the AsyncAPI document leave these out.
+pub(crate) fn internal(topic: &str, groups: &[String]) -> bool {
+    topic == crate::audit::AUDIT_TOPIC
+        || herald_model::dead_letter::dead_letter_group(topic)
+            .is_some_and(|g| groups.binary_search_by(|x| x.as_str().cmp(g)).is_ok())
 }
 
 /// The Console's totals: what the overview and every tick sum the same way (internal topics
